@@ -1,0 +1,7 @@
+"""``python -m simulator``: run the QBO simulator server."""
+
+import sys
+
+from simulator.server import main
+
+sys.exit(main())

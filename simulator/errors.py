@@ -1,0 +1,207 @@
+"""QBO error envelopes: the JSON ``Fault``, the gateway's lowercase ``fault`` and the XML fault.
+
+``QBOError`` is raised anywhere in request handling and turned into the right envelope by the
+server middleware; batch items render it as an item-level ``Fault``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+from xml.sax.saxutils import escape
+
+from aiohttp import web
+
+from simulator.clock import fmt_time
+
+
+class QBOError(Exception):
+    """A coded QBO fault (standard JSON envelope)."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        detail: str = "",
+        element: str = "",
+        status: int = 400,
+        fault_type: str = "ValidationFault",
+    ) -> None:
+        super().__init__(f"{code} {message}")
+        self.code = code
+        self.message = message
+        self.detail = detail or message
+        self.element = element
+        self.status = status
+        self.fault_type = fault_type
+
+    def fault(self) -> dict[str, Any]:
+        return {
+            "Error": [
+                {
+                    "Message": self.message,
+                    "Detail": self.detail,
+                    "code": self.code,
+                    "element": self.element,
+                }
+            ],
+            "type": self.fault_type,
+        }
+
+
+class GatewayError(Exception):
+    """A 401/403 answered by Intuit's gateway (lowercase ``fault``, epoch-ms ``time``)."""
+
+    def __init__(self, status: int, code: str, name: str, detail: str) -> None:
+        super().__init__(f"{status} {code}")
+        self.status = status
+        self.code = code
+        self.name = name
+        self.detail = detail
+
+
+class Throttled(Exception):
+    """Rate limit exceeded (HTTP 429, code 3001)."""
+
+
+def new_tid() -> str:
+    return f"1-{secrets.token_hex(4)}-{secrets.token_hex(12)}"
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=json.dumps(body, separators=(",", ":")).encode(),
+        status=status,
+        content_type="application/json",
+        charset="UTF-8",
+        headers=headers,
+    )
+
+
+def fault_response(err: QBOError, now: float) -> web.Response:
+    return json_response({"Fault": err.fault(), "time": fmt_time(now)}, status=err.status)
+
+
+def gateway_response(err: GatewayError, now: float) -> web.Response:
+    body = {
+        "warnings": None,
+        "intuitObject": None,
+        "fault": {
+            "error": [
+                {
+                    "message": f"message={err.name}; errorCode={int(err.code):06d}; "
+                    f"statusCode={err.status}",
+                    "detail": err.detail,
+                    "code": err.code,
+                    "element": None,
+                }
+            ],
+            "type": "AUTHENTICATION" if err.status == 401 else "AUTHORIZATION",
+        },
+        "report": None,
+        "queryResponse": None,
+        "batchItemResponse": [],
+        "attachableResponse": [],
+        "syncErrorResponse": None,
+        "requestId": None,
+        "time": int(now * 1000),
+        "status": None,
+        "cdcresponse": [],
+    }
+    headers = {}
+    if err.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="Intuit", error="invalid_token"'
+    return json_response(body, status=err.status, headers=headers)
+
+
+THROTTLE_MESSAGE = "message=ThrottleExceeded; errorCode=003001; statusCode=429"
+THROTTLE_DETAIL = "The request limit was reached.  Try again later"
+
+
+def throttle_response(fmt: str, now: float) -> web.Response:
+    if fmt == "json":
+        err = QBOError("3001", THROTTLE_MESSAGE, THROTTLE_DETAIL, status=429, fault_type="SERVICE")
+        return fault_response(err, now)
+    return xml_fault_response(429, "3001", THROTTLE_MESSAGE, THROTTLE_DETAIL, "SERVICE", now)
+
+
+def xml_fault_response(
+    status: int, code: str, message: str, detail: str, fault_type: str, now: float
+) -> web.Response:
+    body = (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+        f'<IntuitResponse xmlns="http://schema.intuit.com/finance/v3" time="{fmt_time(now)}">'
+        f'<Fault type="{fault_type}"><Error code="{code}"><Message>{escape(message)}</Message>'
+        f"<Detail>{escape(detail)}</Detail></Error></Fault></IntuitResponse>"
+    )
+    return web.Response(text=body, status=status, content_type="application/xml", charset="UTF-8")
+
+
+# Frequently used faults -------------------------------------------------------------------
+
+
+def not_found(entity: str, oid: str) -> QBOError:
+    return QBOError(
+        "610",
+        "Object Not Found",
+        f"Object Not Found : Something you're trying to use has been made inactive. Check the "
+        f"fields with accounts, customers, items, vendors or employees. ({entity} Id={oid})",
+    )
+
+
+def deleted_txn(entity: str, oid: str) -> QBOError:
+    return QBOError(
+        "610",
+        "Object Not Found",
+        f"Object Not Found : Another user has deleted this transaction. ({entity} Id={oid})",
+    )
+
+
+def stale(entity: str) -> QBOError:
+    return QBOError(
+        "5010",
+        "Stale Object Error",
+        f"Stale Object Error : You and Sim User were working on this at the same time. Sim User "
+        f"finished before you did, so your work was not saved. ({entity})",
+    )
+
+
+def required(element: str, detail: str = "") -> QBOError:
+    return QBOError(
+        "2020",
+        "Required param missing, need to supply the required value for the API",
+        detail or f"Required parameter {element} is missing in the request",
+        element=element,
+    )
+
+
+def business(detail: str, element: str = "") -> QBOError:
+    return QBOError(
+        "6000",
+        "A business validation error has occurred while processing your request",
+        f"Business Validation Error: {detail}",
+        element=element,
+    )
+
+
+def unsupported(detail: str) -> QBOError:
+    return QBOError("500", "Unsupported Operation", detail)
+
+
+def invalid_ref(element: str, value: Any) -> QBOError:
+    return QBOError(
+        "2500",
+        "Invalid Reference Id",
+        f"Invalid Reference Id : {element} assigned is invalid: {value}",
+        element=element,
+    )
+
+
+def duplicate_name() -> QBOError:
+    return QBOError(
+        "6240",
+        "Duplicate Name Exists Error",
+        "The name supplied already exists. : Another customer, vendor or employee is already "
+        "using this name. Please use a different name.",
+    )

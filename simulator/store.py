@@ -1,0 +1,91 @@
+"""In-memory state: realms (companies) with their objects, indexes and per-realm bookkeeping.
+
+Objects are stored as the JSON dicts the API returns, indexed by entity name and Id, so a read by
+Id is a dict lookup. Business rules live in ``entities.py``; this module only stores.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+# Canonical entity names by lowercase URL segment.
+ENTITIES: dict[str, str] = {
+    name.lower(): name
+    for name in (
+        "Customer",
+        "Vendor",
+        "Employee",
+        "Item",
+        "Account",
+        "Term",
+        "PaymentMethod",
+        "TaxCode",
+        "CompanyInfo",
+        "Invoice",
+        "Payment",
+    )
+}
+NAME_LISTS = {"Customer", "Vendor", "Employee", "Item", "Account", "Term", "PaymentMethod", "TaxCode"}
+TRANSACTIONS = {"Invoice", "Payment"}
+PARTIES = {"Customer", "Vendor", "Employee"}  # share one DisplayName namespace
+
+
+def name_key(name: str) -> str:
+    """Names compare trimmed, with inner whitespace collapsed, case-insensitively."""
+    return " ".join(name.split()).casefold()
+
+
+@dataclass
+class Tombstone:
+    ts: float
+    body: dict[str, Any]
+
+
+@dataclass
+class Realm:
+    realm_id: str
+    company_name: str
+    objects: dict[str, dict[str, dict[str, Any]]] = field(
+        default_factory=lambda: {name: {} for name in ENTITIES.values()}
+    )
+    # entity -> id -> last-updated epoch (float precision, for CDC ordering)
+    updated: dict[str, dict[str, float]] = field(
+        default_factory=lambda: {name: {} for name in ENTITIES.values()}
+    )
+    deleted: dict[str, dict[str, Tombstone]] = field(
+        default_factory=lambda: {name: {} for name in ENTITIES.values()}
+    )
+    seq: Counter = field(default_factory=Counter)
+    # unique-name indexes: group ("party", "Item", "Account", ...) -> key -> Id
+    names: dict[str, dict[str, str]] = field(default_factory=dict)
+    # invoice id -> {payment id: applied amount}
+    applied: dict[str, dict[str, float]] = field(default_factory=dict)
+    # customer id -> set of (entity, id) of its invoices and payments
+    by_customer: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
+    docnumbers: dict[str, str] = field(default_factory=dict)  # DocNumber -> invoice id
+    next_docnumber: int = 1001
+    # requestid -> (expires epoch, status, body bytes, content type)
+    requestids: dict[str, tuple[float, int, bytes, str]] = field(default_factory=dict)
+    counters: Counter = field(default_factory=Counter)
+
+    def next_id(self, entity: str) -> str:
+        group = "txn" if entity in TRANSACTIONS else entity
+        self.seq[group] += 1
+        return str(self.seq[group])
+
+    def get(self, entity: str, oid: str) -> dict[str, Any] | None:
+        return self.objects[entity].get(oid)
+
+    def put(self, entity: str, obj: dict[str, Any], ts: float) -> None:
+        self.objects[entity][obj["Id"]] = obj
+        self.updated[entity][obj["Id"]] = ts
+
+    def remove(self, entity: str, oid: str, ts: float, body: dict[str, Any]) -> None:
+        self.objects[entity].pop(oid, None)
+        self.updated[entity].pop(oid, None)
+        self.deleted[entity][oid] = Tombstone(ts, body)
+
+    def name_group(self, group: str) -> dict[str, str]:
+        return self.names.setdefault(group, {})

@@ -1,0 +1,128 @@
+-- Roles, privileges and row-level security.
+-- * qbo_sync_listener: may only insert webhooks (and, once installed, complete an OAuth redirect).
+-- * qbo_sync_monitor: reads everything but token columns, across organizations.
+-- * qbo_sync_app: the application; sees and changes only the rows of the organization named by
+--   the setting qbo_sync.organization_id (SET qbo_sync.organization_id = '<uuid>').
+-- The installing role owns every object (and so bypasses row-level security, as the pg_cron jobs
+-- need). The roles are NOLOGIN: grant them to login roles.
+
+DO $$
+DECLARE
+    r text;
+BEGIN
+    FOREACH r IN ARRAY ARRAY['qbo_sync_listener', 'qbo_sync_monitor', 'qbo_sync_app'] LOOP
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r) THEN
+            EXECUTE format('CREATE ROLE %I NOLOGIN', r);
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- Nothing of ours is open to PUBLIC: functions default to EXECUTE for PUBLIC, and PL/Python ones
+-- run with the server's operating-system rights.
+REVOKE ALL ON SCHEMA qbo_sync FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA qbo_sync FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA qbo_sync FROM PUBLIC;
+REVOKE ALL ON ALL PROCEDURES IN SCHEMA qbo_sync FROM PUBLIC;
+REVOKE ALL ON TABLE public.qbo_connection, public.qbo_oauth_state, public.qbo_sync_queue,
+                    public.qbo_sync_history, public.qbo_webhook_log, public.qbo_webhook_processed,
+                    public.qbo_sync_cursor, public.qbo_sync_conflict, public.qbo_sync_status
+    FROM PUBLIC;
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN
+        SELECT p.oid::regprocedure
+          FROM pg_proc AS p
+         WHERE p.pronamespace = 'public'::regnamespace
+           AND (p.proname LIKE 'qbo\_%' OR p.proname = 'trigger_qbo_sync')
+    LOOP
+        EXECUTE format('REVOKE ALL ON %s %s FROM PUBLIC',
+                       CASE WHEN (SELECT prokind FROM pg_proc WHERE oid = f) = 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END, f);
+    END LOOP;
+END
+$$;
+
+-- Listener
+GRANT INSERT (body, payload, signature, signature_valid, content_type, remote_addr,
+              payload_format, status, error)
+    ON public.qbo_webhook_log TO qbo_sync_listener;
+
+-- Monitor
+GRANT USAGE ON SCHEMA qbo_sync TO qbo_sync_monitor;
+GRANT EXECUTE ON FUNCTION qbo_sync.setting(text), qbo_sync.setting_numeric(text),
+                          qbo_sync.version() TO qbo_sync_monitor;
+GRANT SELECT ON qbo_sync.settings, qbo_sync.installation, qbo_sync.migration, qbo_sync.migrations
+    TO qbo_sync_monitor;
+GRANT SELECT ON public.organizations, public.qbo_sync_queue, public.qbo_sync_history,
+                public.qbo_webhook_log, public.qbo_webhook_processed, public.qbo_sync_cursor,
+                public.qbo_sync_conflict, public.qbo_sync_status
+    TO qbo_sync_monitor;
+GRANT SELECT (organization_id, realm_id, environment, api_base_url, company_name,
+              qbo_token_expires_at, qbo_refresh_token_expires_at, qbo_refresh_token_hard_expires_at,
+              is_active, inactive_reason, connected_at, last_refreshed_at, last_refresh_error,
+              refresh_failure_count, created_at, updated_at)
+    ON public.qbo_connection TO qbo_sync_monitor, qbo_sync_app;
+DO $$
+BEGIN
+    IF obj_description('public.migrations'::regclass, 'pg_class') = 'qbo-sync migrations' THEN
+        GRANT SELECT ON public.migrations TO qbo_sync_monitor;
+    END IF;
+EXCEPTION WHEN undefined_table THEN
+    NULL;
+END
+$$;
+
+-- Application
+GRANT USAGE ON SCHEMA qbo_sync TO qbo_sync_app;
+GRANT EXECUTE ON FUNCTION qbo_sync.setting(text), qbo_sync.setting_numeric(text),
+                          qbo_sync.current_organization_id(),
+                          qbo_sync.validate_sync_request(uuid, text, text, text),
+                          qbo_sync.enqueue(uuid, text, text, public.qbo_sync_priority, text[], text, jsonb)
+    TO qbo_sync_app;
+GRANT SELECT ON qbo_sync.settings TO qbo_sync_app;
+GRANT INSERT ON qbo_sync.local_deletion TO qbo_sync_app;
+GRANT EXECUTE ON FUNCTION public.trigger_qbo_sync(uuid, text, text, text),
+                          public.qbo_sync_orchestrator(uuid, text, text[], text),
+                          public.qbo_sync_requeue(uuid), public.qbo_sync_cancel(uuid)
+    TO qbo_sync_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON public.organizations, public.customer_profile,
+      public.item_record, public.invoice_record, public.invoice_line_item, public.invoice_payment
+    TO qbo_sync_app;
+GRANT SELECT, INSERT, UPDATE ON public.qbo_sync_queue TO qbo_sync_app;
+GRANT SELECT ON public.qbo_sync_history, public.qbo_sync_status, public.qbo_sync_conflict
+    TO qbo_sync_app;
+
+-- Row-level security. On application tables only when qbo-sync created them: an application that
+-- brought its own tables keeps its own security.
+DO $$
+DECLARE
+    t text;
+    org_column text;
+BEGIN
+    FOR t IN
+        SELECT unnest(ARRAY['qbo_connection', 'qbo_oauth_state', 'qbo_sync_queue', 'qbo_sync_history',
+                            'qbo_webhook_processed', 'qbo_sync_cursor', 'qbo_sync_conflict'])
+        UNION ALL
+        SELECT a.table_name FROM qbo_sync.app_table AS a WHERE a.created_by_qbo_sync
+    LOOP
+        org_column := CASE WHEN t = 'organizations' THEN 'id' ELSE 'organization_id' END;
+        EXECUTE format('ALTER TABLE public.%I ENABLE ROW LEVEL SECURITY', t);
+        EXECUTE format('DROP POLICY IF EXISTS qbo_app_own_organization ON public.%I', t);
+        EXECUTE format('CREATE POLICY qbo_app_own_organization ON public.%I TO qbo_sync_app '
+                       'USING (%I = qbo_sync.current_organization_id()) '
+                       'WITH CHECK (%I = qbo_sync.current_organization_id())', t, org_column, org_column);
+        EXECUTE format('DROP POLICY IF EXISTS qbo_monitor_reads_all ON public.%I', t);
+        EXECUTE format('CREATE POLICY qbo_monitor_reads_all ON public.%I FOR SELECT TO qbo_sync_monitor '
+                       'USING (true)', t);
+    END LOOP;
+END
+$$;
+
+ALTER TABLE public.qbo_webhook_log ENABLE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS qbo_listener_inserts ON public.qbo_webhook_log;
+CREATE POLICY qbo_listener_inserts ON public.qbo_webhook_log FOR INSERT TO qbo_sync_listener
+    WITH CHECK (status IN ('received', 'rejected'));
+DROP POLICY IF EXISTS qbo_monitor_reads_all ON public.qbo_webhook_log;
+CREATE POLICY qbo_monitor_reads_all ON public.qbo_webhook_log FOR SELECT TO qbo_sync_monitor USING (true);

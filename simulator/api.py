@@ -17,7 +17,14 @@ from simulator import entities, faults
 from simulator import query as qlang
 from simulator.clock import PACIFIC, fmt_meta, fmt_time, parse_ts, to_pacific
 from simulator.entities import Ctx
-from simulator.errors import GatewayError, QBOError, Throttled, json_response, unsupported
+from simulator.errors import (
+    GatewayError,
+    QBOError,
+    Throttled,
+    fault_response,
+    json_response,
+    unsupported,
+)
 from simulator.state import STATE, State
 from simulator.store import ENTITIES, Realm
 
@@ -62,7 +69,10 @@ async def handle(request: web.Request) -> web.StreamResponse:
         if is_write and rid:
             resp = _replay(state, realm, rid)
             if resp is None:
-                resp = await _dispatch(state, realm, request, tail)
+                try:
+                    resp = await _dispatch(state, realm, request, tail)
+                except QBOError as exc:  # a business fault is the answer to replay, too
+                    resp = fault_response(exc, state.clock.now())
                 _remember(state, realm, rid, resp)
         else:
             resp = await _dispatch(state, realm, request, tail)

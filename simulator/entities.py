@@ -110,7 +110,7 @@ def create(ctx: Ctx, entity: str, body: dict[str, Any]) -> dict[str, Any]:
     if entity not in CREATABLE:
         raise E.unsupported(f"Operation Create is not supported for {entity}.")
     obj = {k: copy.deepcopy(v) for k, v in body.items() if k not in SYSTEM_FIELDS
-           and k not in READ_ONLY[entity]}
+           and k not in READ_ONLY[entity] and v != ""}  # empty strings count as absent
     obj = NORMALIZE[entity](ctx, obj, None)
     oid = ctx.realm.next_id(entity)
     meta = fmt_meta(ctx.now)
@@ -135,7 +135,7 @@ def update(ctx: Ctx, entity: str, body: dict[str, Any]) -> dict[str, Any]:
             obj[key] = copy.deepcopy(value)
     else:
         obj = {k: copy.deepcopy(v) for k, v in body.items()
-               if k not in SYSTEM_FIELDS and k not in READ_ONLY[entity]}
+               if k not in SYSTEM_FIELDS and k not in READ_ONLY[entity] and v != ""}
         for key in READ_ONLY[entity]:
             if key in old:
                 obj[key] = copy.deepcopy(old[key])

@@ -8,7 +8,7 @@ use real monotonic time instead, because they govern real sockets.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 PACIFIC = ZoneInfo("America/Los_Angeles")
@@ -51,7 +51,7 @@ def fmt_date(epoch: float) -> str:
 
 
 def fmt_utc(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="milliseconds").replace(
+    return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="milliseconds").replace(
         "+00:00", "Z"
     )
 

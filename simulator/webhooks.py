@@ -176,7 +176,7 @@ class WebhookEmitter:
             ) as resp:
                 await resp.read()
                 return resp.status
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             return type(exc).__name__
 
     async def _deliver(self, delivery: Delivery) -> None:

@@ -17,12 +17,12 @@ from quickbooks import QuickBooks
 from quickbooks.batch import batch_create
 from quickbooks.cdc import change_data_capture
 from quickbooks.exceptions import AuthorizationException, QuickbooksException, ValidationException
+from quickbooks.objects.base import LinkedTxn, Ref
 from quickbooks.objects.customer import Customer
 from quickbooks.objects.detailline import SalesItemLine, SalesItemLineDetail
 from quickbooks.objects.invoice import Invoice
 from quickbooks.objects.item import Item
 from quickbooks.objects.payment import Payment, PaymentLine
-from quickbooks.objects.base import LinkedTxn, Ref
 from simtools import ThreadedServer
 
 REDIRECT = "http://127.0.0.1:8000/callback"

@@ -1,0 +1,39 @@
+# qbo-sync: every target sets up what is missing first, so each is one command on a fresh machine.
+.PHONY: setup test test-unit lint bench db db-stop db-status install simulator clean
+
+VENV := .venv
+QBO := $(VENV)/bin/qbo-sync
+
+setup:
+	@./scripts/setup.sh
+
+test: setup
+	$(VENV)/bin/pytest -q
+
+test-unit: setup
+	$(VENV)/bin/pytest -q tests/unit
+
+lint: setup
+	$(VENV)/bin/ruff check qbo_sync plpython simulator listener tests bench
+
+bench: setup
+	$(VENV)/bin/python -m bench
+
+db: setup
+	$(QBO) db start
+
+db-stop: setup
+	$(QBO) db stop
+
+db-status: setup
+	$(QBO) db status
+
+install: db
+	$(QBO) install
+
+simulator: setup
+	$(QBO) simulator --port 8765
+
+clean:
+	-$(QBO) db stop
+	rm -rf .local bench/results

@@ -1,0 +1,274 @@
+"""The sync queue: folding enqueue, claim order, SKIP LOCKED concurrency, leases, backoff, limits."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg
+import pytest
+
+
+def enqueue(conn, org, endpoint="customers", direction="pull", priority="normal", ids=None):
+    return conn.execute(
+        "SELECT qbo_sync.enqueue(%s, %s, %s, %s, %s)", (org, endpoint, direction, priority, ids)
+    ).fetchone()[0]
+
+
+def claim(conn, n=1, lease=None, worker="test"):
+    return conn.execute(
+        "SELECT id, lease_id, sync_endpoint, priority::text, attempts"
+        " FROM qbo_sync.claim(%s::integer, %s, %s::numeric)",
+        (n, worker, lease),
+    ).fetchall()
+
+
+def job(conn, job_id):
+    cur = conn.execute("SELECT * FROM qbo_sync_queue WHERE id = %s", (job_id,))
+    names = [c.name for c in cur.description]
+    return dict(zip(names, cur.fetchone(), strict=True))
+
+
+def test_identical_pending_jobs_fold_into_one(conn, org):
+    first = enqueue(conn, org, ids=["3", "1"], priority="low")
+    second = enqueue(conn, org, ids=["2", "3"], priority="high")
+    assert first == second
+    row = job(conn, first)
+    assert row["entity_ids"] == ["1", "2", "3"]
+    assert row["priority"] == "high"  # raised, never lowered
+    third = enqueue(conn, org, ids=["9"], priority="low")
+    assert third == first and job(conn, first)["priority"] == "high"
+    assert conn.execute("SELECT count(*) FROM qbo_sync_queue").fetchone()[0] == 1
+
+
+def test_a_whole_entity_job_absorbs_targeted_ones(conn, org):
+    first = enqueue(conn, org, ids=["1"])
+    assert enqueue(conn, org, ids=None) == first
+    assert job(conn, first)["entity_ids"] is None
+    assert enqueue(conn, org, ids=["7"]) == first
+    assert job(conn, first)["entity_ids"] is None
+
+
+def test_different_jobs_do_not_fold(conn, org):
+    ids = {
+        enqueue(conn, org, "customers", "pull"),
+        enqueue(conn, org, "customers", "push"),
+        enqueue(conn, org, "items", "pull"),
+    }
+    assert len(ids) == 3
+
+
+def test_no_folding_into_a_job_already_claimed(conn, org):
+    first = enqueue(conn, org)
+    claim(conn)
+    second = enqueue(conn, org)
+    assert second != first
+    assert job(conn, second)["status"] == "pending"
+
+
+def test_concurrent_enqueues_fold(connect, conn, org):
+    """Two sessions enqueueing the same job at once still leave a single job."""
+    a, b = connect(autocommit=False), connect(autocommit=False)
+    first = enqueue(a, org, ids=["1"])
+    result: list = []
+    thread = threading.Thread(target=lambda: result.append(enqueue(b, org, ids=["2"])))
+    thread.start()
+    time.sleep(0.3)  # b now waits on a's advisory lock
+    a.commit()
+    thread.join(10)
+    b.commit()
+    assert result == [first]
+    assert job(conn, first)["entity_ids"] == ["1", "2"]
+
+
+def test_claim_order_is_priority_then_age(conn, org):
+    made = [
+        enqueue(conn, org, "items", "pull", "low"),
+        enqueue(conn, org, "customers", "pull", "urgent"),
+        enqueue(conn, org, "invoices", "pull", "normal"),
+        enqueue(conn, org, "payments", "pull", "urgent"),
+        enqueue(conn, org, "items", "push", "high"),
+    ]
+    claimed = [row[0] for row in claim(conn, 10)]
+    assert claimed == [made[1], made[3], made[4], made[2], made[0]]
+
+
+def test_claim_takes_at_most_n_and_sets_a_lease(conn, org):
+    for endpoint in ("items", "customers", "invoices"):
+        enqueue(conn, org, endpoint)
+    rows = claim(conn, 2, lease=60)
+    assert len(rows) == 2
+    row = job(conn, rows[0][0])
+    assert row["status"] == "processing" and row["attempts"] == 1
+    assert row["lease_id"] == rows[0][1]
+    lease = conn.execute("SELECT locked_until - now() FROM qbo_sync_queue WHERE id = %s", (rows[0][0],))
+    assert 59 <= lease.fetchone()[0].total_seconds() <= 60
+    assert len(claim(conn, 5)) == 1
+    assert claim(conn, 5) == []
+
+
+def test_jobs_scheduled_later_are_not_claimed(conn, org):
+    job_id = enqueue(conn, org)
+    conn.execute("UPDATE qbo_sync_queue SET run_at = now() + interval '1 hour' WHERE id = %s", (job_id,))
+    assert claim(conn) == []
+
+
+def test_two_sessions_claim_disjoint_jobs(connect, conn, org):
+    # 20 distinct jobs, inserted directly (enqueue would fold identical ones)
+    conn.execute(
+        "INSERT INTO qbo_sync_queue (organization_id, sync_endpoint, entity_ids)"
+        " SELECT %s, 'customers', ARRAY[g::text] FROM generate_series(1, 20) AS g",
+        (org,),
+    )
+    a, b = connect(autocommit=False), connect(autocommit=False)
+    from_a = {r[0] for r in claim(a, 8)}  # a holds its row locks (transaction open)
+    from_b = {r[0] for r in claim(b, 8)}  # b skips them instead of waiting
+    assert len(from_a) == 8 and len(from_b) == 8
+    assert not from_a & from_b
+    a.commit()
+    b.commit()
+    assert conn.execute("SELECT count(*) FROM qbo_sync_queue WHERE status = 'processing'").fetchone()[0] == 16
+
+
+def test_many_workers_never_claim_a_job_twice(db_dsn, conn, org):
+    conn.execute(
+        "INSERT INTO qbo_sync_queue (organization_id, sync_endpoint, entity_ids)"
+        " SELECT %s, 'items', ARRAY[g::text] FROM generate_series(1, 400) AS g",
+        (org,),
+    )
+    seen: list[list] = []
+
+    def worker() -> None:
+        mine = []
+        with psycopg.connect(db_dsn, autocommit=True) as c:
+            while rows := claim(c, 3):
+                for job_id, lease, *_ in rows:
+                    assert c.execute("SELECT qbo_sync.complete(%s, %s)", (job_id, lease)).fetchone()[0]
+                    mine.append(job_id)
+        seen.append(mine)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    everything = [j for mine in seen for j in mine]
+    assert len(everything) == 400 and len(set(everything)) == 400
+    assert conn.execute("SELECT count(*) FROM qbo_sync_queue WHERE status = 'completed'").fetchone()[0] == 400
+
+
+def test_a_dead_workers_job_comes_back_after_its_lease(db_dsn, conn, org):
+    job_id = enqueue(conn, org)
+    with psycopg.connect(db_dsn, autocommit=True) as doomed:
+        (claimed,) = claim(doomed, lease=0.5)
+        assert claimed[0] == job_id
+    # the worker is gone without completing; before the lease passes nothing is reclaimed
+    assert conn.execute("SELECT qbo_sync.reclaim_expired()").fetchone()[0] == 0
+    assert claim(conn) == []
+    time.sleep(0.7)
+    assert conn.execute("SELECT qbo_sync.reclaim_expired()").fetchone()[0] == 1
+    row = job(conn, job_id)
+    assert row["status"] == "pending" and "lease expired" in row["last_error"]
+    (again,) = claim(conn)
+    assert again[0] == job_id and again[4] == 2  # second attempt
+    # the dead worker's lease no longer completes the job
+    assert not conn.execute("SELECT qbo_sync.complete(%s, %s)", (job_id, claimed[1])).fetchone()[0]
+    assert conn.execute("SELECT qbo_sync.complete(%s, %s)", (job_id, again[1])).fetchone()[0]
+
+
+def test_reclaim_after_the_last_attempt_fails_the_job(conn, org):
+    job_id = enqueue(conn, org)
+    conn.execute("UPDATE qbo_sync_queue SET max_attempts = 1 WHERE id = %s", (job_id,))
+    claim(conn, lease=0.01)
+    time.sleep(0.05)
+    conn.execute("SELECT qbo_sync.reclaim_expired()")
+    row = job(conn, job_id)
+    assert row["status"] == "failed" and "lease expired" in row["last_error"]
+
+
+def test_failure_backs_off_exponentially_with_jitter(conn, org):
+    conn.execute("UPDATE qbo_sync.settings SET value = '10' WHERE key = 'queue.backoff_base_seconds'")
+    conn.execute("UPDATE qbo_sync.settings SET value = '0.25' WHERE key = 'queue.backoff_jitter'")
+    try:
+        job_id = enqueue(conn, org)
+        conn.execute("UPDATE qbo_sync_queue SET max_attempts = 10 WHERE id = %s", (job_id,))
+        delays = []
+        for attempt in range(1, 5):
+            conn.execute("UPDATE qbo_sync_queue SET run_at = now() WHERE id = %s", (job_id,))
+            (claimed,) = claim(conn)
+            status = conn.execute(
+                "SELECT qbo_sync.fail(%s, %s, %s)", (job_id, claimed[1], f"boom {attempt}")
+            ).fetchone()[0]
+            assert status == "pending"
+            delay = conn.execute(
+                "SELECT extract(epoch FROM run_at - now()) FROM qbo_sync_queue WHERE id = %s", (job_id,)
+            ).fetchone()[0]
+            base = 10 * 2 ** (attempt - 1)
+            assert base <= float(delay) <= base * 1.25 + 0.01
+            delays.append(float(delay))
+        assert job(conn, job_id)["last_error"] == "boom 4"
+    finally:
+        conn.execute("UPDATE qbo_sync.settings SET value = '10' WHERE key = 'queue.backoff_base_seconds'")
+
+
+def test_backoff_is_capped_and_jittered(conn):
+    conn.execute("UPDATE qbo_sync.settings SET value = '100' WHERE key = 'queue.backoff_max_seconds'")
+    try:
+        values = [
+            conn.execute("SELECT qbo_sync.backoff_seconds(20)").fetchone()[0] for _ in range(30)
+        ]
+        assert all(100 <= v <= 125 for v in values)
+        assert len(set(values)) > 1  # jitter spreads retries
+    finally:
+        conn.execute("UPDATE qbo_sync.settings SET value = '3600' WHERE key = 'queue.backoff_max_seconds'")
+
+
+def test_attempt_limit_marks_the_job_failed_and_keeps_the_error(conn, org):
+    job_id = enqueue(conn, org)
+    conn.execute("UPDATE qbo_sync_queue SET max_attempts = 2 WHERE id = %s", (job_id,))
+    statuses = []
+    for attempt in (1, 2):
+        conn.execute("UPDATE qbo_sync_queue SET run_at = now() WHERE id = %s", (job_id,))
+        (claimed,) = claim(conn)
+        statuses.append(
+            conn.execute("SELECT qbo_sync.fail(%s, %s, %s)", (job_id, claimed[1], f"QBO 503 #{attempt}")).fetchone()[0]
+        )
+    assert statuses == ["pending", "failed"]
+    row = job(conn, job_id)
+    assert row["last_error"] == "QBO 503 #2" and row["completed_at"] is not None
+    conn.execute("UPDATE qbo_sync_queue SET run_at = now() WHERE id = %s", (job_id,))
+    assert claim(conn) == []
+
+
+def test_a_non_retryable_failure_fails_at_once(conn, org):
+    job_id = enqueue(conn, org)
+    (claimed,) = claim(conn)
+    assert conn.execute("SELECT qbo_sync.fail(%s, %s, 'bad data', false)", (job_id, claimed[1])).fetchone()[0] == "failed"
+
+
+def test_requeue_by_hand(conn, org):
+    job_id = enqueue(conn, org)
+    (claimed,) = claim(conn)
+    conn.execute("SELECT qbo_sync.fail(%s, %s, 'x', false)", (job_id, claimed[1]))
+    assert conn.execute("SELECT qbo_sync_requeue(%s)", (job_id,)).fetchone()[0] == job_id
+    row = job(conn, job_id)
+    assert row["status"] == "pending" and row["attempts"] == 0
+    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="only failed or cancelled"):
+        conn.execute("SELECT qbo_sync_requeue(%s)", (job_id,))
+    with pytest.raises(psycopg.errors.NoDataFound):
+        conn.execute("SELECT qbo_sync_requeue(gen_random_uuid())")
+
+
+def test_cancel_only_pending_jobs(conn, org):
+    job_id = enqueue(conn, org)
+    assert conn.execute("SELECT qbo_sync_cancel(%s)", (job_id,)).fetchone()[0]
+    assert job(conn, job_id)["status"] == "cancelled"
+    assert not conn.execute("SELECT qbo_sync_cancel(%s)", (job_id,)).fetchone()[0]
+
+
+def test_release_gives_the_job_back_without_counting_the_attempt(conn, org):
+    job_id = enqueue(conn, org)
+    (claimed,) = claim(conn)
+    assert conn.execute("SELECT qbo_sync.release(%s, %s, 0)", (job_id, claimed[1])).fetchone()[0]
+    row = job(conn, job_id)
+    assert row["status"] == "pending" and row["attempts"] == 0

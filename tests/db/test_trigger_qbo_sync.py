@@ -1,0 +1,100 @@
+"""trigger_qbo_sync and qbo_sync_orchestrator: argument checks with clear errors, and what they queue."""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+import pytest
+
+from tests.conftest import make_org
+
+CALL = "SELECT trigger_qbo_sync(%s::uuid, %s, %s, %s)"
+
+
+def test_queues_an_urgent_sync_by_default(conn, org):
+    job_id = conn.execute("SELECT trigger_qbo_sync(%s::uuid, 'invoices')", (org,)).fetchone()[0]
+    row = conn.execute(
+        "SELECT organization_id, sync_endpoint, direction, priority::text, status, source"
+        " FROM qbo_sync_queue WHERE id = %s",
+        (job_id,),
+    ).fetchone()
+    assert row == (org, "invoices", "both", "urgent", "pending", "manual")
+
+
+def test_repeated_triggers_fold_into_one_pending_job(conn, org):
+    first = conn.execute(CALL, (org, "customers", "pull", "low")).fetchone()[0]
+    second = conn.execute(CALL, (org, "customers", "pull", "urgent")).fetchone()[0]
+    assert first == second
+    assert conn.execute("SELECT priority::text FROM qbo_sync_queue WHERE id = %s", (first,)).fetchone()[0] == "urgent"
+
+
+@pytest.mark.parametrize(
+    ("entity", "direction", "priority", "message", "hint"),
+    [
+        ("invoice", "both", "urgent", "unknown entity 'invoice'", "items, customers, invoices, payments"),
+        (None, "both", "urgent", "unknown entity NULL", "items, customers, invoices, payments"),
+        ("items", "sideways", "urgent", "unknown direction 'sideways'", "pull, push, both"),
+        ("items", None, "urgent", "unknown direction NULL", "pull, push, both"),
+        ("items", "pull", "asap", "unknown priority 'asap'", "low, normal, high, urgent"),
+        ("items", "pull", "URGENT", "unknown priority 'URGENT'", "low, normal, high, urgent"),
+    ],
+)
+def test_bad_arguments_are_refused_with_a_hint(conn, org, entity, direction, priority, message, hint):
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as info:
+        conn.execute(CALL, (org, entity, direction, priority))
+    assert info.value.diag.message_primary == message
+    assert hint in info.value.diag.message_hint
+    assert conn.execute("SELECT count(*) FROM qbo_sync_queue").fetchone()[0] == 0
+
+
+def test_null_organization(conn):
+    with pytest.raises(psycopg.errors.NullValueNotAllowed, match="organization_id must not be null"):
+        conn.execute(CALL, (None, "items", "both", "urgent"))
+
+
+def test_unknown_organization(conn):
+    missing = uuid.uuid4()
+    with pytest.raises(psycopg.errors.NoDataFound, match=f"organization {missing} does not exist"):
+        conn.execute(CALL, (missing, "items", "both", "urgent"))
+
+
+def test_organization_without_connection(conn):
+    org_id = uuid.uuid4()
+    conn.execute("INSERT INTO organizations (id, name) VALUES (%s, 'No QBO')", (org_id,))
+    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="has no QuickBooks connection") as info:
+        conn.execute(CALL, (org_id, "items", "both", "urgent"))
+    assert "qbo_oauth_initiate" in info.value.diag.message_hint
+
+
+def test_inactive_connection_names_the_reason(conn):
+    org_id = make_org(conn, "Lapsed", active=False)
+    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="not active: invalid_grant"):
+        conn.execute(CALL, (org_id, "items", "both", "urgent"))
+
+
+def test_orchestrator_queues_in_dependency_order(conn, org):
+    job_ids = conn.execute(
+        "SELECT qbo_sync_orchestrator(%s, 'both', ARRAY['payments', 'invoices', 'customers', 'items'])", (org,)
+    ).fetchone()[0]
+    rows = conn.execute(
+        "SELECT sync_endpoint FROM qbo_sync_queue ORDER BY priority DESC, created_at"
+    ).fetchall()
+    assert [r[0] for r in rows] == ["items", "customers", "invoices", "payments"]
+    assert len(job_ids) == 4
+
+
+def test_orchestrator_checks_every_entity_before_queueing(conn, org):
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="unknown entity 'vendors'"):
+        conn.execute("SELECT qbo_sync_orchestrator(%s, 'both', ARRAY['items', 'vendors'])", (org,))
+    assert conn.execute("SELECT count(*) FROM qbo_sync_queue").fetchone()[0] == 0
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="at least one entity"):
+        conn.execute("SELECT qbo_sync_orchestrator(%s, 'both', ARRAY[]::text[])", (org,))
+
+
+def test_scheduled_sync_queues_only_active_connections(conn, org):
+    make_org(conn, "Lapsed", active=False)
+    queued = conn.execute("SELECT qbo_sync.schedule_sync(ARRAY['items', 'customers'], 'pull')").fetchone()[0]
+    assert queued == 2
+    rows = conn.execute("SELECT DISTINCT organization_id, source FROM qbo_sync_queue").fetchall()
+    assert rows == [(org, "schedule")]

@@ -57,8 +57,9 @@ async def wait_ready(url: str, timeout: float = 60.0) -> None:
     raise RuntimeError(f"server at {url} did not start")
 
 
-async def drive(name: str, make_url: Any, headers: dict[str, str], seconds: float,
-                concurrency: int) -> dict[str, Any]:
+async def drive(
+    name: str, make_url: Any, headers: dict[str, str], seconds: float, concurrency: int
+) -> dict[str, Any]:
     """Hit the server with `concurrency` workers for `seconds`; count 200 answers."""
     count = 0
     errors = 0
@@ -80,18 +81,43 @@ async def drive(name: str, make_url: Any, headers: dict[str, str], seconds: floa
         start = time.monotonic()
         await asyncio.gather(*[worker(i) for i in range(concurrency)])
         elapsed = time.monotonic() - start
-    return {"name": name, "requests": count, "errors": errors, "seconds": round(elapsed, 3),
-            "req_per_s": round(count / elapsed, 1)}
+    return {
+        "name": name,
+        "requests": count,
+        "errors": errors,
+        "seconds": round(elapsed, 3),
+        "req_per_s": round(count / elapsed, 1),
+    }
 
 
 async def run(seconds: float, concurrency: int, customers: int) -> list[dict[str, Any]]:
     sim_port, base_port = free_port(), free_port()
     sim = subprocess.Popen(
-        [sys.executable, "-m", "simulator", "--port", str(sim_port), "--no-limits",
-         "--latency-ms", "0", "--realm-id", REALM, "--customers", str(customers), "--items", "50"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = subprocess.Popen([sys.executable, "-c", BASELINE_SERVER, str(base_port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "simulator",
+            "--port",
+            str(sim_port),
+            "--no-limits",
+            "--latency-ms",
+            "0",
+            "--realm-id",
+            REALM,
+            "--customers",
+            str(customers),
+            "--items",
+            "50",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = subprocess.Popen(
+        [sys.executable, "-c", BASELINE_SERVER, str(base_port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         sim_url, base_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{base_port}"
         await wait_ready(sim_url + "/_sim/health")
@@ -105,13 +131,27 @@ async def run(seconds: float, concurrency: int, customers: int) -> list[dict[str
         api = f"{sim_url}/v3/company/{REALM}"
         query = "select * from Customer maxresults 1000"
         rows = [
-            await drive("baseline (bare aiohttp JSON)", lambda rng: base_url + "/ok", {},
-                        seconds, concurrency),
-            await drive("read Customer by Id",
-                        lambda rng: f"{api}/customer/{rng.randint(1, n_customers)}?minorversion=75",
-                        auth, seconds, concurrency),
-            await drive("query 1000 Customers", lambda rng: f"{api}/query?query={query}"
-                        "&minorversion=75", auth, seconds, concurrency),
+            await drive(
+                "baseline (bare aiohttp JSON)",
+                lambda rng: base_url + "/ok",
+                {},
+                seconds,
+                concurrency,
+            ),
+            await drive(
+                "read Customer by Id",
+                lambda rng: f"{api}/customer/{rng.randint(1, n_customers)}?minorversion=75",
+                auth,
+                seconds,
+                concurrency,
+            ),
+            await drive(
+                "query 1000 Customers",
+                lambda rng: f"{api}/query?query={query}&minorversion=75",
+                auth,
+                seconds,
+                concurrency,
+            ),
         ]
     finally:
         for proc in (sim, base):
@@ -132,11 +172,18 @@ def main(argv: list[str] | None = None) -> int:
     rows = asyncio.run(run(args.seconds, args.concurrency, args.customers))
     print(f"{'scenario':32} {'requests':>9} {'seconds':>8} {'req/s':>9} {'x baseline':>10}")
     for row in rows:
-        print(f"{row['name']:32} {row['requests']:>9} {row['seconds']:>8.2f} "
-              f"{row['req_per_s']:>9.1f} {row['ratio_to_baseline']:>10.3f}")
+        print(
+            f"{row['name']:32} {row['requests']:>9} {row['seconds']:>8.2f} "
+            f"{row['req_per_s']:>9.1f} {row['ratio_to_baseline']:>10.3f}"
+        )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"concurrency": args.concurrency, "customers": args.customers,
-                                   "results": rows}, indent=2) + "\n")
+    RESULTS.write_text(
+        json.dumps(
+            {"concurrency": args.concurrency, "customers": args.customers, "results": rows},
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {RESULTS.relative_to(ROOT)}")
     return 0
 

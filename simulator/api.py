@@ -34,17 +34,26 @@ CDC_UNSUPPORTED = {"TaxCode", "CompanyInfo"}
 def authenticate(state: State, request: web.Request, realm_id: str) -> Realm:
     header = request.headers.get("Authorization", "")
     if not header.lower().startswith("bearer ") or not header[7:].strip():
-        raise GatewayError(401, "3200", "AuthenticationFailed",
-                           "Authorization header missing or not a bearer token")
+        raise GatewayError(
+            401,
+            "3200",
+            "AuthenticationFailed",
+            "Authorization header missing or not a bearer token",
+        )
     rec = state.oauth.check_access(header[7:].strip(), state.clock.now())
     if isinstance(rec, str):
         detail = {"expired": "Token expired", "revoked": "Token revoked"}.get(
-            rec, "Malformed bearer token or unknown token")
+            rec, "Malformed bearer token or unknown token"
+        )
         raise GatewayError(401, "3200", "AuthenticationFailed", detail)
     realm = state.realms.get(realm_id)
     if realm is None or rec.grant.realm_id != realm_id:
-        raise GatewayError(403, "3100", "ApplicationAuthorizationFailed",
-                           "The access token is not authorized for this company (realmId)")
+        raise GatewayError(
+            403,
+            "3100",
+            "ApplicationAuthorizationFailed",
+            "The access token is not authorized for this company (realmId)",
+        )
     return realm
 
 
@@ -103,16 +112,23 @@ def _replay(state: State, realm: Realm, rid: str) -> web.Response | None:
         del realm.requestids[rid]
         return None
     if state.cfg.requestid_mode == "error600":
-        raise QBOError("600", "RequestId already exists",
-                       f"Duplicate request detected: requestid {rid} was already used")
+        raise QBOError(
+            "600",
+            "RequestId already exists",
+            f"Duplicate request detected: requestid {rid} was already used",
+        )
     state.count(realm.realm_id, "requestid.replay")
     return web.Response(body=body, status=status, content_type=ctype, charset="UTF-8")
 
 
 def _remember(state: State, realm: Realm, rid: str, resp: web.Response) -> None:
     body = resp.body if isinstance(resp.body, bytes) else b""
-    realm.requestids[rid] = (state.clock.now() + state.cfg.requestid_ttl_s, resp.status, body,
-                             resp.content_type)
+    realm.requestids[rid] = (
+        state.clock.now() + state.cfg.requestid_ttl_s,
+        resp.status,
+        body,
+        resp.content_type,
+    )
 
 
 def _entity(segment: str) -> str:
@@ -127,8 +143,9 @@ async def _json_body(request: web.Request) -> Any:
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise QBOError("2010", "Request has invalid or unsupported property",
-                       "Request body is not valid JSON") from exc
+        raise QBOError(
+            "2010", "Request has invalid or unsupported property", "Request body is not valid JSON"
+        ) from exc
 
 
 def _envelope(state: State, key: str, obj: Any) -> web.Response:
@@ -168,25 +185,31 @@ async def _dispatch(state: State, realm: Realm, request: web.Request, tail: str)
         raise unsupported(f"Unsupported path {tail}")
     else:
         body = await _json_body(request)
-        result = write(ctx, entity, body, request.query.get("operation"),
-                       request.query.get("include"))
+        result = write(
+            ctx, entity, body, request.query.get("operation"), request.query.get("include")
+        )
     state.emit(realm, ctx.events, ctx.now)
     return _envelope(state, entity, result)
 
 
-def write(ctx: Ctx, entity: str, body: Any, operation: str | None,
-          include: str | None) -> dict[str, Any]:
+def write(
+    ctx: Ctx, entity: str, body: Any, operation: str | None, include: str | None
+) -> dict[str, Any]:
     """One entity write, as selected by ?operation= and ?include=."""
     if not isinstance(body, dict):
-        raise QBOError("2010", "Request has invalid or unsupported property",
-                       "Request body must be a JSON object")
+        raise QBOError(
+            "2010",
+            "Request has invalid or unsupported property",
+            "Request body must be a JSON object",
+        )
     op = (operation or "").lower()
     if op == "delete":
         return entities.delete(ctx, entity, body)
     if op == "void":
         if entity != "Invoice":
-            raise unsupported(f"operation=void is not supported for {entity}; "
-                              "use operation=update&include=void")
+            raise unsupported(
+                f"operation=void is not supported for {entity}; use operation=update&include=void"
+            )
         return entities.void(ctx, entity, body)
     if (include or "").lower() == "void":
         if entity != "Payment":
@@ -201,8 +224,9 @@ def send_invoice(ctx: Ctx, oid: str, send_to: str | None) -> dict[str, Any]:
     inv = entities.read(ctx, "Invoice", oid)
     address = send_to or (inv.get("BillEmail") or {}).get("Address")
     if not address:
-        raise entities.E.business("Email address is missing (BillEmail or sendTo).",
-                                  element="BillEmail")
+        raise entities.E.business(
+            "Email address is missing (BillEmail or sendTo).", element="BillEmail"
+        )
     new = json.loads(json.dumps(inv))
     new["EmailStatus"] = "EmailSent"
     new["BillEmail"] = {"Address": address}
@@ -216,16 +240,17 @@ def send_invoice(ctx: Ctx, oid: str, send_to: str | None) -> dict[str, Any]:
 
 def _pdf(inv: dict[str, Any]) -> bytes:
     text = f"Invoice {inv.get('DocNumber', inv['Id'])} total {inv.get('TotalAmt')}"
-    return (b"%PDF-1.4\n% qbo simulator\n1 0 obj << /Title (" + text.encode() + b") >> endobj\n"
-            b"trailer << /Root 1 0 R >>\n%%EOF\n")
+    return (
+        b"%PDF-1.4\n% qbo simulator\n1 0 obj << /Title (" + text.encode() + b") >> endobj\n"
+        b"trailer << /Root 1 0 R >>\n%%EOF\n"
+    )
 
 
 # ------------------------------------------------------------------------------ query
 
 
 def query_options(state: State) -> qlang.ExecuteOptions:
-    return qlang.DEFAULT_OPTIONS.with_(naive_tz=PACIFIC,
-                                       today=to_pacific(state.clock.now()).date())
+    return qlang.DEFAULT_OPTIONS.with_(naive_tz=PACIFIC, today=to_pacific(state.clock.now()).date())
 
 
 def run_query(state: State, realm: Realm, text: str) -> dict[str, Any]:
@@ -251,29 +276,48 @@ def cdc(state: State, realm: Realm, params: Any) -> web.Response:
     cfg = state.cfg
     names = [n.strip() for n in (params.get("entities") or "").split(",") if n.strip()]
     if not names:
-        raise QBOError("2020", "Required param missing, need to supply the required value for "
-                       "the API", "Required parameter entities is missing", element="entities")
+        raise QBOError(
+            "2020",
+            "Required param missing, need to supply the required value for the API",
+            "Required parameter entities is missing",
+            element="entities",
+        )
     since_text = params.get("changedSince")
     if not since_text:
-        raise QBOError("2020", "Required param missing, need to supply the required value for "
-                       "the API", "Required parameter changedSince is missing",
-                       element="changedSince")
+        raise QBOError(
+            "2020",
+            "Required param missing, need to supply the required value for the API",
+            "Required parameter changedSince is missing",
+            element="changedSince",
+        )
     try:
         since = parse_ts(since_text)
     except ValueError as exc:
-        raise QBOError("2170", "Invalid Enumeration",
-                       f"Invalid changedSince: {since_text}", element="changedSince") from exc
+        raise QBOError(
+            "2170",
+            "Invalid Enumeration",
+            f"Invalid changedSince: {since_text}",
+            element="changedSince",
+        ) from exc
     now = state.clock.now()
     if now - since > cfg.cdc_max_days * 86400:
-        raise QBOError("4000", "Invalid date",
-                       f"Operation cdc with changedSince date {since_text} which is older than "
-                       f"{cfg.cdc_max_days} days is not supported.", element="changedSince")
+        raise QBOError(
+            "4000",
+            "Invalid date",
+            f"Operation cdc with changedSince date {since_text} which is older than "
+            f"{cfg.cdc_max_days} days is not supported.",
+            element="changedSince",
+        )
     wanted = []
     for name in names:
         entity = ENTITIES.get(name.lower())
         if entity is None or entity in CDC_UNSUPPORTED:
-            raise QBOError("4001", "Invalid query",
-                           f"Operation cdc is not supported for entity {name}", element="entities")
+            raise QBOError(
+                "4001",
+                "Invalid query",
+                f"Operation cdc is not supported for entity {name}",
+                element="entities",
+            )
         if entity not in wanted:
             wanted.append(entity)
     budget = cfg.cdc_max_objects
@@ -288,12 +332,12 @@ def cdc(state: State, realm: Realm, params: Any) -> web.Response:
         budget -= len(tombs)
         objs += tombs
         if objs:
-            responses.append({entity: objs, "startPosition": 1, "maxResults": len(objs),
-                              "totalCount": len(objs)})
+            responses.append(
+                {entity: objs, "startPosition": 1, "maxResults": len(objs), "totalCount": len(objs)}
+            )
         else:
             responses.append({})
-    return json_response({"CDCResponse": [{"QueryResponse": responses}],
-                          "time": fmt_time(now)})
+    return json_response({"CDCResponse": [{"QueryResponse": responses}], "time": fmt_time(now)})
 
 
 # ------------------------------------------------------------------------------ batch
@@ -302,13 +346,18 @@ def cdc(state: State, realm: Realm, params: Any) -> web.Response:
 async def batch(state: State, realm: Realm, body: Any) -> web.Response:
     items = body.get("BatchItemRequest") if isinstance(body, dict) else None
     if not isinstance(items, list) or not items:
-        raise QBOError("2020", "Required param missing, need to supply the required value for "
-                       "the API", "BatchItemRequest is missing or empty",
-                       element="BatchItemRequest")
+        raise QBOError(
+            "2020",
+            "Required param missing, need to supply the required value for the API",
+            "BatchItemRequest is missing or empty",
+            element="BatchItemRequest",
+        )
     if len(items) > state.cfg.batch_max_items:
-        raise QBOError("1040", "Batch size exceeds allowed limit",
-                       f"Batch size {len(items)} exceeds the maximum of "
-                       f"{state.cfg.batch_max_items} items")
+        raise QBOError(
+            "1040",
+            "Batch size exceeds allowed limit",
+            f"Batch size {len(items)} exceeds the maximum of {state.cfg.batch_max_items} items",
+        )
     ctx = state.ctx(realm)
     out: list[dict[str, Any]] = []
     for item in items:
@@ -327,10 +376,15 @@ async def batch(state: State, realm: Realm, body: Any) -> web.Response:
 def _batch_item(state: State, realm: Realm, ctx: Ctx, item: dict[str, Any]) -> dict[str, Any]:
     if "Query" in item:
         return {"QueryResponse": run_query(state, realm, str(item["Query"]))}
-    keys = [k for k in item if k not in ("bId", "operation", "optionsData") and k in ENTITIES.values()]
+    keys = [
+        k for k in item if k not in ("bId", "operation", "optionsData") and k in ENTITIES.values()
+    ]
     if len(keys) != 1:
-        raise QBOError("2020", "Required param missing, need to supply the required value for "
-                       "the API", "A batch item needs exactly one entity object or a Query")
+        raise QBOError(
+            "2020",
+            "Required param missing, need to supply the required value for the API",
+            "A batch item needs exactly one entity object or a Query",
+        )
     entity = keys[0]
     op = (item.get("operation") or "").lower()
     body = item[entity]
@@ -341,8 +395,12 @@ def _batch_item(state: State, realm: Realm, ctx: Ctx, item: dict[str, Any]) -> d
         ctx.hidden.add((entity, result["Id"]))  # later items must not see it
     elif op == "update":
         if not isinstance(body, dict) or not body.get("Id"):
-            raise QBOError("2020", "Required param missing, need to supply the required value "
-                           "for the API", "Id is required for update", element="Id")
+            raise QBOError(
+                "2020",
+                "Required param missing, need to supply the required value for the API",
+                "Id is required for update",
+                element="Id",
+            )
         include = "void" if (item.get("optionsData") or "").lower() == "void" else None
         if include and entity == "Invoice":
             result = write(ctx, entity, body, "void", None)
@@ -351,6 +409,10 @@ def _batch_item(state: State, realm: Realm, ctx: Ctx, item: dict[str, Any]) -> d
     elif op == "delete":
         result = write(ctx, entity, body, "delete", None)
     else:
-        raise QBOError("2170", "Invalid Enumeration",
-                       f"Invalid batch operation: {item.get('operation')}", element="operation")
+        raise QBOError(
+            "2170",
+            "Invalid Enumeration",
+            f"Invalid batch operation: {item.get('operation')}",
+            element="operation",
+        )
     return {entity: result}

@@ -40,8 +40,11 @@ def _realm(state: State, request: web.Request) -> Realm:
 
 
 def _summary(realm: Realm) -> dict[str, Any]:
-    return {"realm_id": realm.realm_id, "company_name": realm.company_name,
-            "counts": {e: len(objs) for e, objs in realm.objects.items()}}
+    return {
+        "realm_id": realm.realm_id,
+        "company_name": realm.company_name,
+        "counts": {e: len(objs) for e, objs in realm.objects.items()},
+    }
 
 
 async def health(request: web.Request) -> web.Response:
@@ -65,10 +68,15 @@ async def create_realm(request: web.Request) -> web.Response:
 
 
 def _seed(state: State, realm: Realm, data: dict[str, Any]) -> dict[str, int]:
-    return state.seed(realm, int(data.get("seed", state.cfg.seed)),
-                      int(data.get("customers", 0)), int(data.get("items", 0)),
-                      int(data.get("invoices", 0)), int(data.get("payments", 0)),
-                      int(data.get("max_lines", 5)))
+    return state.seed(
+        realm,
+        int(data.get("seed", state.cfg.seed)),
+        int(data.get("customers", 0)),
+        int(data.get("items", 0)),
+        int(data.get("invoices", 0)),
+        int(data.get("payments", 0)),
+        int(data.get("max_lines", 5)),
+    )
 
 
 async def seed_realm(request: web.Request) -> web.Response:
@@ -154,11 +162,18 @@ async def config(request: web.Request) -> web.Response:
 async def register_app(request: web.Request) -> web.Response:
     state = request.app[STATE]
     data = await _body(request)
-    app = state.oauth.register_app(data.get("client_id"), data.get("client_secret"),
-                                   list(data.get("redirect_uris") or []))
+    app = state.oauth.register_app(
+        data.get("client_id"), data.get("client_secret"), list(data.get("redirect_uris") or [])
+    )
     # the secret is returned once, to the caller that registered the app
-    return json_response({"client_id": app.client_id, "client_secret": app.client_secret,
-                          "redirect_uris": app.redirect_uris}, status=201)
+    return json_response(
+        {
+            "client_id": app.client_id,
+            "client_secret": app.client_secret,
+            "redirect_uris": app.redirect_uris,
+        },
+        status=201,
+    )
 
 
 async def expire_tokens(request: web.Request) -> web.Response:
@@ -210,8 +225,12 @@ async def webhook_flush(request: web.Request) -> web.Response:
 
 async def webhook_deliveries(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    return json_response({"pending_events": len(state.webhooks.pending),
-                          "deliveries": [d.public() for d in state.webhooks.deliveries]})
+    return json_response(
+        {
+            "pending_events": len(state.webhooks.pending),
+            "deliveries": [d.public() for d in state.webhooks.deliveries],
+        }
+    )
 
 
 async def reset(request: web.Request) -> web.Response:

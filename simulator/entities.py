@@ -31,26 +31,65 @@ READ_ONLY: dict[str, set[str]] = {
     "Invoice": {"TotalAmt", "Balance", "HomeBalance", "HomeTotalAmt"},
     "Payment": {"UnappliedAmt"},
 }
-CREATABLE = {"Customer", "Vendor", "Employee", "Item", "Account", "Term", "PaymentMethod",
-             "Invoice", "Payment"}
+CREATABLE = {
+    "Customer",
+    "Vendor",
+    "Employee",
+    "Item",
+    "Account",
+    "Term",
+    "PaymentMethod",
+    "Invoice",
+    "Payment",
+}
 USD = {"value": "USD", "name": "United States Dollar"}
 ITEM_TYPES = {"Service", "Inventory", "NonInventory", "Category", "Group"}
 ACCOUNT_TYPES = {
-    "Bank", "Other Current Asset", "Fixed Asset", "Other Asset", "Accounts Receivable",
-    "Equity", "Expense", "Other Expense", "Cost of Goods Sold", "Accounts Payable",
-    "Credit Card", "Long Term Liability", "Other Current Liability", "Income", "Other Income",
+    "Bank",
+    "Other Current Asset",
+    "Fixed Asset",
+    "Other Asset",
+    "Accounts Receivable",
+    "Equity",
+    "Expense",
+    "Other Expense",
+    "Cost of Goods Sold",
+    "Accounts Payable",
+    "Credit Card",
+    "Long Term Liability",
+    "Other Current Liability",
+    "Income",
+    "Other Income",
 }
 CLASSIFICATION = {
-    "Bank": "Asset", "Other Current Asset": "Asset", "Fixed Asset": "Asset", "Other Asset": "Asset",
-    "Accounts Receivable": "Asset", "Equity": "Equity", "Expense": "Expense",
-    "Other Expense": "Expense", "Cost of Goods Sold": "Expense", "Accounts Payable": "Liability",
-    "Credit Card": "Liability", "Long Term Liability": "Liability",
-    "Other Current Liability": "Liability", "Income": "Revenue", "Other Income": "Revenue",
+    "Bank": "Asset",
+    "Other Current Asset": "Asset",
+    "Fixed Asset": "Asset",
+    "Other Asset": "Asset",
+    "Accounts Receivable": "Asset",
+    "Equity": "Equity",
+    "Expense": "Expense",
+    "Other Expense": "Expense",
+    "Cost of Goods Sold": "Expense",
+    "Accounts Payable": "Liability",
+    "Credit Card": "Liability",
+    "Long Term Liability": "Liability",
+    "Other Current Liability": "Liability",
+    "Income": "Revenue",
+    "Other Income": "Revenue",
 }
 LIMITS = {  # field -> max length (reference §3.2/§3.3)
-    "DisplayName": 500, "GivenName": 100, "MiddleName": 100, "FamilyName": 100,
-    "CompanyName": 100, "Title": 16, "Suffix": 16, "DocNumber": 21, "PrivateNote": 4000,
-    "Description": 4000, "Sku": 100,
+    "DisplayName": 500,
+    "GivenName": 100,
+    "MiddleName": 100,
+    "FamilyName": 100,
+    "CompanyName": 100,
+    "Title": 16,
+    "Suffix": 16,
+    "DocNumber": 21,
+    "PrivateNote": 4000,
+    "Description": 4000,
+    "Sku": 100,
 }
 
 
@@ -88,7 +127,9 @@ def _number(obj: dict[str, Any], key: str, element: str | None = None) -> Decima
         return Decimal(str(obj[key]))
     except Exception as exc:  # noqa: BLE001 - any unparsable number is a 2170-like fault
         raise E.QBOError(
-            "2170", "Invalid Enumeration", f"Invalid number for {element or key}: {obj[key]!r}",
+            "2170",
+            "Invalid Enumeration",
+            f"Invalid number for {element or key}: {obj[key]!r}",
             element=element or key,
         ) from exc
 
@@ -99,8 +140,11 @@ def _number(obj: dict[str, Any], key: str, element: str | None = None) -> Decima
 def save(ctx: Ctx, entity: str, body: dict[str, Any]) -> dict[str, Any]:
     """POST /{entity}: create without Id, full or sparse update with Id."""
     if not isinstance(body, dict):
-        raise E.QBOError("2010", "Request has invalid or unsupported property",
-                         "Request body must be a JSON object")
+        raise E.QBOError(
+            "2010",
+            "Request has invalid or unsupported property",
+            "Request body must be a JSON object",
+        )
     if body.get("Id") not in (None, ""):
         return update(ctx, entity, body)
     return create(ctx, entity, body)
@@ -109,13 +153,22 @@ def save(ctx: Ctx, entity: str, body: dict[str, Any]) -> dict[str, Any]:
 def create(ctx: Ctx, entity: str, body: dict[str, Any]) -> dict[str, Any]:
     if entity not in CREATABLE:
         raise E.unsupported(f"Operation Create is not supported for {entity}.")
-    obj = {k: copy.deepcopy(v) for k, v in body.items() if k not in SYSTEM_FIELDS
-           and k not in READ_ONLY[entity] and v != ""}  # empty strings count as absent
+    obj = {
+        k: copy.deepcopy(v)
+        for k, v in body.items()
+        if k not in SYSTEM_FIELDS and k not in READ_ONLY[entity] and v != ""
+    }  # empty strings count as absent
     obj = NORMALIZE[entity](ctx, obj, None)
     oid = ctx.realm.next_id(entity)
     meta = fmt_meta(ctx.now)
-    final = {"Id": oid, "SyncToken": "0", "domain": "QBO", "sparse": False, **obj,
-             "MetaData": {"CreateTime": meta, "LastUpdatedTime": meta}}
+    final = {
+        "Id": oid,
+        "SyncToken": "0",
+        "domain": "QBO",
+        "sparse": False,
+        **obj,
+        "MetaData": {"CreateTime": meta, "LastUpdatedTime": meta},
+    }
     _commit(ctx, entity, final, None)
     ctx.events.append((entity, oid, "Create"))
     return final
@@ -134,18 +187,28 @@ def update(ctx: Ctx, entity: str, body: dict[str, Any]) -> dict[str, Any]:
                 continue
             obj[key] = copy.deepcopy(value)
     else:
-        obj = {k: copy.deepcopy(v) for k, v in body.items()
-               if k not in SYSTEM_FIELDS and k not in READ_ONLY[entity] and v != ""}
+        obj = {
+            k: copy.deepcopy(v)
+            for k, v in body.items()
+            if k not in SYSTEM_FIELDS and k not in READ_ONLY[entity] and v != ""
+        }
         for key in READ_ONLY[entity]:
             if key in old:
                 obj[key] = copy.deepcopy(old[key])
     for key in SYSTEM_FIELDS:
         obj.pop(key, None)
     obj = NORMALIZE[entity](ctx, obj, old)
-    final = {"Id": oid, "SyncToken": str(int(old["SyncToken"]) + 1), "domain": "QBO",
-             "sparse": False, **obj,
-             "MetaData": {"CreateTime": old["MetaData"]["CreateTime"],
-                          "LastUpdatedTime": fmt_meta(ctx.now)}}
+    final = {
+        "Id": oid,
+        "SyncToken": str(int(old["SyncToken"]) + 1),
+        "domain": "QBO",
+        "sparse": False,
+        **obj,
+        "MetaData": {
+            "CreateTime": old["MetaData"]["CreateTime"],
+            "LastUpdatedTime": fmt_meta(ctx.now),
+        },
+    }
     _commit(ctx, entity, final, old)
     ctx.events.append((entity, oid, "Update"))
     return final
@@ -167,14 +230,20 @@ def delete(ctx: Ctx, entity: str, body: dict[str, Any]) -> dict[str, Any]:
     if entity == "Invoice" and realm.applied.get(oid):
         raise E.business(
             "This transaction is linked to other transactions (payments); unlink them "
-            "before deleting the invoice.", element="LinkedTxn")
+            "before deleting the invoice.",
+            element="LinkedTxn",
+        )
     if entity == "Payment":
         _apply_payment(ctx, oid, old, {})
     if entity == "Invoice":
         realm.docnumbers.pop(old.get("DocNumber", ""), None)
         realm.applied.pop(oid, None)
-    tomb = {"status": "Deleted", "domain": "QBO", "Id": oid,
-            "MetaData": {"LastUpdatedTime": fmt_meta(ctx.now)}}
+    tomb = {
+        "status": "Deleted",
+        "domain": "QBO",
+        "Id": oid,
+        "MetaData": {"LastUpdatedTime": fmt_meta(ctx.now)},
+    }
     realm.remove(entity, oid, ctx.now, tomb)
     cust = (old.get("CustomerRef") or {}).get("value")
     if cust:
@@ -251,13 +320,23 @@ def _check_lengths(obj: dict[str, Any], fields: tuple[str, ...]) -> None:
         value = obj.get(key)
         if isinstance(value, str) and len(value) > LIMITS[key]:
             raise E.QBOError(
-                "2050", "String length exceeds supported length",
+                "2050",
+                "String length exceeds supported length",
                 f"String length is either shorter or longer than supported by specification. "
-                f"{key} max length: {LIMITS[key]}", element=key)
+                f"{key} max length: {LIMITS[key]}",
+                element=key,
+            )
 
 
-def _ref(ctx: Ctx, obj: dict[str, Any], key: str, entity: str, *, required: bool = False,
-         name_field: str | None = "Name") -> dict[str, Any] | None:
+def _ref(
+    ctx: Ctx,
+    obj: dict[str, Any],
+    key: str,
+    entity: str,
+    *,
+    required: bool = False,
+    name_field: str | None = "Name",
+) -> dict[str, Any] | None:
     """Check a ReferenceType field: the target must exist (2500) and be active (610)."""
     ref = obj.get(key)
     if ref is None:
@@ -316,7 +395,9 @@ def _commit(ctx: Ctx, entity: str, obj: dict[str, Any], old: dict[str, Any] | No
 # ---------------------------------------------------------------------------- name lists
 
 
-def _party(ctx: Ctx, entity: str, obj: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
+def _party(
+    ctx: Ctx, entity: str, obj: dict[str, Any], old: dict[str, Any] | None
+) -> dict[str, Any]:
     display = obj.get("DisplayName")
     if old is not None and "DisplayName" in obj and not (display or "").strip():
         raise E.required("DisplayName", "DisplayName cannot be removed")
@@ -324,14 +405,20 @@ def _party(ctx: Ctx, entity: str, obj: dict[str, Any], old: dict[str, Any] | Non
         parts = [obj.get(k) for k in ("Title", "GivenName", "MiddleName", "FamilyName", "Suffix")]
         parts = [p.strip() for p in parts if isinstance(p, str) and p.strip()]
         if not parts:
-            raise E.QBOError("6080", "No Name Provided",
-                             "Please provide a name: DisplayName or one of Title, GivenName, "
-                             "MiddleName, FamilyName, Suffix.", element="DisplayName")
+            raise E.QBOError(
+                "6080",
+                "No Name Provided",
+                "Please provide a name: DisplayName or one of Title, GivenName, "
+                "MiddleName, FamilyName, Suffix.",
+                element="DisplayName",
+            )
         display = " ".join(parts)
     display = " ".join(display.split())
     obj["DisplayName"] = display
-    _check_lengths(obj, ("DisplayName", "GivenName", "MiddleName", "FamilyName", "CompanyName",
-                         "Title", "Suffix"))
+    _check_lengths(
+        obj,
+        ("DisplayName", "GivenName", "MiddleName", "FamilyName", "CompanyName", "Title", "Suffix"),
+    )
     _claim_name(ctx, "party", display, old["Id"] if old else None)
     obj.setdefault("Active", True)
     obj.setdefault("PrintOnCheckName", obj.get("CompanyName") or display)
@@ -358,18 +445,25 @@ def _customer(ctx: Ctx, obj: dict[str, Any], old: dict[str, Any] | None) -> dict
     obj.setdefault("BillWithParent", False)
     obj.setdefault("PreferredDeliveryMethod", "Print")
     if obj["PreferredDeliveryMethod"] not in ("Print", "Email", "None"):
-        raise E.QBOError("2170", "Invalid Enumeration",
-                         f"Invalid PreferredDeliveryMethod: {obj['PreferredDeliveryMethod']}",
-                         element="PreferredDeliveryMethod")
+        raise E.QBOError(
+            "2170",
+            "Invalid Enumeration",
+            f"Invalid PreferredDeliveryMethod: {obj['PreferredDeliveryMethod']}",
+            element="PreferredDeliveryMethod",
+        )
     obj["FullyQualifiedName"] = (
-        f"{parent['FullyQualifiedName']}:{obj['DisplayName']}" if parent else obj["DisplayName"])
+        f"{parent['FullyQualifiedName']}:{obj['DisplayName']}" if parent else obj["DisplayName"]
+    )
     obj["Level"] = parent.get("Level", 0) + 1 if parent else 0
     balance = old.get("Balance", 0) if old else 0
     obj["Balance"] = balance
     obj["BalanceWithJobs"] = old.get("BalanceWithJobs", 0) if old else 0
     if old is not None and old.get("Active", True) and obj["Active"] is False and balance:
-        raise E.business("You can't make this customer inactive because it has an open "
-                         "balance (Delete List Has Balance Error).", element="Active")
+        raise E.business(
+            "You can't make this customer inactive because it has an open "
+            "balance (Delete List Has Balance Error).",
+            element="Active",
+        )
     return obj
 
 
@@ -383,15 +477,20 @@ def _employee(ctx: Ctx, obj: dict[str, Any], old: dict[str, Any] | None) -> dict
     return _party(ctx, "Employee", obj, old)
 
 
-def _named(ctx: Ctx, entity: str, obj: dict[str, Any], old: dict[str, Any] | None,
-           max_len: int = 100) -> str:
+def _named(
+    ctx: Ctx, entity: str, obj: dict[str, Any], old: dict[str, Any] | None, max_len: int = 100
+) -> str:
     name = obj.get("Name")
     if not isinstance(name, str) or not name.strip():
         raise E.required("Name")
     name = " ".join(name.split())
     if len(name) > max_len:
-        raise E.QBOError("2050", "String length exceeds supported length",
-                         f"Name max length: {max_len}", element="Name")
+        raise E.QBOError(
+            "2050",
+            "String length exceeds supported length",
+            f"Name max length: {max_len}",
+            element="Name",
+        )
     _claim_name(ctx, entity, name, old["Id"] if old else None)
     obj["Name"] = name
     obj.setdefault("Active", True)
@@ -403,8 +502,9 @@ def _item(ctx: Ctx, obj: dict[str, Any], old: dict[str, Any] | None) -> dict[str
     _check_lengths(obj, ("Description", "Sku"))
     obj.setdefault("Type", old.get("Type", "NonInventory") if old else "NonInventory")
     if obj["Type"] not in ITEM_TYPES:
-        raise E.QBOError("2170", "Invalid Enumeration", f"Invalid Item Type: {obj['Type']}",
-                         element="Type")
+        raise E.QBOError(
+            "2170", "Invalid Enumeration", f"Invalid Item Type: {obj['Type']}", element="Type"
+        )
     if old is not None and old.get("Type") == "Inventory" and obj["Type"] != "Inventory":
         raise E.business("You can't change the type of an inventory item.", element="Type")
     if obj["Type"] in ("Service", "Inventory", "NonInventory"):
@@ -428,7 +528,8 @@ def _item(ctx: Ctx, obj: dict[str, Any], old: dict[str, Any] | None) -> dict[str
     parent = _ref(ctx, obj, "ParentRef", "Item") if obj.get("ParentRef") else None
     obj["SubItem"] = parent is not None
     obj["FullyQualifiedName"] = (
-        f"{parent['FullyQualifiedName']}:{obj['Name']}" if parent else obj["Name"])
+        f"{parent['FullyQualifiedName']}:{obj['Name']}" if parent else obj["Name"]
+    )
     obj["Level"] = parent.get("Level", 0) + 1 if parent else 0
     obj.setdefault("Taxable", False)
     obj.setdefault("UnitPrice", 0)
@@ -442,8 +543,12 @@ def _account(ctx: Ctx, obj: dict[str, Any], old: dict[str, Any] | None) -> dict[
     if not obj.get("AccountType"):
         raise E.required("AccountType")
     if obj["AccountType"] not in ACCOUNT_TYPES:
-        raise E.QBOError("2170", "Invalid Enumeration",
-                         f"Invalid AccountType: {obj['AccountType']}", element="AccountType")
+        raise E.QBOError(
+            "2170",
+            "Invalid Enumeration",
+            f"Invalid AccountType: {obj['AccountType']}",
+            element="AccountType",
+        )
     obj["Classification"] = CLASSIFICATION[obj["AccountType"]]
     obj["FullyQualifiedName"] = obj["Name"]
     obj.setdefault("SubAccount", False)
@@ -464,8 +569,9 @@ def _payment_method(ctx: Ctx, obj: dict[str, Any], old: dict[str, Any] | None) -
     _named(ctx, "PaymentMethod", obj, old, max_len=31)
     obj.setdefault("Type", "NON_CREDIT_CARD")
     if obj["Type"] not in ("CREDIT_CARD", "NON_CREDIT_CARD"):
-        raise E.QBOError("2170", "Invalid Enumeration", f"Invalid Type: {obj['Type']}",
-                         element="Type")
+        raise E.QBOError(
+            "2170", "Invalid Enumeration", f"Invalid Type: {obj['Type']}", element="Type"
+        )
     return obj
 
 
@@ -511,10 +617,13 @@ def _invoice(ctx: Ctx, obj: dict[str, Any], old: dict[str, Any] | None) -> dict[
     elif ctx.cfg.enforce_unique_docnumber:
         owner = realm.docnumbers.get(obj["DocNumber"])
         if owner is not None and (old is None or owner != old["Id"]):
-            raise E.QBOError("6140", "Duplicate Document Number Error",
-                             "Duplicate Document Number Error : You must specify a different "
-                             f"number. This number has already been used. DocNumber={obj['DocNumber']}",
-                             element="DocNumber")
+            raise E.QBOError(
+                "6140",
+                "Duplicate Document Number Error",
+                "Duplicate Document Number Error : You must specify a different "
+                f"number. This number has already been used. DocNumber={obj['DocNumber']}",
+                element="DocNumber",
+            )
 
     subtotal = Decimal("0")
     taxable = Decimal("0")
@@ -535,9 +644,12 @@ def _invoice(ctx: Ctx, obj: dict[str, Any], old: dict[str, Any] | None) -> dict[
             qty = _number(detail, "Qty", "Qty")
             price = _number(detail, "UnitPrice", "UnitPrice")
             if qty is not None and price is not None and money(qty * price) != money(amount):
-                raise E.QBOError("6070", "Amount calculation incorrect",
-                                 f"Amount is not equal to UnitPrice * Qty. Supplied value:{amount}",
-                                 element="Line.Amount")
+                raise E.QBOError(
+                    "6070",
+                    "Amount calculation incorrect",
+                    f"Amount is not equal to UnitPrice * Qty. Supplied value:{amount}",
+                    element="Line.Amount",
+                )
             if qty is not None and price is None and qty != 0:
                 detail["UnitPrice"] = float(money(amount / qty))
             if detail.get("ItemRef") is not None:
@@ -545,9 +657,12 @@ def _invoice(ctx: Ctx, obj: dict[str, Any], old: dict[str, Any] | None) -> dict[
             tax = detail.get("TaxCodeRef")
             if tax is not None:
                 if not isinstance(tax, dict) or tax.get("value") not in ("TAX", "NON"):
-                    raise E.QBOError("6100", "Invalid Tax Code",
-                                     "Line TaxCodeRef must be TAX or NON for a US company",
-                                     element="TaxCodeRef")
+                    raise E.QBOError(
+                        "6100",
+                        "Invalid Tax Code",
+                        "Line TaxCodeRef must be TAX or NON for a US company",
+                        element="TaxCodeRef",
+                    )
                 if tax["value"] == "TAX":
                     taxable += money(amount)
             line["Amount"] = num(money(amount))
@@ -564,8 +679,12 @@ def _invoice(ctx: Ctx, obj: dict[str, Any], old: dict[str, Any] | None) -> dict[
             line.setdefault("DescriptionLineDetail", {})
             line["Amount"] = 0
         else:
-            raise E.QBOError("2170", "Invalid Enumeration",
-                             f"Invalid DetailType: {dtype}", element="Line.DetailType")
+            raise E.QBOError(
+                "2170",
+                "Invalid Enumeration",
+                f"Invalid DetailType: {dtype}",
+                element="Line.DetailType",
+            )
         lines.append(line)
     for line in lines:
         if line.get("DetailType") == "DiscountLineDetail":
@@ -575,8 +694,9 @@ def _invoice(ctx: Ctx, obj: dict[str, Any], old: dict[str, Any] | None) -> dict[
     for n, line in enumerate(lines, start=1):
         line["Id"] = str(n)
         line["LineNum"] = n
-    lines.append({"Amount": num(subtotal), "DetailType": "SubTotalLineDetail",
-                  "SubTotalLineDetail": {}})
+    lines.append(
+        {"Amount": num(subtotal), "DetailType": "SubTotalLineDetail", "SubTotalLineDetail": {}}
+    )
     obj["Line"] = lines
 
     tax_detail = obj.get("TxnTaxDetail") or {}
@@ -589,11 +709,15 @@ def _invoice(ctx: Ctx, obj: dict[str, Any], old: dict[str, Any] | None) -> dict[
     total = money(subtotal - discount + total_tax)
     if total < 0:
         raise E.business("Transaction total cannot be negative.", element="Line")
-    applied = sum((money(a) for a in realm.applied.get(old["Id"], {}).values()), Decimal("0")) \
-        if old else Decimal("0")
+    applied = (
+        sum((money(a) for a in realm.applied.get(old["Id"], {}).values()), Decimal("0"))
+        if old
+        else Decimal("0")
+    )
     if total < applied:
-        raise E.business("The invoice total would be less than the payments applied to it.",
-                         element="Line")
+        raise E.business(
+            "The invoice total would be less than the payments applied to it.", element="Line"
+        )
     obj["TotalAmt"] = num(total)
     obj["Balance"] = num(total - applied)
     obj["HomeBalance"] = obj["Balance"]
@@ -602,8 +726,10 @@ def _invoice(ctx: Ctx, obj: dict[str, Any], old: dict[str, Any] | None) -> dict[
     obj.setdefault("EmailStatus", "NotSet")
     obj.setdefault("PrintStatus", "NotSet")
     if obj["EmailStatus"] == "NeedToSend" and not (obj.get("BillEmail") or {}).get("Address"):
-        raise E.business("You need to supply an email address (BillEmail) to send this invoice.",
-                         element="BillEmail")
+        raise E.business(
+            "You need to supply an email address (BillEmail) to send this invoice.",
+            element="BillEmail",
+        )
     obj.setdefault("CurrencyRef", dict(USD))
     if "BillAddr" not in obj and customer.get("BillAddr"):
         obj["BillAddr"] = copy.deepcopy(customer["BillAddr"])
@@ -653,30 +779,41 @@ def _payment(ctx: Ctx, obj: dict[str, Any], old: dict[str, Any] | None) -> dict[
             raise E.required("LinkedTxn", "Each payment line must link a transaction")
         for lt in linked:
             if lt.get("TxnType") != "Invoice":
-                raise E.QBOError("620", "Txn ID cannot be linked",
-                                 f"Transaction type {lt.get('TxnType')} cannot be linked to a "
-                                 "payment here", element="LinkedTxn")
+                raise E.QBOError(
+                    "620",
+                    "Txn ID cannot be linked",
+                    f"Transaction type {lt.get('TxnType')} cannot be linked to a payment here",
+                    element="LinkedTxn",
+                )
             inv = ctx.get("Invoice", str(lt.get("TxnId")))
             if inv is None:
                 raise E.invalid_ref("LinkedTxn.TxnId", lt.get("TxnId"))
             if inv["CustomerRef"]["value"] != obj["CustomerRef"]["value"]:
-                raise E.business("The invoice belongs to a different customer than the payment.",
-                                 element="LinkedTxn")
+                raise E.business(
+                    "The invoice belongs to a different customer than the payment.",
+                    element="LinkedTxn",
+                )
             iid = inv["Id"]
             lt["TxnId"] = iid
-            open_balance = money(inv["Balance"]) + previous.get(iid, Decimal("0")) \
+            open_balance = (
+                money(inv["Balance"])
+                + previous.get(iid, Decimal("0"))
                 - applications.get(iid, Decimal("0"))
+            )
             if amount > open_balance:
                 raise E.business(
                     f"The payment amount {amount} exceeds the open balance {open_balance} of "
-                    f"invoice {iid}.", element="Line.Amount")
+                    f"invoice {iid}.",
+                    element="Line.Amount",
+                )
             applications[iid] = applications.get(iid, Decimal("0")) + amount
         line["Amount"] = num(amount)
         lines.append(line)
     applied_total = sum(applications.values(), Decimal("0"))
     if applied_total > total:
-        raise E.business("The amount applied to transactions exceeds the payment total.",
-                         element="Line")
+        raise E.business(
+            "The amount applied to transactions exceeds the payment total.", element="Line"
+        )
     obj["Line"] = lines
     obj["TotalAmt"] = num(total)
     obj["UnappliedAmt"] = num(total - applied_total)
@@ -690,8 +827,9 @@ def _undeposited_funds(realm: Realm) -> str | None:
     return realm.name_group("Account").get(name_key("Undeposited Funds"))
 
 
-def _apply_payment(ctx: Ctx, pid: str, old: dict[str, Any] | None,
-                   applications: dict[str, float]) -> None:
+def _apply_payment(
+    ctx: Ctx, pid: str, old: dict[str, Any] | None, applications: dict[str, float]
+) -> None:
     """Replace payment pid's applications and refresh every invoice whose share changed."""
     realm = ctx.realm
     touched: set[str] = set(applications)

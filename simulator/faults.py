@@ -40,8 +40,12 @@ async def before(state: State, request: web.Request) -> web.Response | None:
     kind = fault["kind"] if fault else None
     if kind is None and (cfg.rate_500 or cfg.rate_503 or cfg.rate_504 or cfg.rate_timeout):
         roll = state.fault_rng.random()
-        for name, rate in (("500", cfg.rate_500), ("503", cfg.rate_503), ("504", cfg.rate_504),
-                           ("timeout", cfg.rate_timeout)):
+        for name, rate in (
+            ("500", cfg.rate_500),
+            ("503", cfg.rate_503),
+            ("504", cfg.rate_504),
+            ("timeout", cfg.rate_timeout),
+        ):
             if roll < rate:
                 kind = name
                 break
@@ -51,16 +55,28 @@ async def before(state: State, request: web.Request) -> web.Response | None:
     state.count(request.match_info.get("realm"), f"fault.{kind}")
     now = state.clock.now()
     if kind == "500":
-        return fault_response(QBOError(
-            "10000", "An application error has occurred while processing your request",
-            "System Failure Error: An unexpected error occurred (simulated)", status=500,
-            fault_type="SystemFault"), now)
+        return fault_response(
+            QBOError(
+                "10000",
+                "An application error has occurred while processing your request",
+                "System Failure Error: An unexpected error occurred (simulated)",
+                status=500,
+                fault_type="SystemFault",
+            ),
+            now,
+        )
     if kind == "503":
-        return web.Response(status=503, text="<html><body>503 Service Unavailable</body></html>",
-                            content_type="text/html")
+        return web.Response(
+            status=503,
+            text="<html><body>503 Service Unavailable</body></html>",
+            content_type="text/html",
+        )
     if kind == "504":
-        return web.Response(status=504, text="<html><body>504 Gateway Time-out</body></html>",
-                            content_type="text/html")
+        return web.Response(
+            status=504,
+            text="<html><body>504 Gateway Time-out</body></html>",
+            content_type="text/html",
+        )
     await asyncio.sleep(cfg.timeout_s)  # the client gives up first
     drop_connection(request)
     return web.Response(status=504)

@@ -80,10 +80,14 @@ class OAuthServer:
                 return app
         return None
 
-    def register_app(self, client_id: str | None, client_secret: str | None,
-                     redirect_uris: list[str]) -> AppConfig:
-        app = AppConfig(client_id or "app-" + secrets.token_hex(8),
-                        client_secret or secrets.token_urlsafe(24), list(redirect_uris))
+    def register_app(
+        self, client_id: str | None, client_secret: str | None, redirect_uris: list[str]
+    ) -> AppConfig:
+        app = AppConfig(
+            client_id or "app-" + secrets.token_hex(8),
+            client_secret or secrets.token_urlsafe(24),
+            list(redirect_uris),
+        )
         self.state.cfg.apps = [a for a in self.state.cfg.apps if a.client_id != app.client_id]
         self.state.cfg.apps.append(app)
         return app
@@ -110,8 +114,9 @@ class OAuthServer:
         self.access[access] = AccessToken(grant, now + cfg.access_token_ttl_s)
         grant.access.add(access)
         refresh = f"RT1-{secrets.randbelow(90) + 10}-H0-{int(now)}{secrets.token_hex(10)}"
-        self.refresh[refresh] = RefreshToken(grant, now, min(now + cfg.refresh_token_ttl_s,
-                                                             hard_expires), hard_expires)
+        self.refresh[refresh] = RefreshToken(
+            grant, now, min(now + cfg.refresh_token_ttl_s, hard_expires), hard_expires
+        )
         grant.refresh.add(refresh)
         return access, refresh
 
@@ -121,8 +126,11 @@ class OAuthServer:
         grant = Grant("g" + secrets.token_hex(8), client_id, realm_id, now)
         self.grants[grant.grant_id] = grant
         access, refresh = self._issue(grant, now, now + self.state.cfg.refresh_token_hard_ttl_s)
-        return {"access_token": access, "refresh_token": refresh,
-                "expires_in": self.state.cfg.access_token_ttl_s}
+        return {
+            "access_token": access,
+            "refresh_token": refresh,
+            "expires_in": self.state.cfg.access_token_ttl_s,
+        }
 
     def check_access(self, token: str, now: float) -> AccessToken | str:
         """The token record, or a reason why it is not usable."""
@@ -158,7 +166,9 @@ class OAuthServer:
         return n
 
     def revoke_realm(self, realm_id: str | None) -> int:
-        grants = [g for g in self.grants.values() if realm_id in (None, g.realm_id) and not g.revoked]
+        grants = [
+            g for g in self.grants.values() if realm_id in (None, g.realm_id) and not g.revoked
+        ]
         for grant in grants:
             self.revoke_grant(grant)
         return len(grants)
@@ -170,22 +180,33 @@ class OAuthServer:
 
     async def discovery(self, request: web.Request) -> web.Response:
         base = self.base_url(request)
-        return json_response({
-            "issuer": f"{base}/op/v1",
-            "authorization_endpoint": f"{base}/connect/oauth2",
-            "token_endpoint": f"{base}/oauth2/v1/tokens/bearer",
-            "userinfo_endpoint": f"{base}/v1/openid_connect/userinfo",
-            "revocation_endpoint": f"{base}/oauth2/v1/tokens/revoke",
-            "jwks_uri": f"{base}/op/v1/jwks",
-            "response_types_supported": ["code"],
-            "subject_types_supported": ["public"],
-            "id_token_signing_alg_values_supported": ["RS256"],
-            "scopes_supported": ["openid", "email", "profile", "address", "phone",
-                                 "com.intuit.quickbooks.accounting",
-                                 "com.intuit.quickbooks.payment"],
-            "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
-            "claims_supported": ["aud", "exp", "iat", "iss", "realmid", "sub"],
-        })
+        return json_response(
+            {
+                "issuer": f"{base}/op/v1",
+                "authorization_endpoint": f"{base}/connect/oauth2",
+                "token_endpoint": f"{base}/oauth2/v1/tokens/bearer",
+                "userinfo_endpoint": f"{base}/v1/openid_connect/userinfo",
+                "revocation_endpoint": f"{base}/oauth2/v1/tokens/revoke",
+                "jwks_uri": f"{base}/op/v1/jwks",
+                "response_types_supported": ["code"],
+                "subject_types_supported": ["public"],
+                "id_token_signing_alg_values_supported": ["RS256"],
+                "scopes_supported": [
+                    "openid",
+                    "email",
+                    "profile",
+                    "address",
+                    "phone",
+                    "com.intuit.quickbooks.accounting",
+                    "com.intuit.quickbooks.payment",
+                ],
+                "token_endpoint_auth_methods_supported": [
+                    "client_secret_post",
+                    "client_secret_basic",
+                ],
+                "claims_supported": ["aud", "exp", "iat", "iss", "realmid", "sub"],
+            }
+        )
 
     async def jwks(self, request: web.Request) -> web.Response:
         return json_response({"keys": []})
@@ -197,13 +218,15 @@ class OAuthServer:
         if app is None:
             return web.Response(status=400, text="invalid_client: unknown client_id")
         redirect_uri = q.get("redirect_uri", "")
-        if not redirect_uri or (redirect_uri not in app.redirect_uris
-                                and not self.state.cfg.allow_any_redirect_uri):
+        if not redirect_uri or (
+            redirect_uri not in app.redirect_uris and not self.state.cfg.allow_any_redirect_uri
+        ):
             return web.Response(status=400, text="invalid_request: redirect_uri is not registered")
         state_param = q.get("state", "")
         if q.get("response_type") != "code":
-            return self._redirect(redirect_uri, {"error": "unsupported_response_type",
-                                                 "state": state_param})
+            return self._redirect(
+                redirect_uri, {"error": "unsupported_response_type", "state": state_param}
+            )
         scope = q.get("scope", "")
         if not scope.strip():
             return self._redirect(redirect_uri, {"error": "invalid_scope", "state": state_param})
@@ -212,10 +235,12 @@ class OAuthServer:
         realm = self.state.realm_for_consent(q.get("realmId") or q.get("realm_id"))
         now = self.state.clock.now()
         code = "AB" + secrets.token_urlsafe(60)
-        self.codes[code] = AuthCode(app.client_id, redirect_uri, realm.realm_id,
-                                    now + self.state.cfg.auth_code_ttl_s, scope)
-        return self._redirect(redirect_uri, {"code": code, "state": state_param,
-                                             "realmId": realm.realm_id})
+        self.codes[code] = AuthCode(
+            app.client_id, redirect_uri, realm.realm_id, now + self.state.cfg.auth_code_ttl_s, scope
+        )
+        return self._redirect(
+            redirect_uri, {"code": code, "state": state_param, "realmId": realm.realm_id}
+        )
 
     @staticmethod
     def _redirect(uri: str, params: dict[str, str]) -> web.Response:
@@ -242,8 +267,13 @@ class OAuthServer:
             if not code_value or not form.get("redirect_uri"):
                 return self._error("invalid_request")
             code = self.codes.get(code_value)
-            if (code is None or code.used or now >= code.expires or code.client_id != app.client_id
-                    or code.redirect_uri != form.get("redirect_uri")):
+            if (
+                code is None
+                or code.used
+                or now >= code.expires
+                or code.client_id != app.client_id
+                or code.redirect_uri != form.get("redirect_uri")
+            ):
                 return self._error("invalid_grant")
             code.used = True
             grant = Grant("g" + secrets.token_hex(8), app.client_id, code.realm_id, now)
@@ -254,11 +284,19 @@ class OAuthServer:
             if not value:
                 return self._error("invalid_request")
             rec = self.refresh.get(value)
-            if (rec is None or rec.grant.revoked or rec.grant.client_id != app.client_id
-                    or now >= rec.expires or now >= rec.hard_expires
-                    or (rec.superseded_at is not None
-                        and now >= rec.superseded_at + cfg.refresh_grace_s)):
-                return self._error("invalid_grant", description="Incorrect or invalid refresh token")
+            if (
+                rec is None
+                or rec.grant.revoked
+                or rec.grant.client_id != app.client_id
+                or now >= rec.expires
+                or now >= rec.hard_expires
+                or (
+                    rec.superseded_at is not None and now >= rec.superseded_at + cfg.refresh_grace_s
+                )
+            ):
+                return self._error(
+                    "invalid_grant", description="Incorrect or invalid refresh token"
+                )
             grant = rec.grant
             current = self._current_refresh(grant)
             if current is not None and current != value:
@@ -289,14 +327,18 @@ class OAuthServer:
         return json_response(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
     def _current_refresh(self, grant: Grant) -> str | None:
-        live = [(self.refresh[t].issued, t) for t in grant.refresh
-                if t in self.refresh and self.refresh[t].superseded_at is None]
+        live = [
+            (self.refresh[t].issued, t)
+            for t in grant.refresh
+            if t in self.refresh and self.refresh[t].superseded_at is None
+        ]
         return max(live)[1] if live else None
 
     def _issue_refresh_only(self, grant: Grant, now: float, hard: float) -> tuple[None, str]:
         refresh = f"RT1-{secrets.randbelow(90) + 10}-H0-{int(now)}{secrets.token_hex(10)}"
-        self.refresh[refresh] = RefreshToken(grant, now, min(now + self.state.cfg.refresh_token_ttl_s,
-                                                             hard), hard)
+        self.refresh[refresh] = RefreshToken(
+            grant, now, min(now + self.state.cfg.refresh_token_ttl_s, hard), hard
+        )
         grant.refresh.add(refresh)
         return None, refresh
 
@@ -323,6 +365,13 @@ class OAuthServer:
         rec = self.check_access(token, self.state.clock.now())
         if isinstance(rec, str):
             return json_response({"error": "invalid_token"}, status=401)
-        return json_response({"sub": "sim-user-" + rec.grant.realm_id, "email": "sim.user@example.com",
-                              "emailVerified": True, "givenName": "Sim", "familyName": "User",
-                              "realmid": rec.grant.realm_id})
+        return json_response(
+            {
+                "sub": "sim-user-" + rec.grant.realm_id,
+                "email": "sim.user@example.com",
+                "emailVerified": True,
+                "givenName": "Sim",
+                "familyName": "User",
+                "realmid": rec.grant.realm_id,
+            }
+        )

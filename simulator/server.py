@@ -62,13 +62,17 @@ def make_app(config: SimulatorConfig) -> web.Application:
             if latency and state.cfg.latency_ms:
                 await asyncio.sleep(state.cfg.latency_ms / 1000)
             return await getattr(request.app[STATE].oauth, name)(request)
+
         return route
 
     app = web.Application(middlewares=[envelope], client_max_size=16 * 1024 * 1024)
     app[STATE] = state
     r = app.router
-    for path in ("/.well-known/openid-configuration", "/.well-known/openid_configuration",
-                 "/.well-known/openid_sandbox_configuration"):
+    for path in (
+        "/.well-known/openid-configuration",
+        "/.well-known/openid_configuration",
+        "/.well-known/openid_sandbox_configuration",
+    ):
         r.add_get(path, oauth_route("discovery", False))
         r.add_get(path + "/", oauth_route("discovery", False))
     r.add_get("/op/v1/jwks", oauth_route("jwks", False))
@@ -92,8 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default 8765)")
     p.add_argument("--config", help="JSON file of settings (see docs/simulator.md)")
-    p.add_argument("--webhook-url", action="append", default=None, dest="webhook_urls",
-                   help="POST webhooks here (repeatable)")
+    p.add_argument(
+        "--webhook-url",
+        action="append",
+        default=None,
+        dest="webhook_urls",
+        help="POST webhooks here (repeatable)",
+    )
     p.add_argument("--verifier-token", default=None, help="webhook verifier token")
     p.add_argument("--webhook-format", choices=["legacy", "cloudevents"], default=None)
     p.add_argument("--latency-ms", type=float, default=None, help="added latency per call")
@@ -111,11 +120,18 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
     cfg = SimulatorConfig.from_file(args.config) if args.config else SimulatorConfig()
     overrides = {
-        "host": args.host, "port": args.port, "webhook_urls": args.webhook_urls,
-        "verifier_token": args.verifier_token, "webhook_format": args.webhook_format,
-        "latency_ms": args.latency_ms, "seed": args.seed, "seed_customers": args.customers,
-        "seed_items": args.items, "seed_invoices": args.invoices,
-        "seed_payments": args.payments, "default_realm_id": args.realm_id,
+        "host": args.host,
+        "port": args.port,
+        "webhook_urls": args.webhook_urls,
+        "verifier_token": args.verifier_token,
+        "webhook_format": args.webhook_format,
+        "latency_ms": args.latency_ms,
+        "seed": args.seed,
+        "seed_customers": args.customers,
+        "seed_items": args.items,
+        "seed_invoices": args.invoices,
+        "seed_payments": args.payments,
+        "default_realm_id": args.realm_id,
         "public_url": args.public_url,
     }
     cfg.update({k: v for k, v in overrides.items() if v is not None})

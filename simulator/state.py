@@ -41,10 +41,22 @@ class State:
         """(Re)create the default realm from the settings."""
         if self.cfg.default_realm_id:
             realm = self.create_realm(self.cfg.default_realm_id, self.cfg.default_company_name)
-            if any((self.cfg.seed_customers, self.cfg.seed_items, self.cfg.seed_invoices,
-                    self.cfg.seed_payments)):
-                self.seed(realm, self.cfg.seed, self.cfg.seed_customers, self.cfg.seed_items,
-                          self.cfg.seed_invoices, self.cfg.seed_payments)
+            if any(
+                (
+                    self.cfg.seed_customers,
+                    self.cfg.seed_items,
+                    self.cfg.seed_invoices,
+                    self.cfg.seed_payments,
+                )
+            ):
+                self.seed(
+                    realm,
+                    self.cfg.seed,
+                    self.cfg.seed_customers,
+                    self.cfg.seed_items,
+                    self.cfg.seed_invoices,
+                    self.cfg.seed_payments,
+                )
 
     def reset(self) -> None:
         self.realms.clear()
@@ -74,10 +86,19 @@ class State:
         seeding.seed_reference(self.ctx(realm))
         return realm
 
-    def seed(self, realm: Realm, seed: int, customers: int = 0, items: int = 0,
-             invoices: int = 0, payments: int = 0, max_lines: int = 5) -> dict[str, int]:
-        return seeding.seed_company(self.ctx(realm), seed, customers, items, invoices, payments,
-                                    max_lines)
+    def seed(
+        self,
+        realm: Realm,
+        seed: int,
+        customers: int = 0,
+        items: int = 0,
+        invoices: int = 0,
+        payments: int = 0,
+        max_lines: int = 5,
+    ) -> dict[str, int]:
+        return seeding.seed_company(
+            self.ctx(realm), seed, customers, items, invoices, payments, max_lines
+        )
 
     def realm_for_consent(self, requested: str | None) -> Realm:
         choice = requested or self.cfg.authorize_realm

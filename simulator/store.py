@@ -27,7 +27,16 @@ ENTITIES: dict[str, str] = {
         "Payment",
     )
 }
-NAME_LISTS = {"Customer", "Vendor", "Employee", "Item", "Account", "Term", "PaymentMethod", "TaxCode"}
+NAME_LISTS = {
+    "Customer",
+    "Vendor",
+    "Employee",
+    "Item",
+    "Account",
+    "Term",
+    "PaymentMethod",
+    "TaxCode",
+}
 TRANSACTIONS = {"Invoice", "Payment"}
 PARTIES = {"Customer", "Vendor", "Employee"}  # share one DisplayName namespace
 

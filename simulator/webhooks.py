@@ -27,8 +27,14 @@ from simulator.clock import fmt_utc
 if TYPE_CHECKING:
     from simulator.state import State
 
-OPERATION_WORD = {"Create": "created", "Update": "updated", "Delete": "deleted",
-                  "Merge": "merged", "Void": "voided", "Emailed": "emailed"}
+OPERATION_WORD = {
+    "Create": "created",
+    "Update": "updated",
+    "Delete": "deleted",
+    "Merge": "merged",
+    "Void": "voided",
+    "Emailed": "emailed",
+}
 
 
 def sign(body: bytes, verifier_token: str) -> str:
@@ -57,9 +63,15 @@ class Delivery:
     state: str = "pending"  # pending | delivered | dropped
 
     def public(self) -> dict[str, Any]:
-        return {"id": self.delivery_id, "url": self.url, "events": self.events,
-                "state": self.state, "attempts": self.attempts,
-                "content_type": self.content_type, "body": self.body.decode("utf-8")}
+        return {
+            "id": self.delivery_id,
+            "url": self.url,
+            "events": self.events,
+            "state": self.state,
+            "attempts": self.attempts,
+            "content_type": self.content_type,
+            "body": self.body.decode("utf-8"),
+        }
 
 
 class WebhookEmitter:
@@ -115,8 +127,10 @@ class WebhookEmitter:
             return started
         if cfg.webhook_reorder:
             self.rng.shuffle(events)
-        chunks = [events[i:i + cfg.webhook_max_events]
-                  for i in range(0, len(events), cfg.webhook_max_events)]
+        chunks = [
+            events[i : i + cfg.webhook_max_events]
+            for i in range(0, len(events), cfg.webhook_max_events)
+        ]
         if cfg.webhook_reorder:
             chunks.reverse()
         for chunk in chunks:
@@ -135,26 +149,36 @@ class WebhookEmitter:
         if cfg.webhook_format == "cloudevents":
             out = []
             for ev in events:
-                out.append({
-                    "specversion": "1.0",
-                    "id": str(uuid.UUID(int=self.rng.getrandbits(128), version=4)),
-                    "source": "intuit.qbo-simulator",
-                    "type": f"qbo.{ev.entity.lower()}.{OPERATION_WORD[ev.operation]}.v1",
-                    "datacontenttype": "application/json",
-                    "time": fmt_utc(ev.ts),
-                    "intuitentityid": ev.entity_id,
-                    "intuitaccountid": ev.realm_id,
-                    "data": {},
-                })
+                out.append(
+                    {
+                        "specversion": "1.0",
+                        "id": str(uuid.UUID(int=self.rng.getrandbits(128), version=4)),
+                        "source": "intuit.qbo-simulator",
+                        "type": f"qbo.{ev.entity.lower()}.{OPERATION_WORD[ev.operation]}.v1",
+                        "datacontenttype": "application/json",
+                        "time": fmt_utc(ev.ts),
+                        "intuitentityid": ev.entity_id,
+                        "intuitaccountid": ev.realm_id,
+                        "data": {},
+                    }
+                )
             return json.dumps(out).encode(), cfg.cloudevents_content_type
         by_realm: dict[str, list[dict[str, Any]]] = {}
         for ev in events:
-            by_realm.setdefault(ev.realm_id, []).append({
-                "name": ev.entity, "id": ev.entity_id, "operation": ev.operation,
-                "lastUpdated": fmt_utc(ev.ts)})
-        body = {"eventNotifications": [
-            {"realmId": realm_id, "dataChangeEvent": {"entities": ents}}
-            for realm_id, ents in by_realm.items()]}
+            by_realm.setdefault(ev.realm_id, []).append(
+                {
+                    "name": ev.entity,
+                    "id": ev.entity_id,
+                    "operation": ev.operation,
+                    "lastUpdated": fmt_utc(ev.ts),
+                }
+            )
+        body = {
+            "eventNotifications": [
+                {"realmId": realm_id, "dataChangeEvent": {"entities": ents}}
+                for realm_id, ents in by_realm.items()
+            ]
+        }
         return json.dumps(body).encode(), "application/json; charset=utf-8"
 
     async def _post(self, delivery: Delivery) -> int | str:
@@ -171,7 +195,9 @@ class WebhookEmitter:
         }
         try:
             async with self._session.post(
-                delivery.url, data=delivery.body, headers=headers,
+                delivery.url,
+                data=delivery.body,
+                headers=headers,
                 timeout=aiohttp.ClientTimeout(total=cfg.webhook_timeout_s),
             ) as resp:
                 await resp.read()

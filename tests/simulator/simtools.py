@@ -44,13 +44,15 @@ class Sim:
         return f"/v3/company/{self.realm}/{tail}"
 
     async def get(self, tail: str, **params: Any) -> tuple[int, Any]:
-        resp = await self.client.get(self.url(tail), headers=self.auth,
-                                     params={"minorversion": "75", **params})
+        resp = await self.client.get(
+            self.url(tail), headers=self.auth, params={"minorversion": "75", **params}
+        )
         return resp.status, await _body(resp)
 
     async def post(self, tail: str, body: Any, **params: Any) -> tuple[int, Any]:
-        resp = await self.client.post(self.url(tail), headers=self.auth, json=body,
-                                      params={"minorversion": "75", **params})
+        resp = await self.client.post(
+            self.url(tail), headers=self.auth, json=body, params={"minorversion": "75", **params}
+        )
         return resp.status, await _body(resp)
 
     async def query(self, text: str) -> tuple[int, Any]:
@@ -113,5 +115,3 @@ class ThreadedServer:
     @property
     def state(self) -> State:
         return self.app[STATE]
-
-

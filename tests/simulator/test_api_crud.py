@@ -6,27 +6,54 @@ from typing import Any
 
 from simtools import Sim, fault_code
 
-SERVICE = {"Name": "Gardening", "Type": "Service", "UnitPrice": 25,
-           "IncomeAccountRef": {"value": "2"}}
+SERVICE = {
+    "Name": "Gardening",
+    "Type": "Service",
+    "UnitPrice": 25,
+    "IncomeAccountRef": {"value": "2"},
+}
 
 
-async def make_invoice(sim: Sim, customer: str, item: str, qty: int = 2, price: float = 25,
-                       **extra: Any) -> dict[str, Any]:
-    return await sim.create("Invoice", {
-        "CustomerRef": {"value": customer},
-        "Line": [{"Amount": qty * price, "DetailType": "SalesItemLineDetail",
-                  "SalesItemLineDetail": {"ItemRef": {"value": item}, "Qty": qty,
-                                          "UnitPrice": price}}], **extra})
+async def make_invoice(
+    sim: Sim, customer: str, item: str, qty: int = 2, price: float = 25, **extra: Any
+) -> dict[str, Any]:
+    return await sim.create(
+        "Invoice",
+        {
+            "CustomerRef": {"value": customer},
+            "Line": [
+                {
+                    "Amount": qty * price,
+                    "DetailType": "SalesItemLineDetail",
+                    "SalesItemLineDetail": {
+                        "ItemRef": {"value": item},
+                        "Qty": qty,
+                        "UnitPrice": price,
+                    },
+                }
+            ],
+            **extra,
+        },
+    )
 
 
 async def test_create_read_customer_envelope(sim: Sim) -> None:
-    cust = await sim.create("Customer", {"DisplayName": "King's Groceries", "GivenName": "James",
-                                         "BillAddr": {"Line1": "1 Main", "City": "X"}})
+    cust = await sim.create(
+        "Customer",
+        {
+            "DisplayName": "King's Groceries",
+            "GivenName": "James",
+            "BillAddr": {"Line1": "1 Main", "City": "X"},
+        },
+    )
     assert cust["SyncToken"] == "0" and cust["domain"] == "QBO" and cust["sparse"] is False
     assert cust["Active"] is True and cust["Balance"] == 0
     assert cust["FullyQualifiedName"] == "King's Groceries" and cust["BillAddr"]["Id"]
     meta = cust["MetaData"]
-    assert meta["CreateTime"] == meta["LastUpdatedTime"] and meta["CreateTime"][-6:] in ("-08:00", "-07:00")
+    assert meta["CreateTime"] == meta["LastUpdatedTime"] and meta["CreateTime"][-6:] in (
+        "-08:00",
+        "-07:00",
+    )
     resp = await sim.client.get(sim.url(f"customer/{cust['Id']}"), headers=sim.auth)
     body = await resp.json()
     assert resp.status == 200 and body["Customer"] == cust and body["time"]
@@ -35,9 +62,19 @@ async def test_create_read_customer_envelope(sim: Sim) -> None:
 
 
 async def test_read_only_fields_are_ignored_on_create(sim: Sim) -> None:
-    cust = await sim.create("Customer", {"DisplayName": "RO", "Balance": 999, "Id": None,
-                                         "SyncToken": "7", "MetaData": {"CreateTime": "x"}})
-    assert cust["Balance"] == 0 and cust["SyncToken"] == "0" and cust["MetaData"]["CreateTime"] != "x"
+    cust = await sim.create(
+        "Customer",
+        {
+            "DisplayName": "RO",
+            "Balance": 999,
+            "Id": None,
+            "SyncToken": "7",
+            "MetaData": {"CreateTime": "x"},
+        },
+    )
+    assert (
+        cust["Balance"] == 0 and cust["SyncToken"] == "0" and cust["MetaData"]["CreateTime"] != "x"
+    )
 
 
 async def test_display_name_generated_and_6080(sim: Sim) -> None:
@@ -50,7 +87,11 @@ async def test_display_name_generated_and_6080(sim: Sim) -> None:
 
 async def test_duplicate_display_name_across_customer_vendor_employee(sim: Sim) -> None:
     await sim.create("Customer", {"DisplayName": "Acme Ltd"})
-    for entity, name in (("customer", "acme  ltd"), ("vendor", "ACME LTD"), ("employee", "Acme Ltd")):
+    for entity, name in (
+        ("customer", "acme  ltd"),
+        ("vendor", "ACME LTD"),
+        ("employee", "Acme Ltd"),
+    ):
         status, body = await sim.post(entity, {"DisplayName": name})
         assert status == 400 and fault_code(body) == "6240", (entity, body)
     # the seeded vendor's name blocks a customer too
@@ -66,8 +107,9 @@ async def test_item_name_unique_and_required_fields(sim: Sim) -> None:
     assert fault_code(body) == "2020" and body["Fault"]["Error"][0]["element"] == "Name"
     status, body = await sim.post("item", {"Name": "NoAcct", "Type": "Service"})
     assert fault_code(body) == "2020"
-    status, body = await sim.post("item", {"Name": "Inv", "Type": "Inventory",
-                                           "IncomeAccountRef": {"value": "1"}})
+    status, body = await sim.post(
+        "item", {"Name": "Inv", "Type": "Inventory", "IncomeAccountRef": {"value": "1"}}
+    )
     assert fault_code(body) == "2020"
     status, body = await sim.post("item", {**SERVICE, "Name": "BadType", "Type": "Gadget"})
     assert fault_code(body) == "2170"
@@ -76,16 +118,20 @@ async def test_item_name_unique_and_required_fields(sim: Sim) -> None:
 
 
 async def test_sparse_update_keeps_fields_full_update_clears(sim: Sim) -> None:
-    cust = await sim.create("Customer", {"DisplayName": "Sparse Co", "Notes": "keep",
-                                         "PrimaryEmailAddr": {"Address": "a@b.c"}})
-    status, body = await sim.post("customer", {"Id": cust["Id"], "SyncToken": "0",
-                                               "sparse": True, "Notes": "changed"})
+    cust = await sim.create(
+        "Customer",
+        {"DisplayName": "Sparse Co", "Notes": "keep", "PrimaryEmailAddr": {"Address": "a@b.c"}},
+    )
+    status, body = await sim.post(
+        "customer", {"Id": cust["Id"], "SyncToken": "0", "sparse": True, "Notes": "changed"}
+    )
     upd = body["Customer"]
     assert status == 200 and upd["SyncToken"] == "1" and upd["Notes"] == "changed"
     assert upd["PrimaryEmailAddr"] == {"Address": "a@b.c"}
     assert upd["MetaData"]["CreateTime"] == cust["MetaData"]["CreateTime"]
-    status, body = await sim.post("customer", {"Id": cust["Id"], "SyncToken": "1",
-                                               "DisplayName": "Sparse Co"})
+    status, body = await sim.post(
+        "customer", {"Id": cust["Id"], "SyncToken": "1", "DisplayName": "Sparse Co"}
+    )
     full = body["Customer"]
     assert full["SyncToken"] == "2" and "PrimaryEmailAddr" not in full and "Notes" not in full
 
@@ -93,8 +139,9 @@ async def test_sparse_update_keeps_fields_full_update_clears(sim: Sim) -> None:
 async def test_stale_sync_token_5010(sim: Sim) -> None:
     cust = await sim.create("Customer", {"DisplayName": "Stale"})
     await sim.post("customer", {"Id": cust["Id"], "SyncToken": "0", "sparse": True, "Notes": "a"})
-    status, body = await sim.post("customer", {"Id": cust["Id"], "SyncToken": "0", "sparse": True,
-                                               "Notes": "b"})
+    status, body = await sim.post(
+        "customer", {"Id": cust["Id"], "SyncToken": "0", "sparse": True, "Notes": "b"}
+    )
     assert status == 400 and fault_code(body) == "5010"
     assert body["Fault"]["Error"][0]["Message"] == "Stale Object Error"
     status, body = await sim.get(f"customer/{cust['Id']}")
@@ -105,8 +152,9 @@ async def test_update_needs_sync_token_and_display_name_cannot_be_removed(sim: S
     cust = await sim.create("Customer", {"DisplayName": "Needs Token"})
     status, body = await sim.post("customer", {"Id": cust["Id"], "sparse": True, "Notes": "x"})
     assert fault_code(body) == "2020"
-    status, body = await sim.post("customer", {"Id": cust["Id"], "SyncToken": "0", "sparse": True,
-                                               "DisplayName": ""})
+    status, body = await sim.post(
+        "customer", {"Id": cust["Id"], "SyncToken": "0", "sparse": True, "DisplayName": ""}
+    )
     assert fault_code(body) == "2020"
 
 
@@ -119,11 +167,13 @@ async def test_unknown_id_is_610(sim: Sim) -> None:
 
 async def test_name_lists_cannot_be_deleted_but_go_inactive(sim: Sim) -> None:
     cust = await sim.create("Customer", {"DisplayName": "Going Away"})
-    status, body = await sim.post("customer", {"Id": cust["Id"], "SyncToken": "0"},
-                                  operation="delete")
+    status, body = await sim.post(
+        "customer", {"Id": cust["Id"], "SyncToken": "0"}, operation="delete"
+    )
     assert status == 400 and fault_code(body) == "500"
-    status, body = await sim.post("customer", {"Id": cust["Id"], "SyncToken": "0",
-                                               "sparse": True, "Active": False})
+    status, body = await sim.post(
+        "customer", {"Id": cust["Id"], "SyncToken": "0", "sparse": True, "Active": False}
+    )
     assert body["Customer"]["Active"] is False
     status, body = await sim.get(f"customer/{cust['Id']}")
     assert status == 200 and body["Customer"]["Active"] is False
@@ -131,41 +181,99 @@ async def test_name_lists_cannot_be_deleted_but_go_inactive(sim: Sim) -> None:
 
 async def test_references_must_exist_and_be_active(sim: Sim) -> None:
     item = await sim.create("Item", SERVICE)
-    status, body = await sim.post("invoice", {"CustomerRef": {"value": "424242"}, "Line": [
-        {"Amount": 5, "DetailType": "SalesItemLineDetail",
-         "SalesItemLineDetail": {"ItemRef": {"value": item["Id"]}}}]})
+    status, body = await sim.post(
+        "invoice",
+        {
+            "CustomerRef": {"value": "424242"},
+            "Line": [
+                {
+                    "Amount": 5,
+                    "DetailType": "SalesItemLineDetail",
+                    "SalesItemLineDetail": {"ItemRef": {"value": item["Id"]}},
+                }
+            ],
+        },
+    )
     assert fault_code(body) == "2500"
     cust = await sim.create("Customer", {"DisplayName": "Dormant"})
-    await sim.post("customer", {"Id": cust["Id"], "SyncToken": "0", "sparse": True,
-                                "Active": False})
-    status, body = await sim.post("invoice", {"CustomerRef": {"value": cust["Id"]}, "Line": [
-        {"Amount": 5, "DetailType": "SalesItemLineDetail",
-         "SalesItemLineDetail": {"ItemRef": {"value": item["Id"]}}}]})
+    await sim.post(
+        "customer", {"Id": cust["Id"], "SyncToken": "0", "sparse": True, "Active": False}
+    )
+    status, body = await sim.post(
+        "invoice",
+        {
+            "CustomerRef": {"value": cust["Id"]},
+            "Line": [
+                {
+                    "Amount": 5,
+                    "DetailType": "SalesItemLineDetail",
+                    "SalesItemLineDetail": {"ItemRef": {"value": item["Id"]}},
+                }
+            ],
+        },
+    )
     assert status == 400 and fault_code(body) == "610"
     active = await sim.create("Customer", {"DisplayName": "Awake"})
     await sim.post("item", {"Id": item["Id"], "SyncToken": "0", "sparse": True, "Active": False})
-    status, body = await sim.post("invoice", {"CustomerRef": {"value": active["Id"]}, "Line": [
-        {"Amount": 5, "DetailType": "SalesItemLineDetail",
-         "SalesItemLineDetail": {"ItemRef": {"value": item["Id"]}}}]})
+    status, body = await sim.post(
+        "invoice",
+        {
+            "CustomerRef": {"value": active["Id"]},
+            "Line": [
+                {
+                    "Amount": 5,
+                    "DetailType": "SalesItemLineDetail",
+                    "SalesItemLineDetail": {"ItemRef": {"value": item["Id"]}},
+                }
+            ],
+        },
+    )
     assert fault_code(body) == "610"
 
 
 async def test_invoice_totals_lines_and_defaults(sim: Sim) -> None:
-    cust = await sim.create("Customer", {"DisplayName": "Totals", "SalesTermRef": {"value": "3"},
-                                         "BillAddr": {"Line1": "9 Elm"}})
+    cust = await sim.create(
+        "Customer",
+        {"DisplayName": "Totals", "SalesTermRef": {"value": "3"}, "BillAddr": {"Line1": "9 Elm"}},
+    )
     item = await sim.create("Item", SERVICE)
-    inv = await sim.create("Invoice", {
-        "CustomerRef": {"value": cust["Id"]}, "TxnDate": "2025-11-10",
-        "Line": [
-            {"Amount": 150.0, "DetailType": "SalesItemLineDetail",
-             "SalesItemLineDetail": {"ItemRef": {"value": item["Id"]}, "Qty": 2, "UnitPrice": 75}},
-            {"Amount": 10.1, "DetailType": "SalesItemLineDetail",
-             "SalesItemLineDetail": {"ItemRef": {"value": item["Id"]}, "Qty": 1, "UnitPrice": 10.1}},
-            {"DetailType": "DiscountLineDetail",
-             "DiscountLineDetail": {"PercentBased": True, "DiscountPercent": 10}}]})
+    inv = await sim.create(
+        "Invoice",
+        {
+            "CustomerRef": {"value": cust["Id"]},
+            "TxnDate": "2025-11-10",
+            "Line": [
+                {
+                    "Amount": 150.0,
+                    "DetailType": "SalesItemLineDetail",
+                    "SalesItemLineDetail": {
+                        "ItemRef": {"value": item["Id"]},
+                        "Qty": 2,
+                        "UnitPrice": 75,
+                    },
+                },
+                {
+                    "Amount": 10.1,
+                    "DetailType": "SalesItemLineDetail",
+                    "SalesItemLineDetail": {
+                        "ItemRef": {"value": item["Id"]},
+                        "Qty": 1,
+                        "UnitPrice": 10.1,
+                    },
+                },
+                {
+                    "DetailType": "DiscountLineDetail",
+                    "DiscountLineDetail": {"PercentBased": True, "DiscountPercent": 10},
+                },
+            ],
+        },
+    )
     assert inv["TotalAmt"] == 144.09 and inv["Balance"] == 144.09
-    assert inv["Line"][-1] == {"Amount": 160.1, "DetailType": "SubTotalLineDetail",
-                               "SubTotalLineDetail": {}}
+    assert inv["Line"][-1] == {
+        "Amount": 160.1,
+        "DetailType": "SubTotalLineDetail",
+        "SubTotalLineDetail": {},
+    }
     assert [ln["LineNum"] for ln in inv["Line"][:-1]] == [1, 2, 3]
     assert inv["Line"][0]["SalesItemLineDetail"]["ItemRef"]["name"] == "Gardening"
     assert inv["DueDate"] == "2025-12-10"  # Net 30 from the customer's terms
@@ -177,9 +285,19 @@ async def test_invoice_totals_lines_and_defaults(sim: Sim) -> None:
 
 async def test_amount_must_equal_qty_times_price_6070(sim: Sim) -> None:
     cust = await sim.create("Customer", {"DisplayName": "Math"})
-    status, body = await sim.post("invoice", {"CustomerRef": {"value": cust["Id"]}, "Line": [
-        {"Amount": 100, "DetailType": "SalesItemLineDetail",
-         "SalesItemLineDetail": {"Qty": 3, "UnitPrice": 33.33}}]})
+    status, body = await sim.post(
+        "invoice",
+        {
+            "CustomerRef": {"value": cust["Id"]},
+            "Line": [
+                {
+                    "Amount": 100,
+                    "DetailType": "SalesItemLineDetail",
+                    "SalesItemLineDetail": {"Qty": 3, "UnitPrice": 33.33},
+                }
+            ],
+        },
+    )
     assert status == 400 and fault_code(body) == "6070"
 
 
@@ -187,28 +305,49 @@ async def test_invoice_requires_lines_and_valid_tax_code(sim: Sim) -> None:
     cust = await sim.create("Customer", {"DisplayName": "NoLines"})
     status, body = await sim.post("invoice", {"CustomerRef": {"value": cust["Id"]}})
     assert fault_code(body) == "2020"
-    status, body = await sim.post("invoice", {"Line": [{"Amount": 1,
-                                                        "DetailType": "SalesItemLineDetail"}]})
+    status, body = await sim.post(
+        "invoice", {"Line": [{"Amount": 1, "DetailType": "SalesItemLineDetail"}]}
+    )
     assert fault_code(body) == "2020"
-    status, body = await sim.post("invoice", {"CustomerRef": {"value": cust["Id"]}, "Line": [
-        {"Amount": 1, "DetailType": "SalesItemLineDetail",
-         "SalesItemLineDetail": {"TaxCodeRef": {"value": "VAT"}}}]})
+    status, body = await sim.post(
+        "invoice",
+        {
+            "CustomerRef": {"value": cust["Id"]},
+            "Line": [
+                {
+                    "Amount": 1,
+                    "DetailType": "SalesItemLineDetail",
+                    "SalesItemLineDetail": {"TaxCodeRef": {"value": "VAT"}},
+                }
+            ],
+        },
+    )
     assert fault_code(body) == "6100"
-    status, body = await sim.post("invoice", {"CustomerRef": {"value": cust["Id"]},
-                                              "DocNumber": "X" * 22, "Line": [
-        {"Amount": 1, "DetailType": "SalesItemLineDetail"}]})
+    status, body = await sim.post(
+        "invoice",
+        {
+            "CustomerRef": {"value": cust["Id"]},
+            "DocNumber": "X" * 22,
+            "Line": [{"Amount": 1, "DetailType": "SalesItemLineDetail"}],
+        },
+    )
     assert fault_code(body) == "2050"
 
 
 async def test_tax_rate_setting_and_total_tax_override(sim: Sim) -> None:
     sim.state.cfg.sales_tax_percent = 8
     cust = await sim.create("Customer", {"DisplayName": "Taxed"})
-    line = {"Amount": 100, "DetailType": "SalesItemLineDetail",
-            "SalesItemLineDetail": {"TaxCodeRef": {"value": "TAX"}}}
+    line = {
+        "Amount": 100,
+        "DetailType": "SalesItemLineDetail",
+        "SalesItemLineDetail": {"TaxCodeRef": {"value": "TAX"}},
+    }
     inv = await sim.create("Invoice", {"CustomerRef": {"value": cust["Id"]}, "Line": [line]})
     assert inv["TxnTaxDetail"]["TotalTax"] == 8 and inv["TotalAmt"] == 108
-    inv = await sim.create("Invoice", {"CustomerRef": {"value": cust["Id"]}, "Line": [line],
-                                       "TxnTaxDetail": {"TotalTax": 7.5}})
+    inv = await sim.create(
+        "Invoice",
+        {"CustomerRef": {"value": cust["Id"]}, "Line": [line], "TxnTaxDetail": {"TotalTax": 7.5}},
+    )
     assert inv["TotalAmt"] == 107.5
 
 
@@ -218,9 +357,14 @@ async def test_duplicate_docnumber_6140_when_enforced(sim: Sim) -> None:
     await make_invoice(sim, cust["Id"], item["Id"], DocNumber="INV-1")
     await make_invoice(sim, cust["Id"], item["Id"], DocNumber="INV-1")  # allowed by default
     sim.state.cfg.enforce_unique_docnumber = True
-    status, body = await sim.post("invoice", {"CustomerRef": {"value": cust["Id"]},
-                                              "DocNumber": "INV-1", "Line": [
-        {"Amount": 1, "DetailType": "SalesItemLineDetail"}]})
+    status, body = await sim.post(
+        "invoice",
+        {
+            "CustomerRef": {"value": cust["Id"]},
+            "DocNumber": "INV-1",
+            "Line": [{"Amount": 1, "DetailType": "SalesItemLineDetail"}],
+        },
+    )
     assert status == 400 and fault_code(body) == "6140"
 
 
@@ -228,9 +372,15 @@ async def test_payment_applies_to_invoice_and_links(sim: Sim) -> None:
     cust = await sim.create("Customer", {"DisplayName": "Payer"})
     item = await sim.create("Item", SERVICE)
     inv = await make_invoice(sim, cust["Id"], item["Id"], qty=4)  # 100
-    pay = await sim.create("Payment", {"CustomerRef": {"value": cust["Id"]}, "TotalAmt": 65,
-                                       "PaymentMethodRef": {"value": "1"}, "Line": [
-        {"Amount": 55, "LinkedTxn": [{"TxnId": inv["Id"], "TxnType": "Invoice"}]}]})
+    pay = await sim.create(
+        "Payment",
+        {
+            "CustomerRef": {"value": cust["Id"]},
+            "TotalAmt": 65,
+            "PaymentMethodRef": {"value": "1"},
+            "Line": [{"Amount": 55, "LinkedTxn": [{"TxnId": inv["Id"], "TxnType": "Invoice"}]}],
+        },
+    )
     assert pay["UnappliedAmt"] == 10 and pay["DepositToAccountRef"]["name"] == "Undeposited Funds"
     status, body = await sim.get(f"invoice/{inv['Id']}")
     after = body["Invoice"]
@@ -239,13 +389,23 @@ async def test_payment_applies_to_invoice_and_links(sim: Sim) -> None:
     status, body = await sim.get(f"customer/{cust['Id']}")
     assert body["Customer"]["Balance"] == 35  # 45 open - 10 unapplied
     # over-applying fails with a business validation error
-    status, body = await sim.post("payment", {"CustomerRef": {"value": cust["Id"]},
-                                              "TotalAmt": 50, "Line": [
-        {"Amount": 50, "LinkedTxn": [{"TxnId": inv["Id"], "TxnType": "Invoice"}]}]})
+    status, body = await sim.post(
+        "payment",
+        {
+            "CustomerRef": {"value": cust["Id"]},
+            "TotalAmt": 50,
+            "Line": [{"Amount": 50, "LinkedTxn": [{"TxnId": inv["Id"], "TxnType": "Invoice"}]}],
+        },
+    )
     assert status == 400 and fault_code(body) == "6000"
-    status, body = await sim.post("payment", {"CustomerRef": {"value": cust["Id"]},
-                                              "TotalAmt": 5, "Line": [
-        {"Amount": 5, "LinkedTxn": [{"TxnId": inv["Id"], "TxnType": "Estimate"}]}]})
+    status, body = await sim.post(
+        "payment",
+        {
+            "CustomerRef": {"value": cust["Id"]},
+            "TotalAmt": 5,
+            "Line": [{"Amount": 5, "LinkedTxn": [{"TxnId": inv["Id"], "TxnType": "Estimate"}]}],
+        },
+    )
     assert fault_code(body) == "620"
     status, body = await sim.post("payment", {"CustomerRef": {"value": cust["Id"]}})
     assert fault_code(body) == "2020"
@@ -255,14 +415,25 @@ async def test_payment_update_replaces_lines_and_rebalances(sim: Sim) -> None:
     cust = await sim.create("Customer", {"DisplayName": "Rebalance"})
     item = await sim.create("Item", SERVICE)
     inv = await make_invoice(sim, cust["Id"], item["Id"], qty=4)
-    pay = await sim.create("Payment", {"CustomerRef": {"value": cust["Id"]}, "TotalAmt": 100,
-                                       "Line": [{"Amount": 100, "LinkedTxn": [
-                                           {"TxnId": inv["Id"], "TxnType": "Invoice"}]}]})
+    pay = await sim.create(
+        "Payment",
+        {
+            "CustomerRef": {"value": cust["Id"]},
+            "TotalAmt": 100,
+            "Line": [{"Amount": 100, "LinkedTxn": [{"TxnId": inv["Id"], "TxnType": "Invoice"}]}],
+        },
+    )
     status, body = await sim.get(f"invoice/{inv['Id']}")
     assert body["Invoice"]["Balance"] == 0
-    status, body = await sim.post("payment", {"Id": pay["Id"], "SyncToken": "0", "sparse": True,
-                                              "Line": [{"Amount": 40, "LinkedTxn": [
-                                                  {"TxnId": inv["Id"], "TxnType": "Invoice"}]}]})
+    status, body = await sim.post(
+        "payment",
+        {
+            "Id": pay["Id"],
+            "SyncToken": "0",
+            "sparse": True,
+            "Line": [{"Amount": 40, "LinkedTxn": [{"TxnId": inv["Id"], "TxnType": "Invoice"}]}],
+        },
+    )
     assert status == 200 and body["Payment"]["UnappliedAmt"] == 60
     status, body = await sim.get(f"invoice/{inv['Id']}")
     assert body["Invoice"]["Balance"] == 60
@@ -272,26 +443,36 @@ async def test_invoice_delete_blocked_while_linked_then_allowed(sim: Sim) -> Non
     cust = await sim.create("Customer", {"DisplayName": "Linked"})
     item = await sim.create("Item", SERVICE)
     inv = await make_invoice(sim, cust["Id"], item["Id"])
-    pay = await sim.create("Payment", {"CustomerRef": {"value": cust["Id"]}, "TotalAmt": 10,
-                                       "Line": [{"Amount": 10, "LinkedTxn": [
-                                           {"TxnId": inv["Id"], "TxnType": "Invoice"}]}]})
+    pay = await sim.create(
+        "Payment",
+        {
+            "CustomerRef": {"value": cust["Id"]},
+            "TotalAmt": 10,
+            "Line": [{"Amount": 10, "LinkedTxn": [{"TxnId": inv["Id"], "TxnType": "Invoice"}]}],
+        },
+    )
     status, body = await sim.get(f"invoice/{inv['Id']}")
     token = body["Invoice"]["SyncToken"]
-    status, body = await sim.post("invoice", {"Id": inv["Id"], "SyncToken": token},
-                                  operation="delete")
+    status, body = await sim.post(
+        "invoice", {"Id": inv["Id"], "SyncToken": token}, operation="delete"
+    )
     assert status == 400 and fault_code(body) == "6000"
-    status, body = await sim.post("payment", {"Id": pay["Id"], "SyncToken": "0"},
-                                  operation="delete")
-    assert body == {"Payment": {"status": "Deleted", "domain": "QBO", "Id": pay["Id"]},
-                    "time": body["time"]}
+    status, body = await sim.post(
+        "payment", {"Id": pay["Id"], "SyncToken": "0"}, operation="delete"
+    )
+    assert body == {
+        "Payment": {"status": "Deleted", "domain": "QBO", "Id": pay["Id"]},
+        "time": body["time"],
+    }
     status, body = await sim.get(f"invoice/{inv['Id']}")
     assert body["Invoice"]["Balance"] == 50 and body["Invoice"]["LinkedTxn"] == []
-    status, body = await sim.post("invoice", {"Id": inv["Id"], "SyncToken": "0"},
-                                  operation="delete")
+    status, body = await sim.post(
+        "invoice", {"Id": inv["Id"], "SyncToken": "0"}, operation="delete"
+    )
     assert fault_code(body) == "5010"  # the payment bumped it
-    status, body = await sim.post("invoice", {"Id": inv["Id"],
-                                              "SyncToken": str(int(token) + 1)},
-                                  operation="delete")
+    status, body = await sim.post(
+        "invoice", {"Id": inv["Id"], "SyncToken": str(int(token) + 1)}, operation="delete"
+    )
     assert status == 200 and body["Invoice"]["status"] == "Deleted"
     status, body = await sim.get(f"invoice/{inv['Id']}")
     assert status == 400 and fault_code(body) == "610"
@@ -302,11 +483,15 @@ async def test_invoice_void_unapplies_payments(sim: Sim) -> None:
     cust = await sim.create("Customer", {"DisplayName": "Voided"})
     item = await sim.create("Item", SERVICE)
     inv = await make_invoice(sim, cust["Id"], item["Id"], PrivateNote="memo")
-    pay = await sim.create("Payment", {"CustomerRef": {"value": cust["Id"]}, "TotalAmt": 20,
-                                       "Line": [{"Amount": 20, "LinkedTxn": [
-                                           {"TxnId": inv["Id"], "TxnType": "Invoice"}]}]})
-    status, body = await sim.post("invoice", {"Id": inv["Id"], "SyncToken": "1"},
-                                  operation="void")
+    pay = await sim.create(
+        "Payment",
+        {
+            "CustomerRef": {"value": cust["Id"]},
+            "TotalAmt": 20,
+            "Line": [{"Amount": 20, "LinkedTxn": [{"TxnId": inv["Id"], "TxnType": "Invoice"}]}],
+        },
+    )
+    status, body = await sim.post("invoice", {"Id": inv["Id"], "SyncToken": "1"}, operation="void")
     voided = body["Invoice"]
     assert status == 200 and voided["TotalAmt"] == 0 and voided["Balance"] == 0
     assert voided["PrivateNote"].startswith("Voided") and voided["SyncToken"] == "2"
@@ -321,27 +506,41 @@ async def test_payment_void_via_include_void(sim: Sim) -> None:
     cust = await sim.create("Customer", {"DisplayName": "PayVoid"})
     item = await sim.create("Item", SERVICE)
     inv = await make_invoice(sim, cust["Id"], item["Id"])
-    pay = await sim.create("Payment", {"CustomerRef": {"value": cust["Id"]}, "TotalAmt": 50,
-                                       "Line": [{"Amount": 50, "LinkedTxn": [
-                                           {"TxnId": inv["Id"], "TxnType": "Invoice"}]}]})
-    status, body = await sim.post("payment", {"Id": pay["Id"], "SyncToken": "0", "sparse": True},
-                                  operation="update", include="void")
+    pay = await sim.create(
+        "Payment",
+        {
+            "CustomerRef": {"value": cust["Id"]},
+            "TotalAmt": 50,
+            "Line": [{"Amount": 50, "LinkedTxn": [{"TxnId": inv["Id"], "TxnType": "Invoice"}]}],
+        },
+    )
+    status, body = await sim.post(
+        "payment",
+        {"Id": pay["Id"], "SyncToken": "0", "sparse": True},
+        operation="update",
+        include="void",
+    )
     assert status == 200 and body["Payment"]["TotalAmt"] == 0
     assert body["Payment"]["PrivateNote"].startswith("Voided")
     status, body = await sim.get(f"invoice/{inv['Id']}")
     assert body["Invoice"]["Balance"] == 50
-    status, body = await sim.post("payment", {"Id": pay["Id"], "SyncToken": "1"},
-                                  operation="void")
+    status, body = await sim.post("payment", {"Id": pay["Id"], "SyncToken": "1"}, operation="void")
     assert status == 400 and fault_code(body) == "500"
 
 
 async def test_reference_entities_are_readable(sim: Sim) -> None:
-    for tail, key in (("account/1", "Account"), ("taxcode/TAX", "TaxCode"), ("term/1", "Term"),
-                      ("paymentmethod/1", "PaymentMethod"), ("companyinfo/1", "CompanyInfo")):
+    for tail, key in (
+        ("account/1", "Account"),
+        ("taxcode/TAX", "TaxCode"),
+        ("term/1", "Term"),
+        ("paymentmethod/1", "PaymentMethod"),
+        ("companyinfo/1", "CompanyInfo"),
+    ):
         status, body = await sim.get(tail)
         assert status == 200 and body[key]["Id"], tail
-    status, body = await sim.post("companyinfo", {"Id": "1", "SyncToken": "0", "sparse": True,
-                                                  "CompanyName": "Renamed Co"})
+    status, body = await sim.post(
+        "companyinfo", {"Id": "1", "SyncToken": "0", "sparse": True, "CompanyName": "Renamed Co"}
+    )
     assert status == 200 and body["CompanyInfo"]["SyncToken"] == "1"
     status, body = await sim.post("taxcode", {"Name": "New"})
     assert fault_code(body) == "500"
@@ -349,8 +548,9 @@ async def test_reference_entities_are_readable(sim: Sim) -> None:
 
 async def test_minorversion_is_accepted_any_value(sim: Sim) -> None:
     for mv in ("4", "75", "999", "junk"):
-        resp = await sim.client.get(sim.url("companyinfo/1"), headers=sim.auth,
-                                    params={"minorversion": mv})
+        resp = await sim.client.get(
+            sim.url("companyinfo/1"), headers=sim.auth, params={"minorversion": mv}
+        )
         assert resp.status == 200
 
 
@@ -378,9 +578,50 @@ async def test_send_invoice_and_pdf(sim: Sim) -> None:
     cust = await sim.create("Customer", {"DisplayName": "Mailer"})
     item = await sim.create("Item", SERVICE)
     inv = await make_invoice(sim, cust["Id"], item["Id"])
-    resp = await sim.client.post(sim.url(f"invoice/{inv['Id']}/send"), headers=sim.auth,
-                                 params={"sendTo": "x@example.com"})
+    resp = await sim.client.post(
+        sim.url(f"invoice/{inv['Id']}/send"), headers=sim.auth, params={"sendTo": "x@example.com"}
+    )
     body = await resp.json()
     assert body["Invoice"]["EmailStatus"] == "EmailSent"
     resp = await sim.client.get(sim.url(f"invoice/{inv['Id']}/pdf"), headers=sim.auth)
     assert resp.status == 200 and (await resp.read()).startswith(b"%PDF")
+
+
+async def test_customer_with_open_balance_cannot_go_inactive(sim: Sim) -> None:
+    cust = await sim.create("Customer", {"DisplayName": "Owes Money"})
+    await sim.create(
+        "Invoice",
+        {
+            "CustomerRef": {"value": cust["Id"]},
+            "Line": [{"Amount": 12, "DetailType": "SalesItemLineDetail"}],
+        },
+    )
+    status, body = await sim.post(
+        "customer", {"Id": cust["Id"], "SyncToken": "0", "sparse": True, "Active": False}
+    )
+    assert status == 400 and fault_code(body) == "6000"
+    status, body = await sim.get(f"customer/{cust['Id']}")
+    assert body["Customer"]["Active"] is True and body["Customer"]["Balance"] == 12
+
+
+async def test_payment_for_another_customers_invoice_is_refused(sim: Sim) -> None:
+    a = await sim.create("Customer", {"DisplayName": "Owner A"})
+    b = await sim.create("Customer", {"DisplayName": "Payer B"})
+    inv = await sim.create(
+        "Invoice",
+        {
+            "CustomerRef": {"value": a["Id"]},
+            "Line": [{"Amount": 12, "DetailType": "SalesItemLineDetail"}],
+        },
+    )
+    status, body = await sim.post(
+        "payment",
+        {
+            "CustomerRef": {"value": b["Id"]},
+            "TotalAmt": 12,
+            "Line": [{"Amount": 12, "LinkedTxn": [{"TxnId": inv["Id"], "TxnType": "Invoice"}]}],
+        },
+    )
+    assert status == 400 and fault_code(body) == "6000"
+    status, body = await sim.get(f"invoice/{inv['Id']}")
+    assert body["Invoice"]["Balance"] == 12 and body["Invoice"]["SyncToken"] == "0"

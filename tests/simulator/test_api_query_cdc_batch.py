@@ -25,8 +25,11 @@ async def test_query_envelope_paging_and_count(sim: Sim) -> None:
 
 async def test_query_by_post_with_application_text(sim: Sim) -> None:
     await seed(sim, customers=3)
-    resp = await sim.client.post(sim.url("query"), data="select * from Customer",
-                                 headers={**sim.auth, "Content-Type": "application/text"})
+    resp = await sim.client.post(
+        sim.url("query"),
+        data="select * from Customer",
+        headers={**sim.auth, "Content-Type": "application/text"},
+    )
     body = await resp.json()
     assert resp.status == 200 and len(body["QueryResponse"]["Customer"]) == 3
 
@@ -45,7 +48,9 @@ async def test_query_default_active_filter(sim: Sim) -> None:
 
 async def test_query_escaped_apostrophe_and_like(sim: Sim) -> None:
     await sim.create("Customer", {"DisplayName": "Amy's Bird Sanctuary"})
-    status, body = await sim.query(r"select * from Customer where DisplayName = 'Amy\'s Bird Sanctuary'")
+    status, body = await sim.query(
+        r"select * from Customer where DisplayName = 'Amy\'s Bird Sanctuary'"
+    )
     assert body["QueryResponse"]["Customer"][0]["DisplayName"] == "Amy's Bird Sanctuary"
     status, body = await sim.query("select * from Customer where DisplayName like 'Amy%'")
     assert len(body["QueryResponse"]["Customer"]) == 1
@@ -63,7 +68,8 @@ async def test_query_errors_4000_4001(sim: Sim) -> None:
 async def test_query_order_by_and_invoice_filter(sim: Sim) -> None:
     await seed(sim, customers=5, items=5, invoices=20)
     status, body = await sim.query(
-        "select * from Invoice where TotalAmt > '100' order by TotalAmt desc maxresults 1000")
+        "select * from Invoice where TotalAmt > '100' order by TotalAmt desc maxresults 1000"
+    )
     totals = [i["TotalAmt"] for i in body["QueryResponse"]["Invoice"]]
     assert totals == sorted(totals, reverse=True) and all(t > 100 for t in totals)
 
@@ -71,10 +77,20 @@ async def test_query_order_by_and_invoice_filter(sim: Sim) -> None:
 async def test_cdc_changes_and_tombstones(sim: Sim) -> None:
     since = fmt_time(sim.state.clock.now() - 1)
     cust = await sim.create("Customer", {"DisplayName": "CDC Co"})
-    inv = await sim.create("Invoice", {"CustomerRef": {"value": cust["Id"]}, "Line": [
-        {"Amount": 5, "DetailType": "SalesItemLineDetail"}]})
-    gone = await sim.create("Invoice", {"CustomerRef": {"value": cust["Id"]}, "Line": [
-        {"Amount": 7, "DetailType": "SalesItemLineDetail"}]})
+    inv = await sim.create(
+        "Invoice",
+        {
+            "CustomerRef": {"value": cust["Id"]},
+            "Line": [{"Amount": 5, "DetailType": "SalesItemLineDetail"}],
+        },
+    )
+    gone = await sim.create(
+        "Invoice",
+        {
+            "CustomerRef": {"value": cust["Id"]},
+            "Line": [{"Amount": 7, "DetailType": "SalesItemLineDetail"}],
+        },
+    )
     await sim.post("invoice", {"Id": gone["Id"], "SyncToken": "0"}, operation="delete")
     status, body = await sim.get("cdc", entities="Customer,Invoice,Payment", changedSince=since)
     assert status == 200 and body["time"]
@@ -82,8 +98,12 @@ async def test_cdc_changes_and_tombstones(sim: Sim) -> None:
     assert [c["Id"] for c in qrs[0]["Customer"]] == [cust["Id"]]
     invoices = qrs[1]["Invoice"]
     assert invoices[0]["Id"] == inv["Id"]
-    assert invoices[-1] == {"status": "Deleted", "domain": "QBO", "Id": gone["Id"],
-                            "MetaData": {"LastUpdatedTime": invoices[-1]["MetaData"]["LastUpdatedTime"]}}
+    assert invoices[-1] == {
+        "status": "Deleted",
+        "domain": "QBO",
+        "Id": gone["Id"],
+        "MetaData": {"LastUpdatedTime": invoices[-1]["MetaData"]["LastUpdatedTime"]},
+    }
     assert qrs[2] == {}
     # changes before changedSince are not returned
     sim.state.clock.advance(60)
@@ -117,20 +137,55 @@ async def test_cdc_caps_at_max_objects(sim: Sim) -> None:
 async def test_batch_mixed_items_and_faults(sim: Sim) -> None:
     await sim.create("Customer", {"DisplayName": "Taken"})
     inv_c = await sim.create("Customer", {"DisplayName": "Batch Owner"})
-    inv = await sim.create("Invoice", {"CustomerRef": {"value": inv_c["Id"]}, "Line": [
-        {"Amount": 5, "DetailType": "SalesItemLineDetail"}]})
-    other = await sim.create("Invoice", {"CustomerRef": {"value": inv_c["Id"]}, "Line": [
-        {"Amount": 6, "DetailType": "SalesItemLineDetail"}]})
-    status, body = await sim.post("batch", {"BatchItemRequest": [
-        {"bId": "c1", "operation": "create", "Customer": {"DisplayName": "Fresh"}},
-        {"bId": "c2", "operation": "create", "Customer": {"DisplayName": "Taken"}},
-        {"bId": "u1", "operation": "update",
-         "Invoice": {"Id": inv["Id"], "SyncToken": "0", "sparse": True, "DueDate": "2031-01-01"}},
-        {"bId": "u2", "operation": "update",
-         "Invoice": {"Id": inv["Id"], "SyncToken": "0", "sparse": True, "DueDate": "2032-01-01"}},
-        {"bId": "d1", "operation": "delete", "Invoice": {"Id": other["Id"], "SyncToken": "0"}},
-        {"bId": "q1", "Query": "select * from Customer where DisplayName = 'Taken'"},
-    ]})
+    inv = await sim.create(
+        "Invoice",
+        {
+            "CustomerRef": {"value": inv_c["Id"]},
+            "Line": [{"Amount": 5, "DetailType": "SalesItemLineDetail"}],
+        },
+    )
+    other = await sim.create(
+        "Invoice",
+        {
+            "CustomerRef": {"value": inv_c["Id"]},
+            "Line": [{"Amount": 6, "DetailType": "SalesItemLineDetail"}],
+        },
+    )
+    status, body = await sim.post(
+        "batch",
+        {
+            "BatchItemRequest": [
+                {"bId": "c1", "operation": "create", "Customer": {"DisplayName": "Fresh"}},
+                {"bId": "c2", "operation": "create", "Customer": {"DisplayName": "Taken"}},
+                {
+                    "bId": "u1",
+                    "operation": "update",
+                    "Invoice": {
+                        "Id": inv["Id"],
+                        "SyncToken": "0",
+                        "sparse": True,
+                        "DueDate": "2031-01-01",
+                    },
+                },
+                {
+                    "bId": "u2",
+                    "operation": "update",
+                    "Invoice": {
+                        "Id": inv["Id"],
+                        "SyncToken": "0",
+                        "sparse": True,
+                        "DueDate": "2032-01-01",
+                    },
+                },
+                {
+                    "bId": "d1",
+                    "operation": "delete",
+                    "Invoice": {"Id": other["Id"], "SyncToken": "0"},
+                },
+                {"bId": "q1", "Query": "select * from Customer where DisplayName = 'Taken'"},
+            ]
+        },
+    )
     assert status == 200
     by = {item["bId"]: item for item in body["BatchItemResponse"]}
     assert by["c1"]["Customer"]["DisplayName"] == "Fresh"
@@ -142,13 +197,28 @@ async def test_batch_mixed_items_and_faults(sim: Sim) -> None:
 
 
 async def test_batch_items_do_not_see_each_other(sim: Sim) -> None:
-    status, body = await sim.post("batch", {"BatchItemRequest": [
-        {"bId": "a", "operation": "create", "Customer": {"DisplayName": "Parent X"}}]})
+    status, body = await sim.post(
+        "batch",
+        {
+            "BatchItemRequest": [
+                {"bId": "a", "operation": "create", "Customer": {"DisplayName": "Parent X"}}
+            ]
+        },
+    )
     new_id = str(int(body["BatchItemResponse"][0]["Customer"]["Id"]) + 1)
-    status, body = await sim.post("batch", {"BatchItemRequest": [
-        {"bId": "a", "operation": "create", "Customer": {"DisplayName": "Child Parent"}},
-        {"bId": "b", "operation": "update",
-         "Customer": {"Id": new_id, "SyncToken": "0", "sparse": True, "Notes": "x"}}]})
+    status, body = await sim.post(
+        "batch",
+        {
+            "BatchItemRequest": [
+                {"bId": "a", "operation": "create", "Customer": {"DisplayName": "Child Parent"}},
+                {
+                    "bId": "b",
+                    "operation": "update",
+                    "Customer": {"Id": new_id, "SyncToken": "0", "sparse": True, "Notes": "x"},
+                },
+            ]
+        },
+    )
     by = {item["bId"]: item for item in body["BatchItemResponse"]}
     assert by["a"]["Customer"]["Id"] == new_id
     assert by["b"]["Fault"]["Error"][0]["code"] == "610"
@@ -157,9 +227,19 @@ async def test_batch_items_do_not_see_each_other(sim: Sim) -> None:
 async def test_batch_void_payment_with_options_data(sim: Sim) -> None:
     cust = await sim.create("Customer", {"DisplayName": "BV"})
     pay = await sim.create("Payment", {"CustomerRef": {"value": cust["Id"]}, "TotalAmt": 9})
-    status, body = await sim.post("batch", {"BatchItemRequest": [
-        {"bId": "v", "operation": "update", "optionsData": "void",
-         "Payment": {"Id": pay["Id"], "SyncToken": "0", "sparse": True}}]})
+    status, body = await sim.post(
+        "batch",
+        {
+            "BatchItemRequest": [
+                {
+                    "bId": "v",
+                    "operation": "update",
+                    "optionsData": "void",
+                    "Payment": {"Id": pay["Id"], "SyncToken": "0", "sparse": True},
+                }
+            ]
+        },
+    )
     assert body["BatchItemResponse"][0]["Payment"]["TotalAmt"] == 0
 
 

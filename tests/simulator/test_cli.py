@@ -23,11 +23,22 @@ def free_port() -> int:
 
 def test_flags_override_config_file(tmp_path: Path) -> None:
     cfg_file = tmp_path / "sim.json"
-    cfg_file.write_text(json.dumps({"latency_ms": 5, "webhook_format": "cloudevents",
-                                    "per_minute": 100}))
-    args = build_parser().parse_args(["--config", str(cfg_file), "--latency-ms", "0",
-                                      "--webhook-url", "http://a/h", "--webhook-url", "http://b/h",
-                                      "--no-limits"])
+    cfg_file.write_text(
+        json.dumps({"latency_ms": 5, "webhook_format": "cloudevents", "per_minute": 100})
+    )
+    args = build_parser().parse_args(
+        [
+            "--config",
+            str(cfg_file),
+            "--latency-ms",
+            "0",
+            "--webhook-url",
+            "http://a/h",
+            "--webhook-url",
+            "http://b/h",
+            "--no-limits",
+        ]
+    )
     cfg = config_from_args(args)
     assert cfg.latency_ms == 0 and cfg.webhook_format == "cloudevents" and cfg.per_minute == 100
     assert cfg.webhook_urls == ["http://a/h", "http://b/h"] and cfg.limits_enabled is False
@@ -37,10 +48,25 @@ def test_python_m_simulator_serves(tmp_path: Path) -> None:
     port = free_port()
     cfg_file = tmp_path / "sim.json"
     cfg_file.write_text(json.dumps({"default_company_name": "CLI Co"}))
-    proc = subprocess.Popen([sys.executable, "-m", "simulator", "--port", str(port),
-                             "--config", str(cfg_file), "--customers", "7", "--items", "3",
-                             "--realm-id", "31337"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "simulator",
+            "--port",
+            str(port),
+            "--config",
+            str(cfg_file),
+            "--customers",
+            "7",
+            "--items",
+            "3",
+            "--realm-id",
+            "31337",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         for _ in range(100):

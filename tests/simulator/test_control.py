@@ -21,11 +21,15 @@ def test_seeding_is_deterministic() -> None:
         realm = st.create_realm("42")
         seed_company(st.ctx(realm), 5, customers=30, items=10, invoices=40, payments=15)
     for entity in ("Customer", "Item", "Invoice", "Payment"):
-        assert strip_times(a.realms["42"].objects[entity]) == strip_times(b.realms["42"].objects[entity])
+        assert strip_times(a.realms["42"].objects[entity]) == strip_times(
+            b.realms["42"].objects[entity]
+        )
     c = State(base_config())
     c.clock.set(1_750_000_000)
     seed_company(c.ctx(c.create_realm("42")), 6, customers=30)
-    assert strip_times(c.realms["42"].objects["Customer"]) != strip_times(a.realms["42"].objects["Customer"])
+    assert strip_times(c.realms["42"].objects["Customer"]) != strip_times(
+        a.realms["42"].objects["Customer"]
+    )
 
 
 def test_seeded_company_is_consistent() -> None:
@@ -39,15 +43,20 @@ def test_seeded_company_is_consistent() -> None:
         applied = sum(realm.applied.get(inv["Id"], {}).values())
         assert round(inv["TotalAmt"] - applied, 2) == inv["Balance"]
     for cust in realm.objects["Customer"].values():
-        open_total = sum(i["Balance"] for i in realm.objects["Invoice"].values()
-                         if i["CustomerRef"]["value"] == cust["Id"])
+        open_total = sum(
+            i["Balance"]
+            for i in realm.objects["Invoice"].values()
+            if i["CustomerRef"]["value"] == cust["Id"]
+        )
         assert round(open_total, 2) == cust["Balance"]
 
 
 async def test_create_and_seed_realm_over_http(sim: Sim) -> None:
-    out = await sim.control("POST", "/_sim/realms", {"realm_id": "123", "seed": 3,
-                                                     "customers": 4, "items": 2, "invoices": 3,
-                                                     "payments": 1})
+    out = await sim.control(
+        "POST",
+        "/_sim/realms",
+        {"realm_id": "123", "seed": 3, "customers": 4, "items": 2, "invoices": 3, "payments": 1},
+    )
     assert out["realm_id"] == "123" and out["seeded"]["invoices"] == 3
     assert out["counts"]["Customer"] == 4
     realms = await sim.control("GET", "/_sim/realms")
@@ -55,29 +64,53 @@ async def test_create_and_seed_realm_over_http(sim: Sim) -> None:
     resp = await sim.client.post("/_sim/realms", json={"realm_id": "123"})
     assert resp.status == 409
     tokens = await sim.control("POST", "/_sim/realms/123/tokens", {})
-    resp = await sim.client.get("/v3/company/123/query",
-                                params={"query": "select count(*) from Invoice"},
-                                headers={"Authorization": "Bearer " + tokens["access_token"]})
+    resp = await sim.client.get(
+        "/v3/company/123/query",
+        params={"query": "select count(*) from Invoice"},
+        headers={"Authorization": "Bearer " + tokens["access_token"]},
+    )
     assert (await resp.json())["QueryResponse"]["totalCount"] == 3
 
 
 async def test_user_changes_create_delete_void_deactivate(sim: Sim) -> None:
     path = f"/_sim/realms/{sim.realm}/change"
-    cust = (await sim.control("POST", path, {"entity": "customer", "operation": "create",
-                                             "fields": {"DisplayName": "By Hand"}}))["Customer"]
-    inv = (await sim.control("POST", path, {"entity": "Invoice", "operation": "create", "fields": {
-        "CustomerRef": {"value": cust["Id"]},
-        "Line": [{"Amount": 4, "DetailType": "SalesItemLineDetail"}]}}))["Invoice"]
-    out = await sim.control("POST", path, {"entity": "Invoice", "id": inv["Id"], "operation": "void"})
+    cust = (
+        await sim.control(
+            "POST",
+            path,
+            {"entity": "customer", "operation": "create", "fields": {"DisplayName": "By Hand"}},
+        )
+    )["Customer"]
+    inv = (
+        await sim.control(
+            "POST",
+            path,
+            {
+                "entity": "Invoice",
+                "operation": "create",
+                "fields": {
+                    "CustomerRef": {"value": cust["Id"]},
+                    "Line": [{"Amount": 4, "DetailType": "SalesItemLineDetail"}],
+                },
+            },
+        )
+    )["Invoice"]
+    out = await sim.control(
+        "POST", path, {"entity": "Invoice", "id": inv["Id"], "operation": "void"}
+    )
     assert out["Invoice"]["TotalAmt"] == 0 and out["events"] == [["Invoice", inv["Id"], "Void"]]
-    out = await sim.control("POST", path, {"entity": "Invoice", "id": inv["Id"],
-                                           "operation": "delete"})
+    out = await sim.control(
+        "POST", path, {"entity": "Invoice", "id": inv["Id"], "operation": "delete"}
+    )
     assert out["Invoice"]["status"] == "Deleted"
-    out = await sim.control("POST", path, {"entity": "Customer", "id": cust["Id"],
-                                           "operation": "deactivate"})
+    out = await sim.control(
+        "POST", path, {"entity": "Customer", "id": cust["Id"], "operation": "deactivate"}
+    )
     assert out["Customer"]["Active"] is False
-    resp = await sim.client.post(path, json={"entity": "Customer", "operation": "create",
-                                             "fields": {"DisplayName": "By Hand"}})
+    resp = await sim.client.post(
+        path,
+        json={"entity": "Customer", "operation": "create", "fields": {"DisplayName": "By Hand"}},
+    )
     assert resp.status == 400 and (await resp.json())["Fault"]["Error"][0]["code"] == "6240"
 
 

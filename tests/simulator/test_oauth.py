@@ -18,8 +18,14 @@ def basic(client: str = CLIENT, secret: str = SECRET) -> dict[str, str]:
 
 
 async def authorize(sim: Sim, **extra: str) -> dict[str, str]:
-    params = {"client_id": CLIENT, "response_type": "code", "redirect_uri": REDIRECT,
-              "scope": "com.intuit.quickbooks.accounting", "state": "xyz", **extra}
+    params = {
+        "client_id": CLIENT,
+        "response_type": "code",
+        "redirect_uri": REDIRECT,
+        "scope": "com.intuit.quickbooks.accounting",
+        "state": "xyz",
+        **extra,
+    }
     resp = await sim.client.get("/connect/oauth2", params=params, allow_redirects=False)
     assert resp.status == 302
     loc = urlparse(resp.headers["Location"])
@@ -27,17 +33,20 @@ async def authorize(sim: Sim, **extra: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(loc.query).items()}
 
 
-async def token(sim: Sim, data: dict[str, str], headers: dict[str, str] | None = None
-                ) -> tuple[int, Any, Any]:
-    resp = await sim.client.post("/oauth2/v1/tokens/bearer", data=data,
-                                 headers=headers if headers is not None else basic())
+async def token(
+    sim: Sim, data: dict[str, str], headers: dict[str, str] | None = None
+) -> tuple[int, Any, Any]:
+    resp = await sim.client.post(
+        "/oauth2/v1/tokens/bearer", data=data, headers=headers if headers is not None else basic()
+    )
     return resp.status, await resp.json(), resp.headers
 
 
 async def connect(sim: Sim) -> dict[str, Any]:
     cb = await authorize(sim)
-    status, body, _ = await token(sim, {"grant_type": "authorization_code", "code": cb["code"],
-                                        "redirect_uri": REDIRECT})
+    status, body, _ = await token(
+        sim, {"grant_type": "authorization_code", "code": cb["code"], "redirect_uri": REDIRECT}
+    )
     assert status == 200, body
     return {**body, "realmId": cb["realmId"]}
 
@@ -69,9 +78,17 @@ async def test_authorize_new_realm_setting(sim: Sim) -> None:
 
 
 async def test_authorize_rejects_unregistered_redirect_and_reports_denial(sim: Sim) -> None:
-    resp = await sim.client.get("/connect/oauth2", allow_redirects=False, params={
-        "client_id": CLIENT, "response_type": "code", "redirect_uri": "http://evil/cb",
-        "scope": "com.intuit.quickbooks.accounting", "state": "s"})
+    resp = await sim.client.get(
+        "/connect/oauth2",
+        allow_redirects=False,
+        params={
+            "client_id": CLIENT,
+            "response_type": "code",
+            "redirect_uri": "http://evil/cb",
+            "scope": "com.intuit.quickbooks.accounting",
+            "state": "s",
+        },
+    )
     assert resp.status == 400
     cb = await authorize(sim, deny="1")
     assert cb == {"error": "access_denied", "state": "xyz"}
@@ -82,8 +99,10 @@ async def test_code_exchange_and_api_call(sim: Sim) -> None:
     assert tok["token_type"] == "bearer" and tok["expires_in"] == 3600
     assert tok["x_refresh_token_expires_in"] == 8726400
     assert "x_refresh_token_hard_expires_in" not in tok
-    resp = await sim.client.get(f"/v3/company/{tok['realmId']}/companyinfo/1",
-                                headers={"Authorization": "Bearer " + tok["access_token"]})
+    resp = await sim.client.get(
+        f"/v3/company/{tok['realmId']}/companyinfo/1",
+        headers={"Authorization": "Bearer " + tok["access_token"]},
+    )
     assert resp.status == 200
     assert (await resp.json())["CompanyInfo"]["Id"] == "1"
 
@@ -102,8 +121,14 @@ async def test_code_is_single_use_and_expires(sim: Sim) -> None:
 
 async def test_redirect_uri_mismatch_is_invalid_grant(sim: Sim) -> None:
     cb = await authorize(sim)
-    status, body, _ = await token(sim, {"grant_type": "authorization_code", "code": cb["code"],
-                                        "redirect_uri": "http://localhost:8000/callback"})
+    status, body, _ = await token(
+        sim,
+        {
+            "grant_type": "authorization_code",
+            "code": cb["code"],
+            "redirect_uri": "http://localhost:8000/callback",
+        },
+    )
     assert (status, body["error"]) == (400, "invalid_grant")
 
 
@@ -122,8 +147,9 @@ async def test_missing_parameter_is_invalid_request(sim: Sim) -> None:
 async def test_refresh_within_window_returns_same_value(sim: Sim) -> None:
     tok = await connect(sim)
     sim.state.clock.advance(3600)
-    status, body, _ = await token(sim, {"grant_type": "refresh_token",
-                                        "refresh_token": tok["refresh_token"]})
+    status, body, _ = await token(
+        sim, {"grant_type": "refresh_token", "refresh_token": tok["refresh_token"]}
+    )
     assert status == 200
     assert body["refresh_token"] == tok["refresh_token"]
     assert body["access_token"] != tok["access_token"]
@@ -138,8 +164,9 @@ async def test_refresh_rotates_and_old_value_dies(sim: Sim) -> None:
     assert status == 200 and body["refresh_token"] != tok["refresh_token"]
     status, again, _ = await token(sim, form)
     assert (status, again["error"]) == (400, "invalid_grant")
-    status, newer, _ = await token(sim, {"grant_type": "refresh_token",
-                                         "refresh_token": body["refresh_token"]})
+    status, newer, _ = await token(
+        sim, {"grant_type": "refresh_token", "refresh_token": body["refresh_token"]}
+    )
     assert status == 200
 
 
@@ -160,12 +187,14 @@ async def test_rotation_grace_setting(sim: Sim) -> None:
 async def test_refresh_token_rolling_and_hard_expiry(sim: Sim) -> None:
     tok = await connect(sim)
     headers = {**basic(), "x-include-refresh-token-hard-expires-in": "true"}
-    status, body, _ = await token(sim, {"grant_type": "refresh_token",
-                                        "refresh_token": tok["refresh_token"]}, headers)
+    status, body, _ = await token(
+        sim, {"grant_type": "refresh_token", "refresh_token": tok["refresh_token"]}, headers
+    )
     assert status == 200 and body["x_refresh_token_hard_expires_in"] == 157680000
     sim.state.clock.advance(8726400 + 1)  # unused for its whole rolling life
-    status, body, _ = await token(sim, {"grant_type": "refresh_token",
-                                        "refresh_token": tok["refresh_token"]})
+    status, body, _ = await token(
+        sim, {"grant_type": "refresh_token", "refresh_token": tok["refresh_token"]}
+    )
     assert (status, body["error"]) == (400, "invalid_grant")
 
 
@@ -175,12 +204,15 @@ async def test_hard_cap_limits_refresh(sim: Sim) -> None:
     rt = tok["refresh_token"]
     headers = {**basic(), "x-include-refresh-token-hard-expires-in": "true"}
     sim.state.clock.advance(100000)
-    status, body, _ = await token(sim, {"grant_type": "refresh_token", "refresh_token": rt}, headers)
+    status, body, _ = await token(
+        sim, {"grant_type": "refresh_token", "refresh_token": rt}, headers
+    )
     assert status == 200 and body["x_refresh_token_hard_expires_in"] == 100000
     assert body["x_refresh_token_expires_in"] <= 100000
     sim.state.clock.advance(100001)
-    status, body, _ = await token(sim, {"grant_type": "refresh_token",
-                                        "refresh_token": body["refresh_token"]})
+    status, body, _ = await token(
+        sim, {"grant_type": "refresh_token", "refresh_token": body["refresh_token"]}
+    )
     assert (status, body["error"]) == (400, "invalid_grant")
 
 
@@ -201,39 +233,52 @@ async def test_access_token_expires_after_an_hour(sim: Sim) -> None:
 
 async def test_revoke_kills_refresh_and_access(sim: Sim) -> None:
     tok = await connect(sim)
-    resp = await sim.client.post("/oauth2/v1/tokens/revoke", json={"token": tok["refresh_token"]},
-                                 headers=basic())
+    resp = await sim.client.post(
+        "/oauth2/v1/tokens/revoke", json={"token": tok["refresh_token"]}, headers=basic()
+    )
     assert resp.status == 200
-    status, body, _ = await token(sim, {"grant_type": "refresh_token",
-                                        "refresh_token": tok["refresh_token"]})
+    status, body, _ = await token(
+        sim, {"grant_type": "refresh_token", "refresh_token": tok["refresh_token"]}
+    )
     assert (status, body["error"]) == (400, "invalid_grant")
-    resp = await sim.client.get(f"/v3/company/{tok['realmId']}/companyinfo/1",
-                                headers={"Authorization": "Bearer " + tok["access_token"]})
+    resp = await sim.client.get(
+        f"/v3/company/{tok['realmId']}/companyinfo/1",
+        headers={"Authorization": "Bearer " + tok["access_token"]},
+    )
     assert resp.status == 401
 
 
 async def test_revoke_requires_client_auth(sim: Sim) -> None:
-    resp = await sim.client.post("/oauth2/v1/tokens/revoke", json={"token": sim.refresh},
-                                 headers=basic(secret="bad"))
+    resp = await sim.client.post(
+        "/oauth2/v1/tokens/revoke", json={"token": sim.refresh}, headers=basic(secret="bad")
+    )
     assert resp.status == 401
 
 
 async def test_registered_app_through_control_surface(sim: Sim) -> None:
     app = await sim.control("POST", "/_sim/apps", {"redirect_uris": ["http://app.test/cb"]})
-    params = {"client_id": app["client_id"], "response_type": "code",
-              "redirect_uri": "http://app.test/cb", "scope": "com.intuit.quickbooks.accounting",
-              "state": "s"}
+    params = {
+        "client_id": app["client_id"],
+        "response_type": "code",
+        "redirect_uri": "http://app.test/cb",
+        "scope": "com.intuit.quickbooks.accounting",
+        "state": "s",
+    }
     resp = await sim.client.get("/connect/oauth2", params=params, allow_redirects=False)
     code = parse_qs(urlparse(resp.headers["Location"]).query)["code"][0]
-    status, body, _ = await token(sim, {"grant_type": "authorization_code", "code": code,
-                                        "redirect_uri": "http://app.test/cb"},
-                                  basic(app["client_id"], app["client_secret"]))
+    status, body, _ = await token(
+        sim,
+        {"grant_type": "authorization_code", "code": code, "redirect_uri": "http://app.test/cb"},
+        basic(app["client_id"], app["client_secret"]),
+    )
     assert status == 200 and body["access_token"]
     # another app's code cannot be redeemed with the default client
     resp = await sim.client.get("/connect/oauth2", params=params, allow_redirects=False)
     code = parse_qs(urlparse(resp.headers["Location"]).query)["code"][0]
-    status, body, _ = await token(sim, {"grant_type": "authorization_code", "code": code,
-                                        "redirect_uri": "http://app.test/cb"})
+    status, body, _ = await token(
+        sim,
+        {"grant_type": "authorization_code", "code": code, "redirect_uri": "http://app.test/cb"},
+    )
     assert (status, body["error"]) == (400, "invalid_grant")
 
 

@@ -29,12 +29,17 @@ REDIRECT = "http://127.0.0.1:8000/callback"
 
 
 @pytest.fixture
-def connected(threaded_sim: ThreadedServer, monkeypatch: pytest.MonkeyPatch
-              ) -> Iterator[tuple[AuthClient, QuickBooks]]:
+def connected(
+    threaded_sim: ThreadedServer, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[AuthClient, QuickBooks]]:
     monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")  # plain http on loopback
     monkeypatch.setattr(QuickBooks, "api_url_v3", threaded_sim.base_url + "/v3")
-    auth = AuthClient("sim-client-id", "sim-client-secret", REDIRECT,
-                      threaded_sim.base_url + "/.well-known/openid_configuration/")
+    auth = AuthClient(
+        "sim-client-id",
+        "sim-client-secret",
+        REDIRECT,
+        threaded_sim.base_url + "/.well-known/openid_configuration/",
+    )
     url = auth.get_authorization_url([Scopes.ACCOUNTING])
     resp = requests.get(url, allow_redirects=False, timeout=5)
     assert resp.status_code == 302
@@ -42,13 +47,18 @@ def connected(threaded_sim: ThreadedServer, monkeypatch: pytest.MonkeyPatch
     assert cb["state"] == auth.state_token
     auth.get_bearer_token(cb["code"], realm_id=cb["realmId"])
     assert auth.access_token and auth.refresh_token and auth.expires_in == 3600
-    qb = QuickBooks(auth_client=auth, refresh_token=auth.refresh_token,
-                    company_id=cb["realmId"], minorversion=75)
+    qb = QuickBooks(
+        auth_client=auth,
+        refresh_token=auth.refresh_token,
+        company_id=cb["realmId"],
+        minorversion=75,
+    )
     yield auth, qb
 
 
-def test_refresh_and_revoke(connected: tuple[AuthClient, QuickBooks],
-                            threaded_sim: ThreadedServer) -> None:
+def test_refresh_and_revoke(
+    connected: tuple[AuthClient, QuickBooks], threaded_sim: ThreadedServer
+) -> None:
     auth, _ = connected
     old_access = auth.access_token
     auth.refresh()
@@ -75,7 +85,9 @@ def test_crud_query_and_errors(connected: tuple[AuthClient, QuickBooks]) -> None
     assert [c.Id for c in found] == [cust.Id] and found[0].CompanyName == "Birds Inc"
     assert Customer.count(qb=qb) == 1
     assert [c.Id for c in Customer.all(qb=qb)] == [cust.Id]
-    assert [c.Id for c in Customer.where("Active = true", order_by="DisplayName", qb=qb)] == [cust.Id]
+    assert [c.Id for c in Customer.where("Active = true", order_by="DisplayName", qb=qb)] == [
+        cust.Id
+    ]
     saved.Notes = "stale write"
     with pytest.raises(QuickbooksException) as info:
         saved.save(qb=qb)  # still holds SyncToken 0
@@ -152,7 +164,8 @@ def test_batch_and_cdc(connected: tuple[AuthClient, QuickBooks]) -> None:
 
 
 def test_expired_access_token_raises_authorization_error(
-        connected: tuple[AuthClient, QuickBooks], threaded_sim: ThreadedServer) -> None:
+    connected: tuple[AuthClient, QuickBooks], threaded_sim: ThreadedServer
+) -> None:
     _, qb = connected
     threaded_sim.state.oauth.expire_tokens(None, "access", threaded_sim.state.clock.now())
     with pytest.raises(AuthorizationException):

@@ -39,11 +39,16 @@ async def test_requestid_error600_mode(sim: Sim) -> None:
 
 
 async def test_drop_after_commit_then_requestid_retry(sim: Sim) -> None:
-    await sim.control("POST", "/_sim/faults", {"next": [{"kind": "drop_after_commit",
-                                                         "path_contains": "/invoice"}]})
+    await sim.control(
+        "POST",
+        "/_sim/faults",
+        {"next": [{"kind": "drop_after_commit", "path_contains": "/invoice"}]},
+    )
     cust = await sim.create("Customer", {"DisplayName": "Dropped"})
-    body = {"CustomerRef": {"value": cust["Id"]},
-            "Line": [{"Amount": 5, "DetailType": "SalesItemLineDetail"}]}
+    body = {
+        "CustomerRef": {"value": cust["Id"]},
+        "Line": [{"Amount": 5, "DetailType": "SalesItemLineDetail"}],
+    }
     with pytest.raises(aiohttp.ClientError):
         await sim.post("invoice", body, requestid="inv-77")
     status, q = await sim.query("select count(*) from Invoice")
@@ -79,8 +84,9 @@ async def test_timeout_fault_holds_the_request(sim: Sim) -> None:
     sim.state.cfg.timeout_s = 0.5
     await sim.control("POST", "/_sim/faults", {"next": [{"kind": "timeout"}]})
     with pytest.raises((asyncio.TimeoutError, aiohttp.ClientError)):
-        await sim.client.get(sim.url("companyinfo/1"), headers=sim.auth,
-                             timeout=aiohttp.ClientTimeout(total=0.2))
+        await sim.client.get(
+            sim.url("companyinfo/1"), headers=sim.auth, timeout=aiohttp.ClientTimeout(total=0.2)
+        )
 
 
 async def test_latency_setting(sim: Sim) -> None:
@@ -124,14 +130,17 @@ async def test_throttle_concurrency(sim: Sim) -> None:
     cfg = sim.state.cfg
     cfg.limits_enabled, cfg.per_second, cfg.per_minute, cfg.concurrent = True, 0, 0, 2
     cfg.latency_ms = 200
-    results = await asyncio.gather(*[
-        sim.client.get(sim.url("companyinfo/1"), headers=sim.auth) for _ in range(4)])
+    results = await asyncio.gather(
+        *[sim.client.get(sim.url("companyinfo/1"), headers=sim.auth) for _ in range(4)]
+    )
     statuses = sorted(r.status for r in results)
     assert statuses == [200, 200, 429, 429]
 
 
 async def test_expire_and_revoke_tokens_on_demand(sim: Sim) -> None:
-    out = await sim.control("POST", "/_sim/tokens/expire", {"realm_id": sim.realm, "kind": "access"})
+    out = await sim.control(
+        "POST", "/_sim/tokens/expire", {"realm_id": sim.realm, "kind": "access"}
+    )
     assert out["expired"] >= 1
     resp = await sim.client.get(sim.url("companyinfo/1"), headers=sim.auth)
     assert resp.status == 401

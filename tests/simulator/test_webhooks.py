@@ -36,6 +36,7 @@ class Receiver:
             while len(self.calls) < n:
                 self.event.clear()
                 await self.event.wait()
+
         await asyncio.wait_for(loop(), timeout)
 
 
@@ -66,7 +67,9 @@ async def test_legacy_notification_signed_and_batched(sim: Sim, receiver: Receiv
     assert note["realmId"] == sim.realm
     ents = note["dataChangeEvent"]["entities"]
     assert [(e["name"], e["id"], e["operation"]) for e in ents] == [
-        ("Customer", cust["Id"], "Create"), ("Customer", cust["Id"], "Update")]
+        ("Customer", cust["Id"], "Create"),
+        ("Customer", cust["Id"], "Update"),
+    ]
     assert all(e["lastUpdated"] for e in ents)
     await asyncio.sleep(0.1)
     assert len(receiver.calls) == 1  # both changes went in one POST
@@ -76,8 +79,13 @@ async def test_cloudevents_format(sim: Sim, receiver: Receiver) -> None:
     sim.state.cfg.webhook_format = "cloudevents"
     sim.state.cfg.cloudevents_content_type = "application/cloudevents+json"
     cust = await sim.create("Customer", {"DisplayName": "Cloudy"})
-    inv = await sim.create("Invoice", {"CustomerRef": {"value": cust["Id"]}, "Line": [
-        {"Amount": 3, "DetailType": "SalesItemLineDetail"}]})
+    inv = await sim.create(
+        "Invoice",
+        {
+            "CustomerRef": {"value": cust["Id"]},
+            "Line": [{"Amount": 3, "DetailType": "SalesItemLineDetail"}],
+        },
+    )
     await sim.post("invoice", {"Id": inv["Id"], "SyncToken": "0"}, operation="void")
     await receiver.wait_for(1)
     raw, headers, _ = receiver.calls[0]
@@ -85,8 +93,11 @@ async def test_cloudevents_format(sim: Sim, receiver: Receiver) -> None:
     assert valid_signature(raw, headers["intuit-signature"])
     events = json.loads(raw)
     assert isinstance(events, list)
-    assert [e["type"] for e in events] == ["qbo.customer.created.v1", "qbo.invoice.created.v1",
-                                           "qbo.invoice.voided.v1"]
+    assert [e["type"] for e in events] == [
+        "qbo.customer.created.v1",
+        "qbo.invoice.created.v1",
+        "qbo.invoice.voided.v1",
+    ]
     first = events[0]
     assert first["specversion"] == "1.0" and first["intuitaccountid"] == sim.realm
     assert first["intuitentityid"] == cust["Id"] and first["data"] == {}
@@ -128,23 +139,60 @@ async def test_reorder_setting_changes_order(sim: Sim, receiver: Receiver) -> No
         await sim.create("Customer", {"DisplayName": f"Order {n}"})
     await sim.control("POST", "/_sim/webhooks/flush")
     await receiver.wait_for(1)
-    ids = [e["id"] for e in json.loads(receiver.calls[0][0])["eventNotifications"][0]
-           ["dataChangeEvent"]["entities"]]
+    ids = [
+        e["id"]
+        for e in json.loads(receiver.calls[0][0])["eventNotifications"][0]["dataChangeEvent"][
+            "entities"
+        ]
+    ]
     assert sorted(ids, key=int) != ids and len(ids) == 12
 
 
 async def test_control_change_emits_webhook(sim: Sim, receiver: Receiver) -> None:
     await sim.control("POST", f"/_sim/realms/{sim.realm}/seed", {"customers": 2})
-    out = await sim.control("POST", f"/_sim/realms/{sim.realm}/change", {
-        "entity": "Customer", "id": "1", "operation": "update", "fields": {"Notes": "by user"}})
+    out = await sim.control(
+        "POST",
+        f"/_sim/realms/{sim.realm}/change",
+        {"entity": "Customer", "id": "1", "operation": "update", "fields": {"Notes": "by user"}},
+    )
     assert out["Customer"]["Notes"] == "by user" and out["Customer"]["SyncToken"] == "1"
     await receiver.wait_for(1)
     ents = json.loads(receiver.calls[0][0])["eventNotifications"][0]["dataChangeEvent"]["entities"]
-    assert ents == [{"name": "Customer", "id": "1", "operation": "Update",
-                     "lastUpdated": ents[0]["lastUpdated"]}]
+    assert ents == [
+        {
+            "name": "Customer",
+            "id": "1",
+            "operation": "Update",
+            "lastUpdated": ents[0]["lastUpdated"],
+        }
+    ]
 
 
 async def test_seeding_emits_no_webhooks(sim: Sim, receiver: Receiver) -> None:
     await sim.control("POST", f"/_sim/realms/{sim.realm}/seed", {"customers": 3, "items": 2})
     await asyncio.sleep(0.15)
     assert receiver.calls == []
+
+
+async def test_emailed_and_delete_operations(sim: Sim, receiver: Receiver) -> None:
+    cust = await sim.create("Customer", {"DisplayName": "Mail Me"})
+    inv = await sim.create(
+        "Invoice",
+        {
+            "CustomerRef": {"value": cust["Id"]},
+            "Line": [{"Amount": 3, "DetailType": "SalesItemLineDetail"}],
+        },
+    )
+    resp = await sim.client.post(
+        sim.url(f"invoice/{inv['Id']}/send"), headers=sim.auth, params={"sendTo": "a@b.c"}
+    )
+    assert resp.status == 200
+    await sim.post("invoice", {"Id": inv["Id"], "SyncToken": "1"}, operation="delete")
+    await receiver.wait_for(1)
+    ents = json.loads(receiver.calls[0][0])["eventNotifications"][0]["dataChangeEvent"]["entities"]
+    assert [(e["name"], e["operation"]) for e in ents] == [
+        ("Customer", "Create"),
+        ("Invoice", "Create"),
+        ("Invoice", "Emailed"),
+        ("Invoice", "Delete"),
+    ]

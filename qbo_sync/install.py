@@ -121,17 +121,18 @@ def install(
     python_dir: Path = PYTHON_DIR,
     version: str = __version__,
     migration_limit: int | None = None,
+    migrations_only: bool = False,
 ) -> InstallReport:
     """Install or upgrade qbo-sync in the database at `dsn`; returns what was done.
 
-    `migration_limit` applies only the first N migrations (used to build an older release's
-    schema in tests).
+    `migration_limit` and `migrations_only` apply only the first N migrations and nothing else:
+    the state an upgrade meets in a database whose schema is older (used by the tests).
     """
     notices: list[str] = []
     with psycopg.connect(dsn, autocommit=False) as conn:
         conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
         try:
-            report = _install(conn, sql_dir, python_dir, version, migration_limit)
+            report = _install(conn, sql_dir, python_dir, version, migration_limit, migrations_only)
         except psycopg.Error as exc:
             conn.rollback()
             raise InstallError(_describe(exc)) from exc
@@ -157,6 +158,7 @@ def _install(
     python_dir: Path,
     version: str,
     migration_limit: int | None,
+    migrations_only: bool = False,
 ) -> InstallReport:
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (INSTALL_LOCK_KEY,))
     conn.execute("SET LOCAL client_min_messages = notice")
@@ -187,6 +189,8 @@ def _install(
             (name, digest, version),
         )
         report.migrations_applied.append(name)
+    if migrations_only:
+        return report
 
     conn.execute(
         """INSERT INTO qbo_sync.installation (version) VALUES (%s)

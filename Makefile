@@ -14,7 +14,7 @@ test-unit: setup
 	$(VENV)/bin/pytest -q tests/unit
 
 lint: setup
-	$(VENV)/bin/ruff check qbo_sync plpython simulator listener tests bench
+	$(VENV)/bin/ruff check $(wildcard qbo_sync plpython simulator listener tests bench)
 
 bench: setup
 	$(VENV)/bin/python -m bench

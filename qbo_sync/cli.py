@@ -59,12 +59,6 @@ def cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_simulator(args: argparse.Namespace) -> int:
-    from simulator.server import main as simulator_main
-
-    return simulator_main(args.simulator_args)
-
-
 def cmd_sync(args: argparse.Namespace) -> int:
     with psycopg.connect(args.dsn or default_dsn(), autocommit=True) as conn:
         try:
@@ -112,9 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("action", choices=["start", "stop", "status"])
     db.set_defaults(func=cmd_db)
 
-    simulator = sub.add_parser("simulator", help="run the QBO simulator", add_help=False)
-    simulator.add_argument("simulator_args", nargs=argparse.REMAINDER)
-    simulator.set_defaults(func=cmd_simulator)
+    sub.add_parser("simulator", help="run the QBO simulator (qbo-sync simulator --help)")
 
     sync = sub.add_parser("sync", help="queue a sync (trigger_qbo_sync)")
     sync.add_argument("organization_id")
@@ -131,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["simulator"]:
+        # everything after `simulator` belongs to the simulator's own parser
+        from simulator.server import main as simulator_main
+
+        return simulator_main(argv[1:])
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 

@@ -76,9 +76,13 @@ END
 $$;
 
 -- Rows deleted by the application after they reached QBO are remembered for the push.
+-- SECURITY DEFINER: the application role may delete its rows but must not write
+-- qbo_sync.local_deletion itself (a deletion recorded for another organization would delete that
+-- organization's object in QBO); the trigger records exactly the row being deleted.
 CREATE OR REPLACE FUNCTION qbo_sync.track_local_deletion()
 RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN

@@ -82,7 +82,7 @@ GRANT EXECUTE ON FUNCTION qbo_sync.setting(text), qbo_sync.setting_numeric(text)
                           qbo_sync.enqueue(uuid, text, text, public.qbo_sync_priority, text[], text, jsonb)
     TO qbo_sync_app;
 GRANT SELECT ON qbo_sync.settings TO qbo_sync_app;
-GRANT INSERT ON qbo_sync.local_deletion TO qbo_sync_app;
+REVOKE ALL ON qbo_sync.local_deletion FROM qbo_sync_app;
 GRANT EXECUTE ON FUNCTION public.trigger_qbo_sync(uuid, text, text, text),
                           public.qbo_sync_orchestrator(uuid, text, text[], text),
                           public.qbo_sync_requeue(uuid), public.qbo_sync_cancel(uuid)

@@ -68,8 +68,10 @@ class InstallReport:
 
     @property
     def changed(self) -> bool:
-        return bool(self.migrations_applied) or self.python_changed or (
-            self.previous_version != self.version
+        return (
+            bool(self.migrations_applied)
+            or self.python_changed
+            or (self.previous_version != self.version)
         )
 
     def lines(self) -> list[str]:
@@ -185,7 +187,8 @@ def _install(
             continue
         conn.execute(text)
         conn.execute(
-            "INSERT INTO qbo_sync.migration (name, checksum, applied_by_version) VALUES (%s, %s, %s)",
+            "INSERT INTO qbo_sync.migration (name, checksum, applied_by_version)"
+            " VALUES (%s, %s, %s)",
             (name, digest, version),
         )
         report.migrations_applied.append(name)

@@ -151,7 +151,10 @@ class Cluster:
             directory.mkdir(exist_ok=True)
             give_to_server_user(directory, 0o700 if directory == self.data_dir else 0o755)
         self._pg_ctl(
-            "initdb", "-D", str(self.data_dir), "-o",
+            "initdb",
+            "-D",
+            str(self.data_dir),
+            "-o",
             f"--username={SUPERUSER} --auth=trust --encoding=UTF8 --locale=C.UTF-8",
         )
         if not self.secrets_file.exists():
@@ -174,7 +177,14 @@ class Cluster:
         self.socket_dir.mkdir(exist_ok=True)
         give_to_server_user(self.socket_dir, 0o755)
         result = self._pg_ctl(
-            "start", "-w", "-t", "60", "-D", str(self.data_dir), "-l", str(self.log_file),
+            "start",
+            "-w",
+            "-t",
+            "60",
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.log_file),
             check=False,
         )
         if result.returncode != 0:

@@ -45,7 +45,8 @@ def read_secrets_file(path: str) -> dict[str, str]:
 
 def get_secret(plpy: Any, name: str) -> str:
     if name not in KNOWN_SECRETS:
-        plpy.error(f"unknown secret {name!r}", hint="known secrets: " + ", ".join(sorted(KNOWN_SECRETS)))
+        known = ", ".join(sorted(KNOWN_SECRETS))
+        plpy.error(f"unknown secret {name!r}", hint=f"known secrets: {known}")
     value = os.environ.get(name)
     if value:
         return value
@@ -56,7 +57,7 @@ def get_secret(plpy: Any, name: str) -> str:
         except OSError as exc:
             plpy.error(
                 f"cannot read the secrets file named by qbo_sync.secrets_file: {exc.strerror}",
-                hint="the file must exist on the database host and be readable by the server's user",
+                hint="the file must exist on the database host, readable by the server's user",
             )
     if not value:
         plpy.error(

@@ -12,13 +12,13 @@ QUERIES = {
     "relations": f"""
         SELECT n.nspname, c.relname, c.relkind, c.reloptions, c.relrowsecurity, c.relacl::text
           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE {OURS.format(name='c.relname')} AND c.relkind IN ('r', 'v', 'm', 'S', 'p')""",
+         WHERE {OURS.format(name="c.relname")} AND c.relkind IN ('r', 'v', 'm', 'S', 'p')""",
     "indexes": f"""
         SELECT n.nspname, c.relname, pg_get_indexdef(c.oid)
           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
           JOIN pg_index i ON i.indexrelid = c.oid
           JOIN pg_class t ON t.oid = i.indrelid
-         WHERE {OURS.format(name='t.relname')}""",
+         WHERE {OURS.format(name="t.relname")}""",
     "columns": f"""
         SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
                pg_get_expr(d.adbin, d.adrelid), a.attacl::text, a.attidentity, a.attgenerated
@@ -26,29 +26,29 @@ QUERIES = {
           JOIN pg_namespace n ON n.oid = c.relnamespace
           LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
          WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'v')
-           AND {OURS.format(name='c.relname')}""",
+           AND {OURS.format(name="c.relname")}""",
     "constraints": f"""
         SELECT n.nspname, c.relname, k.conname, pg_get_constraintdef(k.oid)
           FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
           JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE {OURS.format(name='c.relname')}""",
+         WHERE {OURS.format(name="c.relname")}""",
     "functions": f"""
         SELECT n.nspname, p.proname, pg_get_function_identity_arguments(p.oid), p.prokind,
                md5(pg_get_functiondef(p.oid)), p.proacl::text
           FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-         WHERE {OURS.format(name='p.proname')}""",
+         WHERE {OURS.format(name="p.proname")}""",
     "triggers": f"""
         SELECT c.relname, t.tgname, pg_get_triggerdef(t.oid)
           FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
           JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE NOT t.tgisinternal AND {OURS.format(name='c.relname')}""",
+         WHERE NOT t.tgisinternal AND {OURS.format(name="c.relname")}""",
     "policies": """
         SELECT schemaname, tablename, policyname, cmd, roles::text, qual, with_check
           FROM pg_policies WHERE schemaname IN ('public', 'qbo_sync')""",
     "views": f"""
         SELECT n.nspname, c.relname, pg_get_viewdef(c.oid)
           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE c.relkind = 'v' AND {OURS.format(name='c.relname')}""",
+         WHERE c.relkind = 'v' AND {OURS.format(name="c.relname")}""",
     "types": """
         SELECT t.typname, array_agg(e.enumlabel ORDER BY e.enumsortorder)::text
           FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid

@@ -30,14 +30,16 @@ def mark_synced(conn, table, row_id, qbo_id="1"):
 @pytest.fixture
 def customer(conn, org):
     return conn.execute(
-        "INSERT INTO customer_profile (organization_id, display_name) VALUES (%s, 'Ada') RETURNING id", (org,)
+        "INSERT INTO customer_profile (organization_id, display_name) VALUES (%s, 'Ada') RETURNING id",
+        (org,),
     ).fetchone()[0]
 
 
 @pytest.fixture
 def invoice(conn, org, customer):
     invoice_id = conn.execute(
-        "INSERT INTO invoice_record (organization_id, customer_id) VALUES (%s, %s) RETURNING id", (org, customer)
+        "INSERT INTO invoice_record (organization_id, customer_id) VALUES (%s, %s) RETURNING id",
+        (org, customer),
     ).fetchone()[0]
     conn.execute(
         "INSERT INTO invoice_line_item (organization_id, invoice_id, description, amount)"
@@ -57,14 +59,20 @@ def test_a_synced_row_is_clean_until_the_application_changes_a_synced_field(conn
     assert not needs_push(conn, "customer_profile", customer)
     conn.execute("UPDATE customer_profile SET email = 'ada@example.com' WHERE id = %s", (customer,))
     assert needs_push(conn, "customer_profile", customer)
-    row = conn.execute("SELECT qbo_sync_status FROM customer_profile WHERE id = %s", (customer,)).fetchone()
+    row = conn.execute(
+        "SELECT qbo_sync_status FROM customer_profile WHERE id = %s", (customer,)
+    ).fetchone()
     assert row[0] == "pending"
 
 
 def test_writes_to_columns_that_are_not_synced_do_not_count(conn, customer):
     mark_synced(conn, "customer_profile", customer)
-    conn.execute("UPDATE customer_profile SET updated_at = now(), balance = 42 WHERE id = %s", (customer,))
-    conn.execute("UPDATE customer_profile SET email = email WHERE id = %s", (customer,))  # no real change
+    conn.execute(
+        "UPDATE customer_profile SET updated_at = now(), balance = 42 WHERE id = %s", (customer,)
+    )
+    conn.execute(
+        "UPDATE customer_profile SET email = email WHERE id = %s", (customer,)
+    )  # no real change
     assert not needs_push(conn, "customer_profile", customer)
 
 
@@ -85,14 +93,22 @@ def test_the_applications_own_bookkeeping_trigger_does_not_mark_invoices(conn, o
     )
     try:
         # a bookkeeping-only update of the invoice
-        conn.execute("UPDATE invoice_record SET total_amount = 100, balance_due = 100 WHERE id = %s", (invoice,))
+        conn.execute(
+            "UPDATE invoice_record SET total_amount = 100, balance_due = 100 WHERE id = %s",
+            (invoice,),
+        )
         assert not needs_push(conn, "invoice_record", invoice)
         # a real line change marks the invoice once, the totals trigger adds nothing
         before = versions(conn, "invoice_record", invoice)[0]
         conn.execute("UPDATE invoice_line_item SET amount = 150 WHERE invoice_id = %s", (invoice,))
         local, _ = versions(conn, "invoice_record", invoice)
         assert local == before + 1
-        assert conn.execute("SELECT total_amount FROM invoice_record WHERE id = %s", (invoice,)).fetchone()[0] == 150
+        assert (
+            conn.execute(
+                "SELECT total_amount FROM invoice_record WHERE id = %s", (invoice,)
+            ).fetchone()[0]
+            == 150
+        )
     finally:
         conn.execute("DROP TRIGGER app_totals ON invoice_line_item")
         conn.execute("DROP FUNCTION app_recompute_totals()")
@@ -106,7 +122,9 @@ def test_adding_or_removing_a_line_marks_the_invoice(conn, org, invoice):
     )
     assert needs_push(conn, "invoice_record", invoice)
     mark_synced(conn, "invoice_record", invoice, "130")
-    conn.execute("DELETE FROM invoice_line_item WHERE invoice_id = %s AND line_number = 2", (invoice,))
+    conn.execute(
+        "DELETE FROM invoice_line_item WHERE invoice_id = %s AND line_number = 2", (invoice,)
+    )
     assert needs_push(conn, "invoice_record", invoice)
 
 
@@ -114,7 +132,9 @@ def test_sync_writes_do_not_echo(conn, org, customer, invoice):
     mark_synced(conn, "customer_profile", customer)
     with conn.transaction():
         conn.execute("SELECT qbo_sync.begin_applying_remote()")
-        conn.execute("UPDATE customer_profile SET email = 'from-qbo@example.com' WHERE id = %s", (customer,))
+        conn.execute(
+            "UPDATE customer_profile SET email = 'from-qbo@example.com' WHERE id = %s", (customer,)
+        )
         conn.execute("UPDATE invoice_line_item SET amount = 999 WHERE invoice_id = %s", (invoice,))
         pulled = conn.execute(
             "INSERT INTO customer_profile (organization_id, display_name, qbo_id) VALUES (%s, 'Pulled', '77')"
@@ -125,7 +145,9 @@ def test_sync_writes_do_not_echo(conn, org, customer, invoice):
     assert not needs_push(conn, "invoice_record", invoice)
     assert not needs_push(conn, "customer_profile", pulled)
     # the flag ends with the transaction: the next application write counts again
-    conn.execute("UPDATE customer_profile SET email = 'local@example.com' WHERE id = %s", (customer,))
+    conn.execute(
+        "UPDATE customer_profile SET email = 'local@example.com' WHERE id = %s", (customer,)
+    )
     assert needs_push(conn, "customer_profile", customer)
 
 
@@ -136,7 +158,9 @@ def test_deleting_a_row_that_reached_qbo_is_remembered_for_the_push(conn, org, c
     conn.execute("DELETE FROM item_record WHERE id = %s", (never_synced,))
     mark_synced(conn, "customer_profile", customer, "58")
     conn.execute("DELETE FROM customer_profile WHERE id = %s", (customer,))
-    rows = conn.execute("SELECT entity_type, qbo_id, qbo_sync_token FROM qbo_sync.local_deletion").fetchall()
+    rows = conn.execute(
+        "SELECT entity_type, qbo_id, qbo_sync_token FROM qbo_sync.local_deletion"
+    ).fetchall()
     assert rows == [("customers", "58", "0")]
 
 

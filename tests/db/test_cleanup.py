@@ -38,7 +38,9 @@ def test_cleanup_respects_retention(conn, org):
     assert conn.execute("SELECT qbo_cleanup_sync_history()").fetchone()[0] == 1
     bodies = {r[0] for r in conn.execute("SELECT body FROM qbo_webhook_log").fetchall()}
     assert bodies == {"old unprocessed", "recent"}
-    left = conn.execute("SELECT status, count(*) FROM qbo_sync_queue GROUP BY status ORDER BY status").fetchall()
+    left = conn.execute(
+        "SELECT status, count(*) FROM qbo_sync_queue GROUP BY status ORDER BY status"
+    ).fetchall()
     assert left == [("completed", 1), ("failed", 1), ("pending", 1)]
 
 
@@ -49,8 +51,12 @@ def test_retention_is_a_setting(conn, org):
         (org,),
     )
     assert conn.execute("SELECT qbo_cleanup_sync_history()").fetchone()[0] == 0
-    conn.execute("UPDATE qbo_sync.settings SET value = '2' WHERE key = 'retention.sync_history_days'")
+    conn.execute(
+        "UPDATE qbo_sync.settings SET value = '2' WHERE key = 'retention.sync_history_days'"
+    )
     try:
         assert conn.execute("SELECT qbo_cleanup_sync_history()").fetchone()[0] == 1
     finally:
-        conn.execute("UPDATE qbo_sync.settings SET value = '90' WHERE key = 'retention.sync_history_days'")
+        conn.execute(
+            "UPDATE qbo_sync.settings SET value = '90' WHERE key = 'retention.sync_history_days'"
+        )

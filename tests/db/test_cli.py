@@ -22,9 +22,9 @@ def test_install_into_an_unreachable_database_fails_clearly(capsys):
 def test_sync_queues_and_bad_arguments_get_the_hint(db_dsn, conn, org, capsys):
     assert main(["sync", str(org), "customers", "--direction", "pull", "--dsn", db_dsn]) == 0
     job_id = capsys.readouterr().out.strip()
-    assert conn.execute("SELECT sync_endpoint FROM qbo_sync_queue WHERE id = %s", (job_id,)).fetchone() == (
-        "customers",
-    )
+    assert conn.execute(
+        "SELECT sync_endpoint FROM qbo_sync_queue WHERE id = %s", (job_id,)
+    ).fetchone() == ("customers",)
     assert main(["sync", str(org), "vendors", "--dsn", db_dsn]) == 1
     err = capsys.readouterr().err
     assert "unknown entity 'vendors'" in err and "hint: entity must be one of" in err
@@ -38,6 +38,9 @@ def test_status_lists_connected_organizations(db_dsn, org, capsys):
 
 def test_the_console_script_runs():
     result = subprocess.run(
-        [sys.executable, "-m", "qbo_sync.cli", "--version"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "qbo_sync.cli", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert result.stdout.startswith("qbo-sync ")

@@ -10,8 +10,14 @@ EXPECTED_JOBS = {
     "process-qbo-sync-queue": ("* * * * *", "CALL public.qbo_sync_worker()"),
     "qbo-check-token-expiry": ("*/5 * * * *", "SELECT public.qbo_check_token_expiry()"),
     "qbo-push-local-changes": ("*/30 * * * *", "SELECT public.qbo_push_local_changes()"),
-    "qbo-sync-invoices-payments": ("0 * * * *", "SELECT qbo_sync.schedule_sync(ARRAY['invoices', 'payments'], 'both')"),
-    "qbo-sync-items-customers-pull": ("0 */6 * * *", "SELECT qbo_sync.schedule_sync(ARRAY['items', 'customers'], 'pull')"),
+    "qbo-sync-invoices-payments": (
+        "0 * * * *",
+        "SELECT qbo_sync.schedule_sync(ARRAY['invoices', 'payments'], 'both')",
+    ),
+    "qbo-sync-items-customers-pull": (
+        "0 */6 * * *",
+        "SELECT qbo_sync.schedule_sync(ARRAY['items', 'customers'], 'pull')",
+    ),
     "cleanup-old-webhook-logs": ("0 2 * * *", "SELECT public.qbo_cleanup_webhook_logs()"),
     "cleanup-old-webhook-processed": ("5 2 * * *", "SELECT public.qbo_cleanup_webhook_processed()"),
     "cleanup-old-sync-jobs": ("10 2 * * *", "SELECT public.qbo_cleanup_sync_jobs()"),
@@ -21,7 +27,9 @@ EXPECTED_JOBS = {
 
 def test_the_nine_jobs_exist_with_their_schedules(cron_dsn):
     with psycopg.connect(cron_dsn) as conn:
-        rows = conn.execute("SELECT jobname, schedule, command, active, database FROM cron.job").fetchall()
+        rows = conn.execute(
+            "SELECT jobname, schedule, command, active, database FROM cron.job"
+        ).fetchall()
     jobs = {name: (schedule, command) for name, schedule, command, active, database in rows}
     assert jobs == EXPECTED_JOBS
     assert all(active and database == "qbo_cron" for _, _, _, active, database in rows)
@@ -35,19 +43,25 @@ def test_every_scheduled_command_runs(cron_dsn):
             for _schedule, command in EXPECTED_JOBS.values():
                 conn.execute(command)
         finally:
-            conn.execute("UPDATE qbo_sync.settings SET value = '50' WHERE key = 'worker.drain_seconds'")
+            conn.execute(
+                "UPDATE qbo_sync.settings SET value = '50' WHERE key = 'worker.drain_seconds'"
+            )
 
 
 def test_token_check_fails_clearly_while_no_refresh_is_installed(cron_dsn):
     with psycopg.connect(cron_dsn, autocommit=True) as conn:
-        org = conn.execute("INSERT INTO organizations (name) VALUES ('Expiring') RETURNING id").fetchone()[0]
+        org = conn.execute(
+            "INSERT INTO organizations (name) VALUES ('Expiring') RETURNING id"
+        ).fetchone()[0]
         conn.execute(
             "INSERT INTO qbo_connection (organization_id, realm_id, qbo_token_expires_at)"
             " VALUES (%s, 'realm-expiring', now() + interval '1 minute')",
             (org,),
         )
         try:
-            has_refresh = conn.execute("SELECT to_regprocedure('public.qbo_token_refresh(uuid)') IS NOT NULL").fetchone()[0]
+            has_refresh = conn.execute(
+                "SELECT to_regprocedure('public.qbo_token_refresh(uuid)') IS NOT NULL"
+            ).fetchone()[0]
             if not has_refresh:
                 try:
                     conn.execute("SELECT qbo_check_token_expiry()")
@@ -67,14 +81,18 @@ def test_pg_cron_runs_the_queue_processor_which_processes_a_job(cron_dsn):
                                              'ran_as', current_user, 'pid', pg_backend_pid()) $$"""
         )
         conn.execute("UPDATE qbo_sync.settings SET value = '5' WHERE key = 'worker.drain_seconds'")
-        org = conn.execute("INSERT INTO organizations (name) VALUES ('Cron Co') RETURNING id").fetchone()[0]
+        org = conn.execute(
+            "INSERT INTO organizations (name) VALUES ('Cron Co') RETURNING id"
+        ).fetchone()[0]
         conn.execute(
             "INSERT INTO qbo_connection (organization_id, realm_id, qbo_token_expires_at)"
             " VALUES (%s, 'realm-cron', now() + interval '1 hour')",
             (org,),
         )
         try:
-            job_id = conn.execute("SELECT trigger_qbo_sync(%s, 'items', 'pull')", (org,)).fetchone()[0]
+            job_id = conn.execute(
+                "SELECT trigger_qbo_sync(%s, 'items', 'pull')", (org,)
+            ).fetchone()[0]
             my_pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
             deadline = time.monotonic() + 75  # pg_cron 1.4 starts jobs on the minute
             status = None
@@ -88,7 +106,8 @@ def test_pg_cron_runs_the_queue_processor_which_processes_a_job(cron_dsn):
             assert status == "completed", "pg_cron did not process the job within a minute"
             assert result["pid"] != my_pid  # another backend (pg_cron's) ran it
             history = conn.execute(
-                "SELECT status, success_count FROM qbo_sync_history WHERE queue_job_id = %s", (job_id,)
+                "SELECT status, success_count FROM qbo_sync_history WHERE queue_job_id = %s",
+                (job_id,),
             ).fetchone()
             assert history == ("completed", 1)
             # the run is recorded by pg_cron, and the view the troubleshooting guide needs shows it
@@ -104,4 +123,6 @@ def test_pg_cron_runs_the_queue_processor_which_processes_a_job(cron_dsn):
         finally:
             conn.execute("DELETE FROM organizations WHERE id = %s", (org,))
             conn.execute("DROP FUNCTION public.qbo_sync_items(uuid, text, text[])")
-            conn.execute("UPDATE qbo_sync.settings SET value = '50' WHERE key = 'worker.drain_seconds'")
+            conn.execute(
+                "UPDATE qbo_sync.settings SET value = '50' WHERE key = 'worker.drain_seconds'"
+            )

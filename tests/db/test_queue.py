@@ -101,7 +101,9 @@ def test_claim_takes_at_most_n_and_sets_a_lease(conn, org):
     row = job(conn, rows[0][0])
     assert row["status"] == "processing" and row["attempts"] == 1
     assert row["lease_id"] == rows[0][1]
-    lease = conn.execute("SELECT locked_until - now() FROM qbo_sync_queue WHERE id = %s", (rows[0][0],))
+    lease = conn.execute(
+        "SELECT locked_until - now() FROM qbo_sync_queue WHERE id = %s", (rows[0][0],)
+    )
     assert 59 <= lease.fetchone()[0].total_seconds() <= 60
     assert len(claim(conn, 5)) == 1
     assert claim(conn, 5) == []
@@ -109,7 +111,9 @@ def test_claim_takes_at_most_n_and_sets_a_lease(conn, org):
 
 def test_jobs_scheduled_later_are_not_claimed(conn, org):
     job_id = enqueue(conn, org)
-    conn.execute("UPDATE qbo_sync_queue SET run_at = now() + interval '1 hour' WHERE id = %s", (job_id,))
+    conn.execute(
+        "UPDATE qbo_sync_queue SET run_at = now() + interval '1 hour' WHERE id = %s", (job_id,)
+    )
     assert claim(conn) == []
 
 
@@ -127,7 +131,12 @@ def test_two_sessions_claim_disjoint_jobs(connect, conn, org):
     assert not from_a & from_b
     a.commit()
     b.commit()
-    assert conn.execute("SELECT count(*) FROM qbo_sync_queue WHERE status = 'processing'").fetchone()[0] == 16
+    assert (
+        conn.execute("SELECT count(*) FROM qbo_sync_queue WHERE status = 'processing'").fetchone()[
+            0
+        ]
+        == 16
+    )
 
 
 def test_many_workers_never_claim_a_job_twice(db_dsn, conn, org):
@@ -143,7 +152,9 @@ def test_many_workers_never_claim_a_job_twice(db_dsn, conn, org):
         with psycopg.connect(db_dsn, autocommit=True) as c:
             while rows := claim(c, 3):
                 for job_id, lease, *_ in rows:
-                    assert c.execute("SELECT qbo_sync.complete(%s, %s)", (job_id, lease)).fetchone()[0]
+                    assert c.execute(
+                        "SELECT qbo_sync.complete(%s, %s)", (job_id, lease)
+                    ).fetchone()[0]
                     mine.append(job_id)
         seen.append(mine)
 
@@ -154,7 +165,10 @@ def test_many_workers_never_claim_a_job_twice(db_dsn, conn, org):
         t.join(60)
     everything = [j for mine in seen for j in mine]
     assert len(everything) == 400 and len(set(everything)) == 400
-    assert conn.execute("SELECT count(*) FROM qbo_sync_queue WHERE status = 'completed'").fetchone()[0] == 400
+    assert (
+        conn.execute("SELECT count(*) FROM qbo_sync_queue WHERE status = 'completed'").fetchone()[0]
+        == 400
+    )
 
 
 def test_a_dead_workers_job_comes_back_after_its_lease(db_dsn, conn, org):
@@ -187,7 +201,9 @@ def test_reclaim_after_the_last_attempt_fails_the_job(conn, org):
 
 
 def test_failure_backs_off_exponentially_with_jitter(conn, org):
-    conn.execute("UPDATE qbo_sync.settings SET value = '10' WHERE key = 'queue.backoff_base_seconds'")
+    conn.execute(
+        "UPDATE qbo_sync.settings SET value = '10' WHERE key = 'queue.backoff_base_seconds'"
+    )
     conn.execute("UPDATE qbo_sync.settings SET value = '0.25' WHERE key = 'queue.backoff_jitter'")
     try:
         job_id = enqueue(conn, org)
@@ -201,18 +217,23 @@ def test_failure_backs_off_exponentially_with_jitter(conn, org):
             ).fetchone()[0]
             assert status == "pending"
             delay = conn.execute(
-                "SELECT extract(epoch FROM run_at - now()) FROM qbo_sync_queue WHERE id = %s", (job_id,)
+                "SELECT extract(epoch FROM run_at - now()) FROM qbo_sync_queue WHERE id = %s",
+                (job_id,),
             ).fetchone()[0]
             base = 10 * 2 ** (attempt - 1)
             assert base <= float(delay) <= base * 1.25 + 0.01
             delays.append(float(delay))
         assert job(conn, job_id)["last_error"] == "boom 4"
     finally:
-        conn.execute("UPDATE qbo_sync.settings SET value = '10' WHERE key = 'queue.backoff_base_seconds'")
+        conn.execute(
+            "UPDATE qbo_sync.settings SET value = '10' WHERE key = 'queue.backoff_base_seconds'"
+        )
 
 
 def test_backoff_is_capped_and_jittered(conn):
-    conn.execute("UPDATE qbo_sync.settings SET value = '100' WHERE key = 'queue.backoff_max_seconds'")
+    conn.execute(
+        "UPDATE qbo_sync.settings SET value = '100' WHERE key = 'queue.backoff_max_seconds'"
+    )
     try:
         values = [
             conn.execute("SELECT qbo_sync.backoff_seconds(20)").fetchone()[0] for _ in range(30)
@@ -220,7 +241,9 @@ def test_backoff_is_capped_and_jittered(conn):
         assert all(100 <= v <= 125 for v in values)
         assert len(set(values)) > 1  # jitter spreads retries
     finally:
-        conn.execute("UPDATE qbo_sync.settings SET value = '3600' WHERE key = 'queue.backoff_max_seconds'")
+        conn.execute(
+            "UPDATE qbo_sync.settings SET value = '3600' WHERE key = 'queue.backoff_max_seconds'"
+        )
 
 
 def test_attempt_limit_marks_the_job_failed_and_keeps_the_error(conn, org):
@@ -231,7 +254,9 @@ def test_attempt_limit_marks_the_job_failed_and_keeps_the_error(conn, org):
         conn.execute("UPDATE qbo_sync_queue SET run_at = now() WHERE id = %s", (job_id,))
         (claimed,) = claim(conn)
         statuses.append(
-            conn.execute("SELECT qbo_sync.fail(%s, %s, %s)", (job_id, claimed[1], f"QBO 503 #{attempt}")).fetchone()[0]
+            conn.execute(
+                "SELECT qbo_sync.fail(%s, %s, %s)", (job_id, claimed[1], f"QBO 503 #{attempt}")
+            ).fetchone()[0]
         )
     assert statuses == ["pending", "failed"]
     row = job(conn, job_id)
@@ -243,7 +268,12 @@ def test_attempt_limit_marks_the_job_failed_and_keeps_the_error(conn, org):
 def test_a_non_retryable_failure_fails_at_once(conn, org):
     job_id = enqueue(conn, org)
     (claimed,) = claim(conn)
-    assert conn.execute("SELECT qbo_sync.fail(%s, %s, 'bad data', false)", (job_id, claimed[1])).fetchone()[0] == "failed"
+    assert (
+        conn.execute(
+            "SELECT qbo_sync.fail(%s, %s, 'bad data', false)", (job_id, claimed[1])
+        ).fetchone()[0]
+        == "failed"
+    )
 
 
 def test_requeue_by_hand(conn, org):
@@ -253,7 +283,9 @@ def test_requeue_by_hand(conn, org):
     assert conn.execute("SELECT qbo_sync_requeue(%s)", (job_id,)).fetchone()[0] == job_id
     row = job(conn, job_id)
     assert row["status"] == "pending" and row["attempts"] == 0
-    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="only failed or cancelled"):
+    with pytest.raises(
+        psycopg.errors.ObjectNotInPrerequisiteState, match="only failed or cancelled"
+    ):
         conn.execute("SELECT qbo_sync_requeue(%s)", (job_id,))
     with pytest.raises(psycopg.errors.NoDataFound):
         conn.execute("SELECT qbo_sync_requeue(gen_random_uuid())")

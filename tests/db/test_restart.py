@@ -42,14 +42,20 @@ def test_cluster_reports_its_state_and_dsn(cluster):
 def test_crash_keeps_committed_work_and_drops_uncommitted(cluster):
     with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
         conn.execute("UPDATE qbo_sync.settings SET value = '1' WHERE key = 'queue.lease_seconds'")
-        org = conn.execute("INSERT INTO organizations (name) VALUES ('Crashy') RETURNING id").fetchone()[0]
+        org = conn.execute(
+            "INSERT INTO organizations (name) VALUES ('Crashy') RETURNING id"
+        ).fetchone()[0]
         conn.execute(
             "INSERT INTO qbo_connection (organization_id, realm_id, qbo_token_expires_at)"
             " VALUES (%s, 'realm-crash', now() + interval '1 hour')",
             (org,),
         )
-        kept = conn.execute("SELECT trigger_qbo_sync(%s, 'items', 'pull', 'low')", (org,)).fetchone()[0]
-        in_flight = conn.execute("SELECT trigger_qbo_sync(%s, 'customers', 'pull')", (org,)).fetchone()[0]
+        kept = conn.execute(
+            "SELECT trigger_qbo_sync(%s, 'items', 'pull', 'low')", (org,)
+        ).fetchone()[0]
+        in_flight = conn.execute(
+            "SELECT trigger_qbo_sync(%s, 'customers', 'pull')", (org,)
+        ).fetchone()[0]
         # stop the cron worker from taking the jobs while we stage the crash
         conn.execute("UPDATE cron.job SET active = false")
 
@@ -57,7 +63,9 @@ def test_crash_keeps_committed_work_and_drops_uncommitted(cluster):
     (claimed,) = worker.execute("SELECT id FROM qbo_sync.claim(1)").fetchone()
     assert claimed == in_flight  # urgent before low
     uncommitted = psycopg.connect(cluster.dsn())
-    lost = uncommitted.execute("SELECT trigger_qbo_sync(%s, 'invoices', 'pull')", (org,)).fetchone()[0]
+    lost = uncommitted.execute(
+        "SELECT trigger_qbo_sync(%s, 'invoices', 'pull')", (org,)
+    ).fetchone()[0]
 
     cluster._pg_ctl("stop", "-D", str(cluster.data_dir), "-m", "immediate", "-w")  # a crash
     with pytest.raises(psycopg.OperationalError):
@@ -74,5 +82,10 @@ def test_crash_keeps_committed_work_and_drops_uncommitted(cluster):
         assert rows[in_flight] == "processing"
         time.sleep(1.1)
         assert conn.execute("SELECT qbo_sync.reclaim_expired()").fetchone()[0] == 1
-        assert conn.execute("SELECT status FROM qbo_sync_queue WHERE id = %s", (in_flight,)).fetchone()[0] == "pending"
+        assert (
+            conn.execute(
+                "SELECT status FROM qbo_sync_queue WHERE id = %s", (in_flight,)
+            ).fetchone()[0]
+            == "pending"
+        )
         conn.execute("UPDATE cron.job SET active = true")

@@ -20,10 +20,13 @@ def test_tokens_are_stored_encrypted_and_decrypt_with_the_key(conn, org):
         "SELECT qbo_refresh_token_encrypted FROM qbo_connection WHERE organization_id = %s", (org,)
     ).fetchone()[0]
     assert token.encode() not in bytes(stored)
-    assert conn.execute(
-        "SELECT qbo_sync.decrypt_token(qbo_refresh_token_encrypted) FROM qbo_connection WHERE organization_id = %s",
-        (org,),
-    ).fetchone()[0] == token
+    assert (
+        conn.execute(
+            "SELECT qbo_sync.decrypt_token(qbo_refresh_token_encrypted) FROM qbo_connection WHERE organization_id = %s",
+            (org,),
+        ).fetchone()[0]
+        == token
+    )
     # the wrong key cannot read it
     with pytest.raises(psycopg.errors.ExternalRoutineInvocationException, match="Wrong key"):
         conn.execute("SELECT pgp_sym_decrypt(%s, 'not-the-key')", (stored,))
@@ -34,8 +37,12 @@ def test_the_key_comes_from_the_secrets_file(conn):
 
 
 def test_no_secret_is_in_a_table_or_a_setting(conn, org):
-    conn.execute("UPDATE qbo_connection SET qbo_access_token_encrypted = qbo_sync.encrypt_token('at-123')")
-    settings = conn.execute("SELECT string_agg(name || '=' || setting, ' ') FROM pg_settings").fetchone()[0]
+    conn.execute(
+        "UPDATE qbo_connection SET qbo_access_token_encrypted = qbo_sync.encrypt_token('at-123')"
+    )
+    settings = conn.execute(
+        "SELECT string_agg(name || '=' || setting, ' ') FROM pg_settings"
+    ).fetchone()[0]
     assert TOKEN_KEY not in settings and "test-verifier-token" not in settings
     dumped = conn.execute(
         "SELECT string_agg(t::text, ' ') FROM (SELECT * FROM qbo_sync.settings) AS t"

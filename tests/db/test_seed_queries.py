@@ -34,7 +34,9 @@ LIMIT 5;"""
     ).fetchall()
     assert len(rows) == 3  # "Should return 3 rows (one for each new migration)"
     assert {r[0] for r in rows} == {
-        "001_qbo_application_tables", "002_qbo_webhook_and_queue_tables", "003_qbo_connection_and_scheduling"
+        "001_qbo_application_tables",
+        "002_qbo_webhook_and_queue_tables",
+        "003_qbo_connection_and_scheduling",
     }
 
 
@@ -49,8 +51,11 @@ WHERE jobname LIKE '%qbo%';"""
     # The guide's filter matches the five job names that contain "qbo"; its four cleanup jobs
     # (names fixed by the guide) do not contain it. docs/seed-compatibility.md notes this.
     assert names == {
-        "process-qbo-sync-queue", "qbo-check-token-expiry", "qbo-push-local-changes",
-        "qbo-sync-invoices-payments", "qbo-sync-items-customers-pull",
+        "process-qbo-sync-queue",
+        "qbo-check-token-expiry",
+        "qbo-push-local-changes",
+        "qbo-sync-invoices-payments",
+        "qbo-sync-items-customers-pull",
     }
 
 
@@ -123,10 +128,28 @@ ORDER BY created_at DESC
 LIMIT 5;"""
     ).fetchall()
     assert rows[0][0] == job_id
-    body = json.dumps({"eventNotifications": [{"realmId": "4620816365298360990", "dataChangeEvent": {
-        "entities": [{"name": "Customer", "id": "123", "operation": "Update", "lastUpdated": "2025-11-09T12:00:00Z"}]}}]})
+    body = json.dumps(
+        {
+            "eventNotifications": [
+                {
+                    "realmId": "4620816365298360990",
+                    "dataChangeEvent": {
+                        "entities": [
+                            {
+                                "name": "Customer",
+                                "id": "123",
+                                "operation": "Update",
+                                "lastUpdated": "2025-11-09T12:00:00Z",
+                            }
+                        ]
+                    },
+                }
+            ]
+        }
+    )
     conn.execute(
-        "INSERT INTO qbo_webhook_log (body, payload, signature_valid) VALUES (%s, %s::jsonb, true)", (body, body)
+        "INSERT INTO qbo_webhook_log (body, payload, signature_valid) VALUES (%s, %s::jsonb, true)",
+        (body, body),
     )
     latest = conn.execute(
         """SELECT * FROM qbo_webhook_log
@@ -145,10 +168,20 @@ GROUP BY status;"""
     ).fetchall()
     assert counts == [("pending", 1)]
     assert conn.execute("SELECT * FROM qbo_webhook_log;").fetchall() == []
-    assert conn.execute("SELECT * FROM qbo_sync_history ORDER BY completed_at DESC;").fetchall() == []
-    assert conn.execute("SELECT error_summary FROM qbo_sync_history WHERE status = 'failed';").fetchall() == []
+    assert (
+        conn.execute("SELECT * FROM qbo_sync_history ORDER BY completed_at DESC;").fetchall() == []
+    )
+    assert (
+        conn.execute(
+            "SELECT error_summary FROM qbo_sync_history WHERE status = 'failed';"
+        ).fetchall()
+        == []
+    )
     assert conn.execute("SELECT * FROM qbo_sync_queue WHERE status = 'failed';").fetchall() == []
-    assert conn.execute("SELECT status, COUNT(*) FROM qbo_sync_history GROUP BY status;").fetchall() == []
+    assert (
+        conn.execute("SELECT status, COUNT(*) FROM qbo_sync_history GROUP BY status;").fetchall()
+        == []
+    )
     with psycopg.connect(cron_dsn) as cron:
         # verbatim, the guide's query fails on pg_cron 1.4: job_run_details has no jobname ...
         with pytest.raises(psycopg.errors.UndefinedColumn, match="jobname"):

@@ -26,13 +26,24 @@ def test_repeated_triggers_fold_into_one_pending_job(conn, org):
     first = conn.execute(CALL, (org, "customers", "pull", "low")).fetchone()[0]
     second = conn.execute(CALL, (org, "customers", "pull", "urgent")).fetchone()[0]
     assert first == second
-    assert conn.execute("SELECT priority::text FROM qbo_sync_queue WHERE id = %s", (first,)).fetchone()[0] == "urgent"
+    assert (
+        conn.execute(
+            "SELECT priority::text FROM qbo_sync_queue WHERE id = %s", (first,)
+        ).fetchone()[0]
+        == "urgent"
+    )
 
 
 @pytest.mark.parametrize(
     ("entity", "direction", "priority", "message", "hint"),
     [
-        ("invoice", "both", "urgent", "unknown entity 'invoice'", "items, customers, invoices, payments"),
+        (
+            "invoice",
+            "both",
+            "urgent",
+            "unknown entity 'invoice'",
+            "items, customers, invoices, payments",
+        ),
         (None, "both", "urgent", "unknown entity NULL", "items, customers, invoices, payments"),
         ("items", "sideways", "urgent", "unknown direction 'sideways'", "pull, push, both"),
         ("items", None, "urgent", "unknown direction NULL", "pull, push, both"),
@@ -40,7 +51,9 @@ def test_repeated_triggers_fold_into_one_pending_job(conn, org):
         ("items", "pull", "URGENT", "unknown priority 'URGENT'", "low, normal, high, urgent"),
     ],
 )
-def test_bad_arguments_are_refused_with_a_hint(conn, org, entity, direction, priority, message, hint):
+def test_bad_arguments_are_refused_with_a_hint(
+    conn, org, entity, direction, priority, message, hint
+):
     with pytest.raises(psycopg.errors.InvalidParameterValue) as info:
         conn.execute(CALL, (org, entity, direction, priority))
     assert info.value.diag.message_primary == message
@@ -49,7 +62,9 @@ def test_bad_arguments_are_refused_with_a_hint(conn, org, entity, direction, pri
 
 
 def test_null_organization(conn):
-    with pytest.raises(psycopg.errors.NullValueNotAllowed, match="organization_id must not be null"):
+    with pytest.raises(
+        psycopg.errors.NullValueNotAllowed, match="organization_id must not be null"
+    ):
         conn.execute(CALL, (None, "items", "both", "urgent"))
 
 
@@ -62,20 +77,25 @@ def test_unknown_organization(conn):
 def test_organization_without_connection(conn):
     org_id = uuid.uuid4()
     conn.execute("INSERT INTO organizations (id, name) VALUES (%s, 'No QBO')", (org_id,))
-    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="has no QuickBooks connection") as info:
+    with pytest.raises(
+        psycopg.errors.ObjectNotInPrerequisiteState, match="has no QuickBooks connection"
+    ) as info:
         conn.execute(CALL, (org_id, "items", "both", "urgent"))
     assert "qbo_oauth_initiate" in info.value.diag.message_hint
 
 
 def test_inactive_connection_names_the_reason(conn):
     org_id = make_org(conn, "Lapsed", active=False)
-    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="not active: invalid_grant"):
+    with pytest.raises(
+        psycopg.errors.ObjectNotInPrerequisiteState, match="not active: invalid_grant"
+    ):
         conn.execute(CALL, (org_id, "items", "both", "urgent"))
 
 
 def test_orchestrator_queues_in_dependency_order(conn, org):
     job_ids = conn.execute(
-        "SELECT qbo_sync_orchestrator(%s, 'both', ARRAY['payments', 'invoices', 'customers', 'items'])", (org,)
+        "SELECT qbo_sync_orchestrator(%s, 'both', ARRAY['payments', 'invoices', 'customers', 'items'])",
+        (org,),
     ).fetchone()[0]
     rows = conn.execute(
         "SELECT sync_endpoint FROM qbo_sync_queue ORDER BY priority DESC, created_at"
@@ -94,7 +114,9 @@ def test_orchestrator_checks_every_entity_before_queueing(conn, org):
 
 def test_scheduled_sync_queues_only_active_connections(conn, org):
     make_org(conn, "Lapsed", active=False)
-    queued = conn.execute("SELECT qbo_sync.schedule_sync(ARRAY['items', 'customers'], 'pull')").fetchone()[0]
+    queued = conn.execute(
+        "SELECT qbo_sync.schedule_sync(ARRAY['items', 'customers'], 'pull')"
+    ).fetchone()[0]
     assert queued == 2
     rows = conn.execute("SELECT DISTINCT organization_id, source FROM qbo_sync_queue").fetchall()
     assert rows == [(org, "schedule")]

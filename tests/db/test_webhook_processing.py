@@ -8,7 +8,9 @@ from tests.conftest import make_org
 
 
 def realm_of(conn, org):
-    return conn.execute("SELECT realm_id FROM qbo_connection WHERE organization_id = %s", (org,)).fetchone()[0]
+    return conn.execute(
+        "SELECT realm_id FROM qbo_connection WHERE organization_id = %s", (org,)
+    ).fetchone()[0]
 
 
 def log_webhook(conn, body: str, valid: bool = True) -> int:
@@ -19,22 +21,56 @@ def log_webhook(conn, body: str, valid: bool = True) -> int:
     return conn.execute(
         "INSERT INTO qbo_webhook_log (body, payload, signature, signature_valid, status)"
         " VALUES (%s, %s, 'sig', %s, %s) RETURNING id",
-        (body, json.dumps(payload) if payload is not None else None, valid, "received" if valid else "rejected"),
+        (
+            body,
+            json.dumps(payload) if payload is not None else None,
+            valid,
+            "received" if valid else "rejected",
+        ),
     ).fetchone()[0]
 
 
 def legacy(realm, *entities):
-    return json.dumps({"eventNotifications": [{"realmId": realm, "dataChangeEvent": {"entities": [
-        {"name": name, "id": entity_id, "operation": op, "lastUpdated": "2025-11-09T12:00:00-0700", **extra}
-        for name, entity_id, op, extra in entities]}}]})
+    return json.dumps(
+        {
+            "eventNotifications": [
+                {
+                    "realmId": realm,
+                    "dataChangeEvent": {
+                        "entities": [
+                            {
+                                "name": name,
+                                "id": entity_id,
+                                "operation": op,
+                                "lastUpdated": "2025-11-09T12:00:00-0700",
+                                **extra,
+                            }
+                            for name, entity_id, op, extra in entities
+                        ]
+                    },
+                }
+            ]
+        }
+    )
 
 
 def cloudevents(*events):
-    return json.dumps([
-        {"specversion": "1.0", "id": event_id, "source": "intuit.test", "type": event_type,
-         "datacontenttype": "application/json", "time": "2025-09-10T21:31:25.179851517Z",
-         "intuitentityid": entity_id, "intuitaccountid": realm, "data": data}
-        for event_id, realm, event_type, entity_id, data in events])
+    return json.dumps(
+        [
+            {
+                "specversion": "1.0",
+                "id": event_id,
+                "source": "intuit.test",
+                "type": event_type,
+                "datacontenttype": "application/json",
+                "time": "2025-09-10T21:31:25.179851517Z",
+                "intuitentityid": entity_id,
+                "intuitaccountid": realm,
+                "data": data,
+            }
+            for event_id, realm, event_type, entity_id, data in events
+        ]
+    )
 
 
 def queue(conn):
@@ -46,15 +82,24 @@ def queue(conn):
 
 def test_legacy_events_become_one_pull_per_entity(conn, org):
     realm = realm_of(conn, org)
-    log_id = log_webhook(conn, legacy(realm, ("Customer", "1", "Create", {}), ("Customer", "27", "Merge", {"deletedId": "31"}),
-                                      ("Invoice", "130", "Void", {}), ("Vendor", "5", "Update", {})))
+    log_id = log_webhook(
+        conn,
+        legacy(
+            realm,
+            ("Customer", "1", "Create", {}),
+            ("Customer", "27", "Merge", {"deletedId": "31"}),
+            ("Invoice", "130", "Void", {}),
+            ("Vendor", "5", "Update", {}),
+        ),
+    )
     assert conn.execute("SELECT qbo_process_webhooks()").fetchone()[0] == 1
     assert queue(conn) == [
         (org, "customers", "pull", "high", ["1", "27", "31"], "webhook"),
         (org, "invoices", "pull", "high", ["130"], "webhook"),
     ]
     status, fmt, count, error = conn.execute(
-        "SELECT status, payload_format, event_count, error FROM qbo_webhook_log WHERE id = %s", (log_id,)
+        "SELECT status, payload_format, event_count, error FROM qbo_webhook_log WHERE id = %s",
+        (log_id,),
     ).fetchone()
     assert (status, fmt, count, error) == ("processed", "legacy", 4, None)
     assert conn.execute("SELECT count(*) FROM qbo_webhook_processed").fetchone()[0] == 3
@@ -74,7 +119,9 @@ def test_cloudevents_across_two_companies(conn, org):
         (org, "invoices", "pull", "high", ["1234"], "webhook"),
         (org, "payments", "pull", "high", ["88"], "webhook"),
     ]
-    ops = conn.execute("SELECT operation FROM qbo_webhook_processed ORDER BY entity_type").fetchall()
+    ops = conn.execute(
+        "SELECT operation FROM qbo_webhook_processed ORDER BY entity_type"
+    ).fetchall()
     assert [o[0] for o in ops] == ["Merge", "Create", "Void"]
 
 
@@ -89,7 +136,9 @@ def test_redelivered_events_are_not_queued_twice(conn, org):
     log_webhook(conn, legacy(realm, ("Item", "8", "Update", {})))
     log_webhook(conn, legacy(realm, ("Item", "8", "Update", {})))
     conn.execute("SELECT qbo_process_webhooks()")
-    pending = conn.execute("SELECT entity_ids FROM qbo_sync_queue WHERE status = 'pending'").fetchall()
+    pending = conn.execute(
+        "SELECT entity_ids FROM qbo_sync_queue WHERE status = 'pending'"
+    ).fetchall()
     assert pending == [(["8"],)]
     assert conn.execute("SELECT count(*) FROM qbo_webhook_processed").fetchone()[0] == 2
 
@@ -103,7 +152,8 @@ def test_rejected_and_malformed_webhooks_are_kept_and_never_queued(conn, org):
     conn.execute("SELECT qbo_process_webhooks()")
     assert queue(conn) == []
     rows = dict(
-        (r[0], r[1:]) for r in conn.execute("SELECT id, status, error FROM qbo_webhook_log").fetchall()
+        (r[0], r[1:])
+        for r in conn.execute("SELECT id, status, error FROM qbo_webhook_log").fetchall()
     )
     assert rows[rejected] == ("rejected", None)
     assert rows[garbage] == ("error", "body is not JSON")
@@ -116,6 +166,8 @@ def test_worker_turns_webhooks_into_work_on_its_loop(conn, org):
     conn.execute("CALL qbo_sync_worker(2, NULL, true)")
     assert conn.execute("SELECT status FROM qbo_webhook_log").fetchone()[0] == "processed"
     # queued and then run by the same worker (no payments handler is installed here, so it fails)
-    job = conn.execute("SELECT sync_endpoint, source, attempts, last_error FROM qbo_sync_queue").fetchone()
+    job = conn.execute(
+        "SELECT sync_endpoint, source, attempts, last_error FROM qbo_sync_queue"
+    ).fetchone()
     assert job[:3] == ("payments", "webhook", 1)
     assert "qbo_sync_payments" in job[3]

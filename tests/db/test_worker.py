@@ -23,7 +23,9 @@ END $$;
 
 @pytest.fixture
 def handler(conn):
-    conn.execute("CREATE TABLE handler_calls (organization_id uuid, direction text, ids text[], at timestamptz DEFAULT clock_timestamp())")
+    conn.execute(
+        "CREATE TABLE handler_calls (organization_id uuid, direction text, ids text[], at timestamptz DEFAULT clock_timestamp())"
+    )
     conn.execute(HANDLER)
     yield
     conn.execute("DROP FUNCTION public.qbo_sync_customers(uuid, text, text[])")
@@ -35,11 +37,17 @@ def run_worker(conn, max_seconds=5, max_jobs=None):
 
 
 def test_worker_runs_the_handler_completes_the_job_and_records_history(conn, org, handler):
-    job_id = conn.execute("SELECT trigger_qbo_sync(%s, 'customers', 'pull', 'urgent')", (org,)).fetchone()[0]
+    job_id = conn.execute(
+        "SELECT trigger_qbo_sync(%s, 'customers', 'pull', 'urgent')", (org,)
+    ).fetchone()[0]
     run_worker(conn)
-    status, result = conn.execute("SELECT status, result FROM qbo_sync_queue WHERE id = %s", (job_id,)).fetchone()
+    status, result = conn.execute(
+        "SELECT status, result FROM qbo_sync_queue WHERE id = %s", (job_id,)
+    ).fetchone()
     assert status == "completed" and result["success_count"] == 2
-    assert conn.execute("SELECT organization_id, direction FROM handler_calls").fetchall() == [(org, "pull")]
+    assert conn.execute("SELECT organization_id, direction FROM handler_calls").fetchall() == [
+        (org, "pull")
+    ]
     history = conn.execute(
         "SELECT sync_type, entity_types, status, entity_count, success_count, failure_count, queue_job_id"
         " FROM qbo_sync_history"
@@ -62,7 +70,8 @@ def test_a_transient_handler_error_is_retried_later(conn, org, handler):
     job_id = conn.execute("SELECT trigger_qbo_sync(%s, 'customers', 'push')", (org,)).fetchone()[0]
     run_worker(conn)
     status, attempts, error, wait = conn.execute(
-        "SELECT status, attempts, last_error, run_at > now() FROM qbo_sync_queue WHERE id = %s", (job_id,)
+        "SELECT status, attempts, last_error, run_at > now() FROM qbo_sync_queue WHERE id = %s",
+        (job_id,),
     ).fetchone()
     assert (status, attempts, wait) == ("pending", 1, True)
     assert "QBO answered 503" in error and "08006" in error
@@ -85,14 +94,21 @@ def test_worker_commits_after_each_job(conn, db_dsn, org, handler):
     deadline = time.monotonic() + 2.5
     completed = 0
     while time.monotonic() < deadline and not completed:
-        completed = conn.execute("SELECT count(*) FROM qbo_sync_queue WHERE status = 'completed'").fetchone()[0]
+        completed = conn.execute(
+            "SELECT count(*) FROM qbo_sync_queue WHERE status = 'completed'"
+        ).fetchone()[0]
         time.sleep(0.05)
     assert completed == 1 and not done.is_set()
     # a job queued while the worker idles is picked up within about a second
     queued_at = time.monotonic()
     conn.execute("SELECT trigger_qbo_sync(%s, 'customers', 'both')", (org,))
     while time.monotonic() - queued_at < 2:
-        if conn.execute("SELECT count(*) FROM qbo_sync_queue WHERE status = 'completed'").fetchone()[0] == 2:
+        if (
+            conn.execute(
+                "SELECT count(*) FROM qbo_sync_queue WHERE status = 'completed'"
+            ).fetchone()[0]
+            == 2
+        ):
             break
         time.sleep(0.05)
     assert time.monotonic() - queued_at < 2
@@ -103,7 +119,8 @@ def test_one_organization_is_worked_by_one_backend_at_a_time(conn, db_dsn, org, 
     conn.execute("SELECT trigger_qbo_sync(%s, 'customers', 'pull')", (org,))
     with psycopg.connect(db_dsn, autocommit=False) as holder:
         holder.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended('qbo_sync.organization/' || %s, 0))", (str(org),)
+            "SELECT pg_advisory_xact_lock(hashtextextended('qbo_sync.organization/' || %s, 0))",
+            (str(org),),
         )
         run_worker(conn, max_seconds=1, max_jobs=1)
         status, attempts = conn.execute("SELECT status, attempts FROM qbo_sync_queue").fetchone()
@@ -118,5 +135,7 @@ def test_worker_reclaims_expired_leases(conn, org, handler):
     conn.execute("SELECT * FROM qbo_sync.claim(1, 'crashed', 0.01)")
     time.sleep(0.05)
     run_worker(conn)
-    status, attempts = conn.execute("SELECT status, attempts FROM qbo_sync_queue WHERE id = %s", (job_id,)).fetchone()
+    status, attempts = conn.execute(
+        "SELECT status, attempts FROM qbo_sync_queue WHERE id = %s", (job_id,)
+    ).fetchone()
     assert (status, attempts) == ("completed", 2)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import re
 
 from qbo_sync import __version__
-from qbo_sync.install import SQL_DIR, PYTHON_DIR, checksum, idempotent_files, migration_files, python_modules
+from qbo_sync.install import (
+    PYTHON_DIR,
+    SQL_DIR,
+    checksum,
+    idempotent_files,
+    migration_files,
+    python_modules,
+)
 
 
 def test_migrations_are_numbered_and_ordered():
@@ -35,9 +42,31 @@ def test_in_database_package_modules_and_version():
 
 
 def test_in_database_code_imports_only_the_standard_library_and_requests():
-    allowed = {"__future__", "os", "typing", "json", "re", "hashlib", "hmac", "base64", "time",
-               "datetime", "decimal", "uuid", "dataclasses", "collections", "urllib", "random",
-               "requests", "qbo_sync_db", "enum", "functools", "itertools", "email", "math"}
+    allowed = {
+        "__future__",
+        "os",
+        "typing",
+        "json",
+        "re",
+        "hashlib",
+        "hmac",
+        "base64",
+        "time",
+        "datetime",
+        "decimal",
+        "uuid",
+        "dataclasses",
+        "collections",
+        "urllib",
+        "random",
+        "requests",
+        "qbo_sync_db",
+        "enum",
+        "functools",
+        "itertools",
+        "email",
+        "math",
+    }
     for name, source, _ in python_modules(PYTHON_DIR):
         for module in re.findall(r"^\s*(?:from|import)\s+([a-zA-Z_][\w]*)", source, re.M):
             assert module in allowed, f"{name} imports {module}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from qbo_sync_db import secrets
 
 
@@ -27,7 +26,13 @@ class FakePlpy:
 
 def test_parse_env_file():
     text = "# comment\n\nA=1\nB = two words \nC='quoted'\nD=\"dq\"\nE=a=b\nnot a pair\n"
-    assert secrets.parse_env_file(text) == {"A": "1", "B": "two words", "C": "quoted", "D": "dq", "E": "a=b"}
+    assert secrets.parse_env_file(text) == {
+        "A": "1",
+        "B": "two words",
+        "C": "quoted",
+        "D": "dq",
+        "E": "a=b",
+    }
 
 
 def test_secret_from_file_then_environment(tmp_path, monkeypatch):

@@ -1,7 +1,10 @@
 """Accounting API v3 handlers: ``/v3/company/{realm}/...``.
 
-Order of checks on every call: bearer token (401 gateway fault), realm access (403 3100),
-throttling (429), simulated latency, injected faults, then the operation itself. Writes honour
+Order of checks on every call: bearer token (401 gateway fault 3200, or 100 for a garbled
+token), realm access (403 3100), the company's status (130, 3201, 120; see ``authenticate``),
+throttling (429), simulated latency, injected faults, then the operation itself (5020 for a
+feature the edition lacks, 6190 on writes after the subscription ended, 4002 for a query
+whose rows hold invalid stored emails). Writes honour
 ``requestid`` (replay of the stored answer, or fault 600 in that mode).
 """
 
@@ -14,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from simulator import entities, faults
+from simulator import errors as E
 from simulator import query as qlang
 from simulator.clock import PACIFIC, fmt_meta, fmt_time, parse_ts, to_pacific
 from simulator.entities import Ctx
@@ -25,13 +29,22 @@ from simulator.errors import (
     json_response,
     unsupported,
 )
+from simulator.oauth import well_formed_access_token
 from simulator.state import STATE, State
-from simulator.store import ENTITIES, Realm
+from simulator.store import EDITION_DENIED, ENTITIES, Realm
 
 CDC_UNSUPPORTED = {"TaxCode", "CompanyInfo"}
 
 
 def authenticate(state: State, request: web.Request, realm_id: str) -> Realm:
+    """Who may call this realm; raises the fault Intuit's gateway or service would answer.
+
+    In order: no bearer / wrong shape / expired / revoked → 401 3200 (gateway); well-formed but
+    never issued (garbled) → 401 100; token of another realm or unknown realm → 403 3100;
+    realm on the other cluster → 401 130 (production company, sandbox URL) or 403 3100
+    (sandbox company, production URL); app authorization withdrawn → 403 3201; connecting
+    user no longer admin → 401 120.
+    """
     header = request.headers.get("Authorization", "")
     if not header.lower().startswith("bearer ") or not header[7:].strip():
         raise GatewayError(
@@ -40,21 +53,56 @@ def authenticate(state: State, request: web.Request, realm_id: str) -> Realm:
             "AuthenticationFailed",
             "Authorization header missing or not a bearer token",
         )
-    rec = state.oauth.check_access(header[7:].strip(), state.clock.now())
-    if isinstance(rec, str):
-        detail = {"expired": "Token expired", "revoked": "Token revoked"}.get(
-            rec, "Malformed bearer token or unknown token"
+    token = header[7:].strip()
+    if not well_formed_access_token(token):
+        raise GatewayError(
+            401, "3200", "AuthenticationFailed", "Malformed bearer token: too short or too long"
         )
+    rec = state.oauth.check_access(token, state.clock.now())
+    if rec == "unknown":
+        raise E.general_authentication()
+    if isinstance(rec, str):
+        detail = {"expired": "Token expired", "revoked": "Token revoked"}[rec]
         raise GatewayError(401, "3200", "AuthenticationFailed", detail)
     realm = state.realms.get(realm_id)
     if realm is None or rec.grant.realm_id != realm_id:
+        raise _not_authorized_for_realm()
+    status = realm.status
+    if status.environment != state.cfg.api_environment:
+        if status.environment == "production":
+            raise E.wrong_cluster(status.environment, state.cfg.api_environment)
+        raise _not_authorized_for_realm()
+    if not status.app_authorized:
         raise GatewayError(
             403,
-            "3100",
-            "ApplicationAuthorizationFailed",
-            "The access token is not authorized for this company (realmId)",
+            "3201",
+            "AuthorizationFailure",
+            "The user has not authorized this application for this company (realmId)",
         )
+    if not status.admin_access:
+        raise E.authorization_failure(status.edition)
     return realm
+
+
+def _not_authorized_for_realm() -> GatewayError:
+    return GatewayError(
+        403,
+        "3100",
+        "ApplicationAuthorizationFailed",
+        "The access token is not authorized for this company (realmId)",
+    )
+
+
+def require_feature(realm: Realm, feature: str) -> None:
+    """5020 when the realm's edition is not entitled to feature ("cdc", "batch")."""
+    if feature in EDITION_DENIED.get(realm.status.edition, frozenset()):
+        raise E.no_feature_permission(feature, realm.status.edition)
+
+
+def require_active_subscription(realm: Realm) -> None:
+    """6190 on writes once the company's subscription has ended (reads keep working)."""
+    if realm.status.subscription != "active":
+        raise E.invalid_company_status(realm.status.edition)
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
@@ -162,8 +210,10 @@ async def _dispatch(state: State, realm: Realm, request: web.Request, tail: str)
             text = (await request.read()).decode("utf-8")
         return _envelope(state, "QueryResponse", run_query(state, realm, text))
     if head == "cdc" and request.method == "GET":
+        require_feature(realm, "cdc")
         return cdc(state, realm, request.query)
     if head == "batch" and request.method == "POST":
+        require_feature(realm, "batch")
         return await batch(state, realm, await _json_body(request))
     entity = _entity(parts[0])
     if request.method == "GET":
@@ -196,6 +246,7 @@ def write(
     ctx: Ctx, entity: str, body: Any, operation: str | None, include: str | None
 ) -> dict[str, Any]:
     """One entity write, as selected by ?operation= and ?include=."""
+    require_active_subscription(ctx.realm)
     if not isinstance(body, dict):
         raise QBOError(
             "2010",
@@ -221,6 +272,7 @@ def write(
 
 
 def send_invoice(ctx: Ctx, oid: str, send_to: str | None) -> dict[str, Any]:
+    require_active_subscription(ctx.realm)
     inv = entities.read(ctx, "Invoice", oid)
     address = send_to or (inv.get("BillEmail") or {}).get("Address")
     if not address:
@@ -266,7 +318,41 @@ def run_query(state: State, realm: Realm, text: str) -> dict[str, Any]:
         return {"totalCount": total}
     if not page:
         return {}
+    _check_stored_emails(q.entity, page)
     return {q.entity: page, "startPosition": q.start_position, "maxResults": len(page)}
+
+
+EMAIL_FIELDS = {  # entity -> field holding an EmailAddress ({"Address": ...})
+    "Customer": "PrimaryEmailAddr",
+    "Vendor": "PrimaryEmailAddr",
+    "Employee": "PrimaryEmailAddr",
+    "Invoice": "BillEmail",
+}
+
+
+def valid_email(address: str) -> bool:
+    """A plain local@domain.tld check (QBO's exact rule is not documented)."""
+    local, at, domain = address.strip().rpartition("@")
+    return (
+        bool(at and local and domain)
+        and "@" not in local
+        and " " not in address.strip()
+        and "." in domain.strip(".")
+        and not domain.startswith(".")
+        and not domain.endswith(".")
+    )
+
+
+def _check_stored_emails(entity: str, rows: list[dict[str, Any]]) -> None:
+    """4002 when a row of the result holds an invalid stored email (reference §8 row 14)."""
+    fieldname = EMAIL_FIELDS.get(entity)
+    if fieldname is None:
+        return
+    for row in rows:
+        holder = row.get(fieldname)
+        address = holder.get("Address") if isinstance(holder, dict) else None
+        if isinstance(address, str) and address and not valid_email(address):
+            raise E.query_processing(entity, str(row.get("Id")), f"{fieldname}.Address")
 
 
 # ------------------------------------------------------------------------------ CDC

@@ -60,6 +60,9 @@ class SimulatorConfig:
     refresh_grace_s: int = 0  # how long a rotated-away refresh token keeps working
 
     # API behaviour
+    # The cluster the simulator's /v3 base URL stands for: "sandbox" (sandbox-quickbooks.api...)
+    # or "production". A realm of the other environment is refused: 130 or 3100 (see api.py).
+    api_environment: str = "sandbox"
     requestid_mode: str = "replay"  # "replay" or "error600"
     requestid_ttl_s: int = 86400
     payment_bumps_invoice: bool = True  # applying a payment bumps the invoice SyncToken

@@ -8,6 +8,7 @@ read counters and webhook deliveries, and reset everything.
 from __future__ import annotations
 
 import json
+from datetime import date
 from typing import Any
 
 from aiohttp import web
@@ -17,7 +18,7 @@ from simulator.clock import fmt_time, parse_ts
 from simulator.errors import QBOError, json_response
 from simulator.faults import KINDS
 from simulator.state import STATE, State
-from simulator.store import ENTITIES, Realm
+from simulator.store import EDITIONS, ENTITIES, ENVIRONMENTS, Realm, RealmStatus
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -96,9 +97,11 @@ async def counters(request: web.Request) -> web.Response:
 
 
 async def change(request: web.Request) -> web.Response:
-    """Act as a QBO user: {"entity", "operation": create|update|delete|void|deactivate, "fields"}.
+    """Act as a QBO user: {"entity", "operation": create|update|delete|void|deactivate|deposit,
+    "fields"}.
 
-    ``update`` is sparse and needs no SyncToken (the user edits the current version).
+    ``update`` is sparse and needs no SyncToken (the user edits the current version);
+    ``deposit`` (Payment only) puts the payment on a bank deposit, after which it cannot change.
     """
     state = request.app[STATE]
     realm = _realm(state, request)
@@ -125,12 +128,56 @@ async def change(request: web.Request) -> web.Response:
                 result = entities.delete(ctx, entity, ident)
             elif op == "void":
                 result = entities.void(ctx, entity, ident)
+            elif op == "deposit" and entity == "Payment":
+                result = entities.deposit(ctx, current["Id"])
             else:
                 raise web.HTTPBadRequest(text="unknown operation")
     except QBOError as exc:
         return json_response({"Fault": exc.fault()}, status=exc.status)
     state.emit(realm, ctx.events, ctx.now)
     return json_response({entity: result, "events": ctx.events})
+
+
+async def realm_status(request: web.Request) -> web.Response:
+    """GET the realm's company status; PATCH/POST a partial dict of it to change it.
+
+    Keys: environment (sandbox|production), admin_access (bool), app_authorized (bool),
+    subscription (active|ended), edition (SimpleStart|Essentials|Plus|Advanced),
+    closing_date (YYYY-MM-DD or null).
+    """
+    realm = _realm(request.app[STATE], request)
+    if request.method != "GET":
+        data = await _body(request)
+        try:
+            _apply_status(realm.status, data)
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from exc
+    return json_response({"realm_id": realm.realm_id, **realm.status.public()})
+
+
+def _apply_status(status: RealmStatus, data: dict[str, Any]) -> None:
+    """Validate every key first, then apply, so a bad request changes nothing."""
+    choices: dict[str, tuple[Any, ...]] = {
+        "environment": ENVIRONMENTS,
+        "subscription": ("active", "ended"),
+        "edition": EDITIONS,
+        "admin_access": (True, False),
+        "app_authorized": (True, False),
+    }
+    clean = dict(data)
+    for key, value in data.items():
+        if key == "closing_date":
+            if value is not None:
+                try:
+                    clean[key] = date.fromisoformat(str(value)).isoformat()
+                except ValueError as exc:
+                    raise ValueError("closing_date must be YYYY-MM-DD or null") from exc
+        elif key not in choices:
+            raise ValueError(f"unknown status key: {key}")
+        elif value not in choices[key] or type(value) is not type(choices[key][0]):
+            raise ValueError(f"{key} must be one of {list(choices[key])}")
+    for key, value in clean.items():
+        setattr(status, key, value)
 
 
 async def clock(request: web.Request) -> web.Response:
@@ -248,6 +295,7 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/_sim/realms/{realm}/seed", seed_realm)
     r.add_get("/_sim/realms/{realm}/counters", counters)
     r.add_post("/_sim/realms/{realm}/change", change)
+    r.add_route("*", "/_sim/realms/{realm}/status", realm_status)
     r.add_route("*", "/_sim/clock", clock)
     r.add_route("*", "/_sim/config", config)
     r.add_post("/_sim/apps", register_app)

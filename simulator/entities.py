@@ -158,6 +158,7 @@ def create(ctx: Ctx, entity: str, body: dict[str, Any]) -> dict[str, Any]:
         for k, v in body.items()
         if k not in SYSTEM_FIELDS and k not in READ_ONLY[entity] and v != ""
     }  # empty strings count as absent
+    _check_period(ctx, entity, obj.get("TxnDate") or fmt_date(ctx.now))
     obj = NORMALIZE[entity](ctx, obj, None)
     oid = ctx.realm.next_id(entity)
     meta = fmt_meta(ctx.now)
@@ -180,6 +181,7 @@ def update(ctx: Ctx, entity: str, body: dict[str, Any]) -> dict[str, Any]:
     if old is None:
         raise _missing(ctx, entity, oid)
     _check_token(entity, old, body)
+    _check_changeable(ctx, entity, old)
     if body.get("sparse") is True:
         obj = copy.deepcopy(old)
         for key, value in body.items():
@@ -197,6 +199,7 @@ def update(ctx: Ctx, entity: str, body: dict[str, Any]) -> dict[str, Any]:
                 obj[key] = copy.deepcopy(old[key])
     for key in SYSTEM_FIELDS:
         obj.pop(key, None)
+    _check_period(ctx, entity, obj.get("TxnDate") or fmt_date(ctx.now))
     obj = NORMALIZE[entity](ctx, obj, old)
     final = {
         "Id": oid,
@@ -226,6 +229,7 @@ def delete(ctx: Ctx, entity: str, body: dict[str, Any]) -> dict[str, Any]:
     if old is None:
         raise _missing(ctx, entity, oid)
     _check_token(entity, old, body)
+    _check_changeable(ctx, entity, old)
     realm = ctx.realm
     if entity == "Invoice" and realm.applied.get(oid):
         raise E.business(
@@ -261,6 +265,11 @@ def void(ctx: Ctx, entity: str, body: dict[str, Any]) -> dict[str, Any]:
     if old is None:
         raise _missing(ctx, entity, oid)
     _check_token(entity, old, body)
+    _check_changeable(ctx, entity, old)
+    if entity == "Invoice":
+        for pid in ctx.realm.applied.get(oid, {}):
+            if pid in ctx.realm.deposited:  # voiding would change a deposited payment
+                raise E.deposited("Payment", pid)
     obj = copy.deepcopy(old)
     note = obj.get("PrivateNote") or ""
     obj["PrivateNote"] = "Voided" + (" - " + note if note else "")
@@ -313,6 +322,43 @@ def _check_token(entity: str, old: dict[str, Any], body: dict[str, Any]) -> None
         raise E.required("SyncToken", f"Required parameter SyncToken is missing for {entity}")
     if str(token) != old["SyncToken"]:
         raise E.stale(entity)
+
+
+def _check_period(ctx: Ctx, entity: str, txn_date: Any) -> None:
+    """6210: a transaction dated on or before the realm's closing date cannot be written."""
+    closing = ctx.realm.status.closing_date
+    if entity not in TRANSACTIONS or not closing or not isinstance(txn_date, str):
+        return
+    if txn_date[:10] <= closing:
+        raise E.period_closed(closing, txn_date[:10])
+
+
+def _check_changeable(ctx: Ctx, entity: str, old: dict[str, Any]) -> None:
+    """An existing transaction may change: not deposited (6540), not in a closed period (6210)."""
+    if entity == "Payment" and old["Id"] in ctx.realm.deposited:
+        raise E.deposited(entity, old["Id"])
+    _check_period(ctx, entity, old.get("TxnDate"))
+
+
+def deposit(ctx: Ctx, pid: str) -> dict[str, Any]:
+    """A QBO user puts payment pid on a bank deposit: it links the deposit and is then frozen.
+
+    The simulator keeps no Deposit entity; the deposit id comes from the transaction sequence.
+    """
+    old = ctx.get("Payment", pid)
+    if old is None:
+        raise _missing(ctx, "Payment", pid)
+    if pid in ctx.realm.deposited:
+        raise E.deposited("Payment", pid)
+    deposit_id = ctx.realm.next_id("Payment")
+    obj = copy.deepcopy(old)
+    obj["LinkedTxn"] = [*obj.get("LinkedTxn", []), {"TxnId": deposit_id, "TxnType": "Deposit"}]
+    obj["SyncToken"] = str(int(old["SyncToken"]) + 1)
+    obj["MetaData"] = {**old["MetaData"], "LastUpdatedTime": fmt_meta(ctx.now)}
+    ctx.realm.put("Payment", obj, ctx.now)
+    ctx.realm.deposited[pid] = deposit_id
+    ctx.events.append(("Payment", pid, "Update"))
+    return obj
 
 
 def _check_lengths(obj: dict[str, Any], fields: tuple[str, ...]) -> None:

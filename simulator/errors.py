@@ -207,3 +207,93 @@ def duplicate_name() -> QBOError:
         "The name supplied already exists. : Another customer, vendor or employee is already "
         "using this name. Please use a different name.",
     )
+
+
+# Company, permission and period faults (qbo-api.md §4.4) --------------------------------
+
+
+def general_authentication() -> QBOError:
+    """100: the bearer value looks like an access token but no such token was ever issued."""
+    return QBOError(
+        "100",
+        "General Authentication Error",
+        "AuthenticationErrorGeneral: SRV-110-Authentication Failure , statusCode: 401",
+        status=401,
+        fault_type="AuthenticationFault",
+    )
+
+
+def authorization_failure(edition: str) -> QBOError:
+    """120: the user who connected the app is no longer an admin of the company."""
+    return QBOError(
+        "120",
+        "Authorization Failure",
+        f"AuthorizationFailure: -11014-You do not have access to use QuickBooks Online {edition}.",
+        status=401,
+        fault_type="AuthorizationFault",
+    )
+
+
+def wrong_cluster(realm_env: str, api_env: str) -> QBOError:
+    """130: a company of one environment called on the other environment's base URL."""
+    return QBOError(
+        "130",
+        "Accessing Wrong Cluster",
+        f"Accessing Wrong Cluster: company is on the {realm_env} cluster, request reached the "
+        f"{api_env} cluster",
+        status=401,
+        fault_type="AuthenticationFault",
+    )
+
+
+def no_feature_permission(feature: str, edition: str) -> QBOError:
+    """5020: the company's edition is not entitled to the feature."""
+    return QBOError(
+        "5020",
+        "You do not have permission to access this feature.",
+        f"Permission Denied Error: QuickBooks Online {edition} is not entitled to the {feature} "
+        "feature.",
+    )
+
+
+def invalid_company_status(edition: str) -> QBOError:
+    """6190: the company's trial or subscription has ended; data cannot be added or changed."""
+    return QBOError(
+        "6190",
+        "Invalid Company Status",
+        "Subscription period has ended or been canceled, or there was a billing problem: You "
+        f"can't add data to QuickBooks Online {edition} because your trial or subscription "
+        "period ended.",
+    )
+
+
+def period_closed(closing_date: str, txn_date: str) -> QBOError:
+    """6210: the transaction is dated on or before the company's closing date."""
+    return QBOError(
+        "6210",
+        "Account Period Closed",
+        f"Account Period Closed : The books are closed through {closing_date}; a transaction "
+        f"dated {txn_date} cannot be added, changed or deleted.",
+        element="TxnDate",
+    )
+
+
+def deposited(entity: str, oid: str) -> QBOError:
+    """6540: the payment is part of a bank deposit."""
+    return QBOError(
+        "6540",
+        "Deposited Transaction cannot be changed",
+        "This transaction has been deposited. To change or delete it, first edit the deposit "
+        f"it is on and take it out. ({entity} Id={oid})",
+    )
+
+
+def query_processing(entity: str, oid: str, element: str) -> QBOError:
+    """4002: a stored object in the result cannot be read back (invalid stored data)."""
+    return QBOError(
+        "4002",
+        "Error processing query",
+        f"QueryProcessingError: {entity} Id={oid} holds an invalid value in {element} "
+        "(email address is not valid)",
+        element=element,
+    )

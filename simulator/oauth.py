@@ -24,6 +24,18 @@ if TYPE_CHECKING:
     from simulator.state import State
 
 JWE_PREFIX = "eyJlbmMiOiJBMTI4Q0JDLUhTMjU2IiwiYWxnIjoiZGlyIn0.."
+ACCESS_RANDOM_BYTES = 600
+ACCESS_TOKEN_LENGTH = len(JWE_PREFIX) + 800  # token_urlsafe(600) gives 800 characters
+_URLSAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def well_formed_access_token(token: str) -> bool:
+    """Has the shape of a simulator access token (prefix, length, alphabet), issued or not."""
+    return (
+        len(token) == ACCESS_TOKEN_LENGTH
+        and token.startswith(JWE_PREFIX)
+        and all(ch in _URLSAFE for ch in token[len(JWE_PREFIX) :])
+    )
 
 
 @dataclass
@@ -110,7 +122,7 @@ class OAuthServer:
 
     def _issue(self, grant: Grant, now: float, hard_expires: float) -> tuple[str, str]:
         cfg = self.state.cfg
-        access = JWE_PREFIX + secrets.token_urlsafe(600)
+        access = JWE_PREFIX + secrets.token_urlsafe(ACCESS_RANDOM_BYTES)
         self.access[access] = AccessToken(grant, now + cfg.access_token_ttl_s)
         grant.access.add(access)
         refresh = f"RT1-{secrets.randbelow(90) + 10}-H0-{int(now)}{secrets.token_hex(10)}"
@@ -144,9 +156,9 @@ class OAuthServer:
         return rec
 
     def revoke_grant(self, grant: Grant) -> None:
+        # Access-token records stay (their grant is marked revoked) so that a revoked token is
+        # told apart from a never-issued one: 3200 "Token revoked" versus fault 100.
         grant.revoked = True
-        for tok in grant.access:
-            self.access.pop(tok, None)
         for tok in grant.refresh:
             self.refresh.pop(tok, None)
 
@@ -302,7 +314,7 @@ class OAuthServer:
             if current is not None and current != value:
                 # an old value inside its grace period: answer with the current one
                 value, rec = current, self.refresh[current]
-            access = JWE_PREFIX + secrets.token_urlsafe(600)
+            access = JWE_PREFIX + secrets.token_urlsafe(ACCESS_RANDOM_BYTES)
             self.access[access] = AccessToken(grant, now + cfg.access_token_ttl_s)
             grant.access.add(access)
             if now - rec.issued >= cfg.refresh_rotate_after_s:

@@ -52,6 +52,40 @@ class Tombstone:
     body: dict[str, Any]
 
 
+EDITIONS = ("SimpleStart", "Essentials", "Plus", "Advanced")
+# Features an edition is not entitled to (fault 5020). A simulator decision: the reference names
+# the code and its cause ("edition not entitled") but not which edition lacks which API feature.
+EDITION_DENIED: dict[str, frozenset[str]] = {
+    "SimpleStart": frozenset({"cdc", "batch"}),
+    "Essentials": frozenset(),
+    "Plus": frozenset(),
+    "Advanced": frozenset(),
+}
+ENVIRONMENTS = ("sandbox", "production")
+
+
+@dataclass
+class RealmStatus:
+    """Company-level conditions that make QBO refuse calls (changed through ``/_sim``)."""
+
+    environment: str = "sandbox"  # which cluster the company lives on (130 / 3100)
+    admin_access: bool = True  # False: the connecting user lost admin rights (120)
+    app_authorized: bool = True  # False: the app's authorization was withdrawn (3201)
+    subscription: str = "active"  # "ended": trial/subscription over, writes refused (6190)
+    edition: str = "Plus"  # see EDITION_DENIED (5020)
+    closing_date: str | None = None  # books closed through this date, YYYY-MM-DD (6210)
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "environment": self.environment,
+            "admin_access": self.admin_access,
+            "app_authorized": self.app_authorized,
+            "subscription": self.subscription,
+            "edition": self.edition,
+            "closing_date": self.closing_date,
+        }
+
+
 @dataclass
 class Realm:
     realm_id: str
@@ -78,6 +112,8 @@ class Realm:
     # requestid -> (expires epoch, status, body bytes, content type)
     requestids: dict[str, tuple[float, int, bytes, str]] = field(default_factory=dict)
     counters: Counter = field(default_factory=Counter)
+    status: RealmStatus = field(default_factory=RealmStatus)
+    deposited: dict[str, str] = field(default_factory=dict)  # payment id -> deposit id
 
     def next_id(self, entity: str) -> str:
         group = "txn" if entity in TRANSACTIONS else entity

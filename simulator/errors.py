@@ -99,7 +99,7 @@ def gateway_response(err: GatewayError, now: float) -> web.Response:
                     "element": None,
                 }
             ],
-            "type": "AUTHENTICATION" if err.status == 401 else "AUTHORIZATION",
+            "type": "AUTHENTICATION" if err.status == 401 else "SERVICE",  # 403: as §4.4 (3100)
         },
         "report": None,
         "queryResponse": None,

@@ -6,9 +6,6 @@ from a freshly filled backlog, then single-claim latency at a small and a large 
 are reported as ratios to the baseline of the same run, because absolute rates drift on shared
 machines. Results: a table on stdout and bench/results/queue.json.
 
-The `proposal` rows run the same workload through `bench_proposal.claim`, a rewrite of
-`qbo_sync.claim` created only in the benchmark database (see docs/benchmarks.md); they are skipped
-with --no-proposal.
 """
 
 from __future__ import annotations
@@ -35,7 +32,7 @@ BATCH = 50
 WARMUP_ROUNDS = 6  # psycopg prepares a statement on its 5th execution
 
 #: The claim functions a worker may call (never built from user input).
-CLAIM_FUNCTIONS = {"current": "qbo_sync.claim", "proposal": "bench_proposal.claim"}
+CLAIM_FUNCTIONS = {"shipped": "qbo_sync.claim"}
 
 FILL_SQL = """
 INSERT INTO public.qbo_sync_queue
@@ -51,42 +48,6 @@ SELECT orgs.ids[1 + g % {organizations}],
   FROM generate_series(1, {count}) AS g,
        (SELECT array_agg(id ORDER BY id) AS ids FROM public.organizations) AS orgs
 """
-
-# The proposed claim: the same selection, but the rows to update are found through the primary
-# key (`id = ANY(ARRAY(...))`) instead of a join whose size the planner cannot know.
-PROPOSAL_SQL = """
-CREATE SCHEMA IF NOT EXISTS bench_proposal;
-CREATE OR REPLACE FUNCTION bench_proposal.claim(
-    max_jobs integer DEFAULT 1,
-    worker text DEFAULT NULL,
-    lease_seconds numeric DEFAULT NULL
-)
-RETURNS SETOF public.qbo_sync_queue
-LANGUAGE sql
-SET search_path = pg_catalog, pg_temp
-AS $$
-    UPDATE public.qbo_sync_queue AS q
-       SET status       = 'processing',
-           attempts     = q.attempts + 1,
-           lease_id     = gen_random_uuid(),
-           locked_by    = coalesce(worker, 'pid ' || pg_backend_pid()),
-           locked_until = now() + make_interval(secs => coalesce(
-                              lease_seconds, qbo_sync.setting_numeric('queue.lease_seconds')
-                          )::double precision),
-           started_at   = now(),
-           updated_at   = now()
-     WHERE q.id = ANY (ARRAY(
-               SELECT j.id
-                 FROM public.qbo_sync_queue AS j
-                WHERE j.status = 'pending'
-                  AND j.run_at <= now()
-                ORDER BY j.priority DESC, j.created_at
-                LIMIT max_jobs
-                  FOR UPDATE SKIP LOCKED))
-    RETURNING q.*
-$$;
-"""
-
 
 @dataclass
 class WorkerSpec:
@@ -256,7 +217,6 @@ def prepare_database(admin_dsn: str, dsn: str) -> None:
         )
         conn.execute("CREATE TABLE bench_counter (id integer PRIMARY KEY, n bigint NOT NULL)")
         conn.execute("INSERT INTO bench_counter SELECT g, 0 FROM generate_series(0, 63) AS g")
-        conn.execute(PROPOSAL_SQL)
         conn.execute("VACUUM ANALYZE")
 
 
@@ -384,17 +344,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="processes",
         help="run concurrent workers as processes (default) or threads",
     )
-    parser.add_argument(
-        "--no-proposal",
-        action="store_true",
-        help="skip the rows measuring the proposed claim function",
-    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    claims = ["current"] if args.no_proposal else ["current", "proposal"]
+    claims = list(CLAIM_FUNCTIONS)
     began = time.perf_counter()
     rows: list[Row] = []
     latency: list[dict[str, Any]] = []
@@ -487,8 +442,8 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
         refill(dsn, BACKLOG)
-        plans[f"current claim({BATCH}), {BACKLOG} pending"] = claim_plan(
-            dsn, CLAIM_FUNCTIONS["current"], BATCH
+        plans[f"shipped claim({BATCH}), {BACKLOG} pending"] = claim_plan(
+            dsn, CLAIM_FUNCTIONS["shipped"], BATCH
         )
 
     print()

@@ -4,17 +4,20 @@
 --   the QBO bookkeeping columns) do not: each trigger names the fields it watches.
 -- * Writes the sync makes (qbo_sync.applying_remote() is on) never mark a row: no echo.
 
+-- True when any of `fields` differs between the two row images.
+CREATE OR REPLACE FUNCTION qbo_sync.fields_changed(old_row jsonb, new_row jsonb, fields text[])
+RETURNS boolean
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT EXISTS (SELECT FROM unnest(fields) AS f WHERE old_row -> f IS DISTINCT FROM new_row -> f) $$;
+
 CREATE OR REPLACE FUNCTION qbo_sync.track_local_change()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    old_row jsonb;
-    new_row jsonb;
-    field text;
 BEGIN
-    IF coalesce(current_setting('qbo_sync.applying_remote', true), '') = 'on' THEN
+    IF qbo_sync.applying_remote() THEN
         IF TG_OP = 'INSERT' THEN
             NEW.qbo_synced_version := NEW.qbo_local_version;
         END IF;
@@ -27,15 +30,10 @@ BEGIN
     IF NEW.qbo_local_version IS DISTINCT FROM OLD.qbo_local_version THEN
         RETURN NEW;  -- an explicit bump (a line of this invoice changed)
     END IF;
-    old_row := to_jsonb(OLD);
-    new_row := to_jsonb(NEW);
-    FOREACH field IN ARRAY TG_ARGV LOOP
-        IF old_row -> field IS DISTINCT FROM new_row -> field THEN
-            NEW.qbo_local_version := OLD.qbo_local_version + 1;
-            NEW.qbo_sync_status := 'pending';
-            RETURN NEW;
-        END IF;
-    END LOOP;
+    IF qbo_sync.fields_changed(to_jsonb(OLD), to_jsonb(NEW), TG_ARGV) THEN
+        NEW.qbo_local_version := OLD.qbo_local_version + 1;
+        NEW.qbo_sync_status := 'pending';
+    END IF;
     RETURN NEW;
 END
 $$;
@@ -46,26 +44,11 @@ RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    old_row jsonb;
-    new_row jsonb;
-    field text;
-    changed boolean := TG_OP <> 'UPDATE';
 BEGIN
-    IF coalesce(current_setting('qbo_sync.applying_remote', true), '') = 'on' THEN
+    IF qbo_sync.applying_remote() THEN
         RETURN NULL;
     END IF;
-    IF TG_OP = 'UPDATE' THEN
-        old_row := to_jsonb(OLD);
-        new_row := to_jsonb(NEW);
-        FOREACH field IN ARRAY TG_ARGV LOOP
-            IF old_row -> field IS DISTINCT FROM new_row -> field THEN
-                changed := true;
-                EXIT;
-            END IF;
-        END LOOP;
-    END IF;
-    IF changed THEN
+    IF TG_OP <> 'UPDATE' OR qbo_sync.fields_changed(to_jsonb(OLD), to_jsonb(NEW), TG_ARGV) THEN
         UPDATE public.invoice_record AS i
            SET qbo_local_version = i.qbo_local_version + 1, qbo_sync_status = 'pending'
          WHERE i.id IN (CASE WHEN TG_OP = 'DELETE' THEN OLD.invoice_id ELSE NEW.invoice_id END,
@@ -86,8 +69,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF OLD.qbo_id IS NULL
-       OR coalesce(current_setting('qbo_sync.applying_remote', true), '') = 'on' THEN
+    IF OLD.qbo_id IS NULL OR qbo_sync.applying_remote() THEN
         RETURN NULL;
     END IF;
     INSERT INTO qbo_sync.local_deletion (organization_id, entity_type, qbo_id, qbo_sync_token)

@@ -78,6 +78,8 @@ $$;
 GRANT USAGE ON SCHEMA qbo_sync TO qbo_sync_app;
 GRANT EXECUTE ON FUNCTION qbo_sync.setting(text), qbo_sync.setting_numeric(text),
                           qbo_sync.current_organization_id(),
+                          qbo_sync.applying_remote(),  -- called by the change-tracking triggers
+                          qbo_sync.fields_changed(jsonb, jsonb, text[]),
                           qbo_sync.validate_sync_request(uuid, text, text, text),
                           qbo_sync.enqueue(uuid, text, text, public.qbo_sync_priority, text[], text, jsonb)
     TO qbo_sync_app;

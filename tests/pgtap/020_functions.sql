@@ -3,13 +3,14 @@
 SET search_path = tap, public, qbo_sync;
 
 BEGIN;
-SELECT plan(91);
+SELECT plan(92);
 
 -- qbo_sync schema: exactly these functions (a new or renamed one must be added here)
 SELECT functions_are('qbo_sync', ARRAY[
     'setting', 'setting_numeric', 'current_organization_id', 'applying_remote', 'version',
     'python_setup', 'secret', 'encrypt_token', 'decrypt_token',
-    'track_local_change', 'track_invoice_line_change', 'track_local_deletion', 'begin_applying_remote',
+    'fields_changed', 'track_local_change', 'track_invoice_line_change', 'track_local_deletion',
+    'begin_applying_remote',
     'enqueue', 'claim', 'complete', 'backoff_seconds', 'fail', 'release', 'reclaim_expired',
     'validate_sync_request', 'schedule_sync',
     'run_job', 'error_is_retryable', 'record_history',
@@ -28,6 +29,7 @@ SELECT has_function('qbo_sync', f, args::name[], 'qbo_sync.' || f || '(' || arra
     ('secret', ARRAY['text']),
     ('encrypt_token', ARRAY['text']),
     ('decrypt_token', ARRAY['bytea']),
+    ('fields_changed', ARRAY['jsonb', 'jsonb', 'text[]']),
     ('track_local_change', ARRAY[]::text[]),
     ('track_invoice_line_change', ARRAY[]::text[]),
     ('track_local_deletion', ARRAY[]::text[]),
@@ -47,7 +49,7 @@ SELECT has_function('qbo_sync', f, args::name[], 'qbo_sync.' || f || '(' || arra
     ('try_timestamptz', ARRAY['text']),
     ('webhook_events', ARRAY['jsonb']),
     ('webhook_format', ARRAY['jsonb'])
-  ) AS f(f, args);                                                                    -- 28
+  ) AS f(f, args);                                                                    -- 29
 
 -- Signatures: public entry points
 SELECT has_function('public', f, args::name[], 'public.' || f || '(' || array_to_string(args, ', ') || ') exists')

@@ -122,6 +122,7 @@ SELECT set_eq($$
                 AND (p.proname LIKE 'qbo\_%' OR p.proname = 'trigger_qbo_sync')))
        AND has_function_privilege('qbo_sync_app', p.oid, 'EXECUTE')$$,
     ARRAY['qbo_sync.setting(text)', 'qbo_sync.setting_numeric(text)', 'qbo_sync.current_organization_id()',
+          'qbo_sync.applying_remote()', 'qbo_sync.fields_changed(jsonb, jsonb, text[])',
           'qbo_sync.validate_sync_request(uuid, text, text, text)',
           'qbo_sync.enqueue(uuid, text, text, qbo_sync_priority, text[], text, jsonb)',
           'public.trigger_qbo_sync(uuid, text, text, text)',

@@ -78,9 +78,7 @@ BEGIN
     LOOP
         EXIT WHEN clock_timestamp() >= deadline OR (max_jobs IS NOT NULL AND done >= max_jobs);
         PERFORM qbo_sync.reclaim_expired();
-        IF to_regprocedure('public.qbo_process_webhooks(integer)') IS NOT NULL THEN
-            PERFORM public.qbo_process_webhooks(500);
-        END IF;
+        PERFORM public.qbo_process_webhooks(500);
         job := NULL;
         SELECT * INTO job FROM qbo_sync.claim(1, 'qbo_sync_worker pid ' || pg_backend_pid());
         COMMIT;

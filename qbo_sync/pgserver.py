@@ -14,7 +14,6 @@ import secrets
 import shutil
 import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,16 +92,6 @@ def write_secrets_file(path: Path, values: dict[str, str] | None = None) -> None
     lines = [f"{name}={value}" for name, value in sorted(values.items())]
     path.write_text("\n".join(lines) + "\n")
     give_to_server_user(path, 0o600)
-
-
-def read_secrets_file(path: Path) -> dict[str, str]:
-    values: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, value = line.split("=", 1)
-            values[key.strip()] = value.strip()
-    return values
 
 
 @dataclass
@@ -211,17 +200,6 @@ class Cluster:
     def destroy(self) -> None:
         self.stop()
         shutil.rmtree(self.base_dir, ignore_errors=True)
-
-
-def wait_for_port(host: str, port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout} s")
 
 
 def local_cluster_dir() -> Path:

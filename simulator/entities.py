@@ -15,7 +15,7 @@ from typing import Any
 from simulator import errors as E
 from simulator.clock import add_days, fmt_date, fmt_meta
 from simulator.config import SimulatorConfig
-from simulator.store import NAME_LISTS, PARTIES, TRANSACTIONS, Realm, name_key
+from simulator.store import ENTITIES, NAME_LISTS, PARTIES, TRANSACTIONS, Realm, name_key
 
 SYSTEM_FIELDS = {"Id", "SyncToken", "MetaData", "domain", "sparse", "status"}
 READ_ONLY: dict[str, set[str]] = {
@@ -31,17 +31,8 @@ READ_ONLY: dict[str, set[str]] = {
     "Invoice": {"TotalAmt", "Balance", "HomeBalance", "HomeTotalAmt"},
     "Payment": {"UnappliedAmt"},
 }
-CREATABLE = {
-    "Customer",
-    "Vendor",
-    "Employee",
-    "Item",
-    "Account",
-    "Term",
-    "PaymentMethod",
-    "Invoice",
-    "Payment",
-}
+# Every entity the API serves except the read-only ones (TaxCode and CompanyInfo).
+CREATABLE = set(ENTITIES.values()) - {"TaxCode", "CompanyInfo"}
 USD = {"value": "USD", "name": "United States Dollar"}
 ITEM_TYPES = {"Service", "Inventory", "NonInventory", "Category", "Group"}
 ACCOUNT_TYPES = {

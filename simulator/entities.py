@@ -33,6 +33,7 @@ READ_ONLY: dict[str, set[str]] = {
 }
 # Every entity the API serves except the read-only ones (TaxCode and CompanyInfo).
 CREATABLE = set(ENTITIES.values()) - {"TaxCode", "CompanyInfo"}
+COMPANY_INFO_ID = "1"  # the one CompanyInfo object of a realm
 USD = {"value": "USD", "name": "United States Dollar"}
 ITEM_TYPES = {"Service", "Inventory", "NonInventory", "Category", "Group"}
 ACCOUNT_TYPES = {
@@ -167,7 +168,7 @@ def create(ctx: Ctx, entity: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def update(ctx: Ctx, entity: str, body: dict[str, Any]) -> dict[str, Any]:
-    oid = str(body.get("Id"))
+    oid = canonical_id(ctx, entity, str(body.get("Id")))
     old = ctx.get(entity, oid)
     if old is None:
         raise _missing(ctx, entity, oid)
@@ -292,6 +293,7 @@ def void(ctx: Ctx, entity: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def read(ctx: Ctx, entity: str, oid: str) -> dict[str, Any]:
+    oid = canonical_id(ctx, entity, oid)
     obj = ctx.get(entity, oid)
     if obj is None:
         raise _missing(ctx, entity, oid)
@@ -299,6 +301,14 @@ def read(ctx: Ctx, entity: str, oid: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- helpers
+
+
+def canonical_id(ctx: Ctx, entity: str, oid: str) -> str:
+    """The stored Id for oid: CompanyInfo is addressed by the realm id (Intuit's documented
+    read, ``companyinfo/{realmId}``) while its object carries Id "1", as in Intuit's samples."""
+    if entity == "CompanyInfo" and oid == ctx.realm.realm_id:
+        return COMPANY_INFO_ID
+    return oid
 
 
 def _missing(ctx: Ctx, entity: str, oid: str) -> E.QBOError:

@@ -158,7 +158,7 @@ def seed_reference(ctx: Ctx) -> None:
     realm.put(
         "CompanyInfo",
         {
-            "Id": "1",
+            "Id": entities.COMPANY_INFO_ID,
             "SyncToken": "0",
             "domain": "QBO",
             "sparse": False,

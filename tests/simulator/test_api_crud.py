@@ -546,6 +546,22 @@ async def test_reference_entities_are_readable(sim: Sim) -> None:
     assert fault_code(body) == "500"
 
 
+async def test_companyinfo_read_by_realm_id(sim: Sim) -> None:
+    """Intuit documents the read as companyinfo/{realmId}; /1 (the object's Id) works too."""
+    status, by_realm = await sim.get(f"companyinfo/{sim.realm}")
+    assert status == 200 and by_realm["CompanyInfo"]["Id"] == "1"
+    status, by_id = await sim.get("companyinfo/1")
+    assert by_id["CompanyInfo"] == by_realm["CompanyInfo"]
+    status, body = await sim.post(
+        "companyinfo",
+        {"Id": sim.realm, "SyncToken": "0", "sparse": True, "CompanyName": "Addressed By Realm"},
+    )
+    assert status == 200 and body["CompanyInfo"]["Id"] == "1"
+    assert body["CompanyInfo"]["SyncToken"] == "1"
+    status, body = await sim.get("companyinfo/2")
+    assert status == 400 and fault_code(body) == "610"
+
+
 async def test_minorversion_is_accepted_any_value(sim: Sim) -> None:
     for mv in ("4", "75", "999", "junk"):
         resp = await sim.client.get(

@@ -421,9 +421,10 @@ def cdc(state: State, realm: Realm, params: Any) -> web.Response:
             responses.append(
                 {entity: objs, "startPosition": 1, "maxResults": len(objs), "totalCount": len(objs)}
             )
-        else:
-            responses.append({})
-    return json_response({"CDCResponse": [{"QueryResponse": responses}], "time": fmt_time(now)})
+    # Entity types without changes are left out; with no change at all the list holds one
+    # empty object, as Intuit answers (qbo-api.md §2.9).
+    body = {"CDCResponse": [{"QueryResponse": responses or [{}]}], "time": fmt_time(now)}
+    return json_response(body)
 
 
 # ------------------------------------------------------------------------------ batch

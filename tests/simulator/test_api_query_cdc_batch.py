@@ -104,12 +104,25 @@ async def test_cdc_changes_and_tombstones(sim: Sim) -> None:
         "Id": gone["Id"],
         "MetaData": {"LastUpdatedTime": invoices[-1]["MetaData"]["LastUpdatedTime"]},
     }
-    assert qrs[2] == {}
+    assert len(qrs) == 2  # Payment had no change: left out
     # changes before changedSince are not returned
     sim.state.clock.advance(60)
     later = fmt_time(sim.state.clock.now())
     status, body = await sim.get("cdc", entities="Customer", changedSince=later)
     assert body["CDCResponse"][0]["QueryResponse"] == [{}]
+
+
+async def test_cdc_without_changes_is_one_empty_object(sim: Sim) -> None:
+    """qbo-api.md §2.9: no change for any requested type answers "QueryResponse": [{}]."""
+    since = fmt_time(sim.state.clock.now() + 1)
+    status, body = await sim.get("cdc", entities="Customer,Invoice,Payment", changedSince=since)
+    assert status == 200 and body["CDCResponse"] == [{"QueryResponse": [{}]}]
+    cust = await sim.create("Customer", {"DisplayName": "Only Customers Changed"})
+    since = fmt_time(sim.state.clock.now() - 1)
+    status, body = await sim.get("cdc", entities="Invoice,Customer,Payment", changedSince=since)
+    qrs = body["CDCResponse"][0]["QueryResponse"]
+    assert [list(qr)[0] for qr in qrs] == ["Customer"]
+    assert [c["Id"] for c in qrs[0]["Customer"]] == [cust["Id"]]
 
 
 async def test_cdc_thirty_day_limit_and_errors(sim: Sim) -> None:

@@ -160,7 +160,11 @@ def test_batch_and_cdc(connected: tuple[AuthClient, QuickBooks]) -> None:
     assert len(result.successes) == 34 and len(result.faults) == 1
     assert result.faults[0].Error[0].code == "6240"
     cdc = change_data_capture([Customer, Invoice], since, qb=qb)
-    assert len(cdc.Customer) == 34
+    assert len(cdc.Customer) == 34 and not hasattr(cdc, "Invoice")
+    # nothing changed at all: "QueryResponse": [{}] parses to an empty result
+    later = datetime.now(ZoneInfo("America/Los_Angeles")) + timedelta(minutes=1)
+    empty = change_data_capture([Customer, Invoice], later, qb=qb)
+    assert not hasattr(empty, "Customer") and not hasattr(empty, "Invoice")
 
 
 def test_expired_access_token_raises_authorization_error(

@@ -2,8 +2,10 @@
 
 Access tokens live ``access_token_ttl_s``; refresh tokens have a rolling expiry, a hard 5-year
 cap, and rotate: a refresh later than ``refresh_rotate_after_s`` after the current value was
-issued returns a new value and the old one stops working after ``refresh_grace_s``. Tokens are
-opaque random strings; they are never logged.
+issued returns a new value (with a fresh ``refresh_token_ttl_s``) and the old one stops working
+after ``refresh_grace_s``; a refresh inside that window returns the same value with its
+remaining lifetime. An authorization code exchanged a second time is refused and revokes the
+tokens of its first exchange. Tokens are opaque random strings; they are never logged.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ class AuthCode:
     realm_id: str
     expires: float
     scope: str
-    used: bool = False
+    grant_id: str | None = None  # the grant its (single) exchange created
 
 
 class OAuthServer:
@@ -279,17 +281,20 @@ class OAuthServer:
             if not code_value or not form.get("redirect_uri"):
                 return self._error("invalid_request")
             code = self.codes.get(code_value)
+            if code is not None and code.grant_id is not None:
+                # exchanged twice: Intuit warns this invalidates the tokens (qbo-api.md §1.3)
+                self.revoke_grant(self.grants[code.grant_id])
+                return self._error("invalid_grant", description="Authorization code reused")
             if (
                 code is None
-                or code.used
                 or now >= code.expires
                 or code.client_id != app.client_id
                 or code.redirect_uri != form.get("redirect_uri")
             ):
                 return self._error("invalid_grant")
-            code.used = True
             grant = Grant("g" + secrets.token_hex(8), app.client_id, code.realm_id, now)
             self.grants[grant.grant_id] = grant
+            code.grant_id = grant.grant_id
             access, refresh = self._issue(grant, now, now + cfg.refresh_token_hard_ttl_s)
         elif grant_type == "refresh_token":
             value = str(form.get("refresh_token") or "")
@@ -321,7 +326,7 @@ class OAuthServer:
                 rec.superseded_at = now
                 _, refresh = self._issue_refresh_only(grant, now, rec.hard_expires)
             else:
-                rec.expires = min(now + cfg.refresh_token_ttl_s, rec.hard_expires)
+                # same value, same expiry: x_refresh_token_expires_in counts down (§1.5)
                 refresh = value
         else:
             return self._error("unsupported_grant_type" if grant_type else "invalid_request")

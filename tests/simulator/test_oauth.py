@@ -119,6 +119,25 @@ async def test_code_is_single_use_and_expires(sim: Sim) -> None:
     assert (status, body["error"]) == (400, "invalid_grant")
 
 
+async def test_second_code_exchange_revokes_the_first_tokens(sim: Sim) -> None:
+    cb = await authorize(sim)
+    form = {"grant_type": "authorization_code", "code": cb["code"], "redirect_uri": REDIRECT}
+    status, first, _ = await token(sim, form)
+    assert status == 200
+    url = f"/v3/company/{cb['realmId']}/companyinfo/{cb['realmId']}"
+    bearer = {"Authorization": "Bearer " + first["access_token"]}
+    assert (await sim.client.get(url, headers=bearer)).status == 200
+    status, second, _ = await token(sim, form)
+    assert (status, second["error"]) == (400, "invalid_grant")
+    resp = await sim.client.get(url, headers=bearer)
+    assert resp.status == 401  # the first exchange's access token is dead...
+    status, body, _ = await token(
+        sim, {"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}
+    )
+    assert (status, body["error"]) == (400, "invalid_grant")  # ...and its refresh token
+    assert (await sim.get(f"companyinfo/{sim.realm}"))[0] == 200  # other grants unaffected
+
+
 async def test_redirect_uri_mismatch_is_invalid_grant(sim: Sim) -> None:
     cb = await authorize(sim)
     status, body, _ = await token(
@@ -153,7 +172,20 @@ async def test_refresh_within_window_returns_same_value(sim: Sim) -> None:
     assert status == 200
     assert body["refresh_token"] == tok["refresh_token"]
     assert body["access_token"] != tok["access_token"]
-    assert body["x_refresh_token_expires_in"] == 8726400  # rolling
+    # the remaining lifetime of the same value: it counts down (qbo-api.md §1.5)
+    assert body["x_refresh_token_expires_in"] == 8726400 - 3600
+    sim.state.clock.advance(7200)
+    status, body, _ = await token(
+        sim, {"grant_type": "refresh_token", "refresh_token": tok["refresh_token"]}
+    )
+    assert body["refresh_token"] == tok["refresh_token"]
+    assert body["x_refresh_token_expires_in"] == 8726400 - 3600 - 7200
+    sim.state.clock.advance(86400)  # past the rotation window: a new value, a fresh lifetime
+    status, body, _ = await token(
+        sim, {"grant_type": "refresh_token", "refresh_token": tok["refresh_token"]}
+    )
+    assert body["refresh_token"] != tok["refresh_token"]
+    assert body["x_refresh_token_expires_in"] == 8726400
 
 
 async def test_refresh_rotates_and_old_value_dies(sim: Sim) -> None:

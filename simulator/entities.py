@@ -234,6 +234,7 @@ def delete(ctx: Ctx, entity: str, body: dict[str, Any]) -> dict[str, Any]:
     if entity == "Invoice":
         realm.docnumbers.pop(old.get("DocNumber", ""), None)
         realm.applied.pop(oid, None)
+    realm.line_seq.pop((entity, oid), None)
     tomb = {
         "status": "Deleted",
         "domain": "QBO",
@@ -426,6 +427,9 @@ def _commit(ctx: Ctx, entity: str, obj: dict[str, Any], old: dict[str, Any] | No
             realm.docnumbers.pop(old.get("DocNumber", ""), None)
         if obj.get("DocNumber"):
             realm.docnumbers[obj["DocNumber"]] = oid
+    line_seq = obj.pop("_line_seq", None)
+    if line_seq is not None:
+        realm.line_seq[(entity, oid)] = line_seq
     realm.put(entity, obj, ctx.now)
     if entity in TRANSACTIONS:
         cust = obj["CustomerRef"]["value"]
@@ -738,9 +742,7 @@ def _invoice(ctx: Ctx, obj: dict[str, Any], old: dict[str, Any] | None) -> dict[
             if "_pct" in line:
                 line["Amount"] = num(money(subtotal * line.pop("_pct") / 100))
             discount += money(line["Amount"])
-    for n, line in enumerate(lines, start=1):
-        line["Id"] = str(n)
-        line["LineNum"] = n
+    lines = _number_lines(ctx, "Invoice", obj, lines, old)
     lines.append(
         {"Amount": num(subtotal), "DetailType": "SubTotalLineDetail", "SubTotalLineDetail": {}}
     )
@@ -788,6 +790,40 @@ def _invoice(ctx: Ctx, obj: dict[str, Any], old: dict[str, Any] | None) -> dict[
         links += [{"TxnId": pid, "TxnType": "Payment"} for pid in realm.applied.get(old["Id"], {})]
     obj["LinkedTxn"] = links
     return obj
+
+
+def _number_lines(
+    ctx: Ctx,
+    entity: str,
+    obj: dict[str, Any],
+    lines: list[dict[str, Any]],
+    old: dict[str, Any] | None,
+) -> list[dict[str, Any]]:
+    """Give lines stable Ids and positional LineNums (qbo-api.md §2.5, "Line Id").
+
+    A line sent with the Id of a line of the stored transaction updates that line and keeps its
+    Id; any other line (no Id, an unknown Id, or an Id already claimed by an earlier line of the
+    request) is new and gets the next Id of the transaction's high-water mark, so an Id is never
+    given twice on one transaction. Stored lines not sent are gone. The mark travels in
+    ``obj["_line_seq"]`` to ``_commit``.
+    """
+    existing: set[str] = set()
+    seq = 0
+    if old is not None:
+        existing = {str(ln["Id"]) for ln in old.get("Line", []) if ln.get("Id")}
+        seq = ctx.realm.line_seq.get((entity, old["Id"]), 0)
+    numbered = []
+    for position, line in enumerate(lines, start=1):
+        sent = line.pop("Id", None)
+        line.pop("LineNum", None)
+        line_id = str(sent) if sent not in (None, "") else ""
+        if line_id not in existing:
+            seq += 1
+            line_id = str(seq)
+        existing.discard(line_id)  # a second line with the same Id is a new line
+        numbered.append({"Id": line_id, "LineNum": position, **line})
+    obj["_line_seq"] = seq
+    return numbered
 
 
 def _payment(ctx: Ctx, obj: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:

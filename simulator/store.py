@@ -108,6 +108,8 @@ class Realm:
     # customer id -> set of (entity, id) of its invoices and payments
     by_customer: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
     docnumbers: dict[str, str] = field(default_factory=dict)  # DocNumber -> invoice id
+    # (entity, transaction id) -> highest line Id ever given on it (line Ids are never reused)
+    line_seq: dict[tuple[str, str], int] = field(default_factory=dict)
     next_docnumber: int = 1001
     # requestid -> (expires epoch, status, body bytes, content type)
     requestids: dict[str, tuple[float, int, bytes, str]] = field(default_factory=dict)

@@ -283,6 +283,85 @@ async def test_invoice_totals_lines_and_defaults(sim: Sim) -> None:
     assert body["Customer"]["Balance"] == 144.09
 
 
+def sales_line(amount: float, description: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "Amount": amount,
+        "Description": description,
+        "DetailType": "SalesItemLineDetail",
+        "SalesItemLineDetail": {},
+        **extra,
+    }
+
+
+def line_ids(inv: dict[str, Any]) -> list[tuple[str, str, int]]:
+    """(Description, Id, LineNum) of the invoice's lines, subtotal line left out."""
+    return [
+        (ln["Description"], ln["Id"], ln["LineNum"])
+        for ln in inv["Line"]
+        if ln["DetailType"] != "SubTotalLineDetail"
+    ]
+
+
+async def test_invoice_line_ids_are_stable(sim: Sim) -> None:
+    """qbo-api.md §2.5: a sent line Id keeps its line; new lines get never-used Ids."""
+    cust = await sim.create("Customer", {"DisplayName": "Stable Lines"})
+    inv = await sim.create(
+        "Invoice",
+        {
+            "CustomerRef": {"value": cust["Id"]},
+            "Line": [sales_line(1, "A"), sales_line(2, "B"), sales_line(3, "C")],
+        },
+    )
+    assert line_ids(inv) == [("A", "1", 1), ("B", "2", 2), ("C", "3", 3)]
+    # full update: keep B (changed), drop A and C, add D
+    b = {**inv["Line"][1], "Amount": 20}
+    status, body = await sim.post(
+        "invoice",
+        {
+            "Id": inv["Id"],
+            "SyncToken": inv["SyncToken"],
+            "CustomerRef": {"value": cust["Id"]},
+            "Line": [b, sales_line(4, "D")],
+        },
+    )
+    inv = body["Invoice"]
+    assert line_ids(inv) == [("B", "2", 1), ("D", "4", 2)]  # D does not reuse 1 or 3
+    assert inv["Line"][0]["Amount"] == 20 and inv["TotalAmt"] == 24
+    # sparse update sending Line: D kept, E new, B removed; an Id the invoice never had
+    # (or no longer has) is a new line too
+    d = inv["Line"][1]
+    status, body = await sim.post(
+        "invoice",
+        {
+            "Id": inv["Id"],
+            "SyncToken": inv["SyncToken"],
+            "sparse": True,
+            "Line": [sales_line(5, "E"), d, sales_line(6, "F", Id="1"), inv["Line"][-1]],
+        },
+    )
+    inv = body["Invoice"]
+    assert line_ids(inv) == [("E", "5", 1), ("D", "4", 2), ("F", "6", 3)]
+    # sparse update without Line keeps every line as it is
+    status, body = await sim.post(
+        "invoice",
+        {"Id": inv["Id"], "SyncToken": inv["SyncToken"], "sparse": True, "PrivateNote": "x"},
+    )
+    assert line_ids(body["Invoice"]) == line_ids(inv)
+    # the same Id twice: the first keeps the line, the second is new
+    status, body = await sim.post(
+        "invoice",
+        {
+            "Id": inv["Id"],
+            "SyncToken": body["Invoice"]["SyncToken"],
+            "sparse": True,
+            "Line": [inv["Line"][1], {**inv["Line"][1], "Description": "D2"}],
+        },
+    )
+    assert line_ids(body["Invoice"]) == [("D", "4", 1), ("D2", "7", 2)]
+    status, body = await sim.get(f"invoice/{inv['Id']}")
+    assert line_ids(body["Invoice"]) == [("D", "4", 1), ("D2", "7", 2)]
+
+
 async def test_amount_must_equal_qty_times_price_6070(sim: Sim) -> None:
     cust = await sim.create("Customer", {"DisplayName": "Math"})
     status, body = await sim.post(

@@ -1,5 +1,9 @@
 """The control surface under ``/_sim``: JSON in, JSON out, no auth, never mixed with QBO paths.
 
+Every body is checked against a schema (``simulator.schema``; the settings' and realm status'
+specs live with their defaults) before anything changes: a bad, unknown or out-of-range field
+answers 400 ``{"error": "invalid_request", "field", "reason"}`` and leaves the state as it was.
+
 Tests, the demo and the benchmarks use it to create and seed realms, act as a QBO user (changes
 that emit webhooks), move the clock, change settings, expire or revoke tokens, queue faults,
 read counters and webhook deliveries, and reset everything.
@@ -7,30 +11,103 @@ read counters and webhook deliveries, and reset everything.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from datetime import date
+import time
 from typing import Any
 
 from aiohttp import web
 
 from simulator import entities
-from simulator.clock import fmt_time, parse_ts
+from simulator.clock import fmt_time
+from simulator.config import APP_FIELDS, COUNT, SEED, SETTINGS
 from simulator.errors import QBOError, json_response
 from simulator.faults import KINDS
+from simulator.schema import (
+    REALM_ID,
+    TEN_YEARS_S,
+    Bool,
+    Instant,
+    Int,
+    ListOf,
+    Num,
+    Obj,
+    SchemaError,
+    Spec,
+    Str,
+    check,
+    check_epoch,
+)
 from simulator.state import STATE, State
-from simulator.store import EDITIONS, ENTITIES, ENVIRONMENTS, Realm, RealmStatus
+from simulator.store import ENTITIES, STATUS_SCHEMA, Realm
+
+SEED_FIELDS: dict[str, Spec] = {
+    "seed": SEED,
+    "customers": COUNT,
+    "items": COUNT,
+    "invoices": COUNT,
+    "payments": COUNT,
+    "max_lines": Int(1, 750),  # Intuit's line limit of a taxable invoice
+}
+# a new realm: its id and name, its status keys (see RealmStatus) and what to seed
+NEW_REALM: dict[str, Spec] = {
+    "realm_id": REALM_ID,
+    "company_name": Str(max_len=100),
+    **STATUS_SCHEMA,
+    **SEED_FIELDS,
+}
+CLOCK: dict[str, Spec] = {
+    "advance_seconds": Num(-TEN_YEARS_S, TEN_YEARS_S),
+    "set": Instant(),
+    "reset": Bool(),
+}
+CHANGE: dict[str, Spec] = {
+    "entity": Str(choices=(*ENTITIES, *ENTITIES.values())),
+    "id": Str(max_len=40),
+    "operation": Str(choices=("create", "update", "delete", "void", "deactivate", "deposit")),
+    "fields": Obj(),
+}
+TOKENS: dict[str, Spec] = {"client_id": Str()}
+EXPIRE: dict[str, Spec] = {
+    "realm_id": dataclasses.replace(REALM_ID, nullable=True),
+    "kind": Str(choices=("access", "refresh", "all")),
+}
+REVOKE: dict[str, Spec] = {"realm_id": dataclasses.replace(REALM_ID, nullable=True)}
+FAULT = Obj(
+    {
+        "kind": Str(choices=tuple(sorted(KINDS))),
+        "path_contains": Str(max_len=500),
+        "method": Str(choices=("GET", "POST", "PUT", "PATCH", "DELETE")),
+        "times": Int(1, 10_000),
+    },
+    required=frozenset({"kind"}),
+)
+FAULTS: dict[str, Spec] = {"next": ListOf(FAULT)}
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
+def bad_request(err: SchemaError) -> web.HTTPBadRequest:
+    """400 with a JSON body naming the refused field."""
+    body = {"error": "invalid_request", "field": err.field, "reason": err.reason}
+    return web.HTTPBadRequest(text=json.dumps(body), content_type="application/json")
+
+
+async def _json(request: web.Request) -> Any:
     if not request.can_read_body:
         return {}
     try:
-        data = await request.json()
+        return await request.json()
     except (ValueError, json.JSONDecodeError) as exc:
-        raise web.HTTPBadRequest(text="body must be JSON") from exc
-    if not isinstance(data, dict):
-        raise web.HTTPBadRequest(text="body must be a JSON object")
-    return data
+        raise bad_request(SchemaError("body", "must be JSON")) from exc
+
+
+async def _body(
+    request: web.Request, schema: dict[str, Spec], required: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """The request's JSON object checked against schema (400 on the first bad field)."""
+    try:
+        return check(schema, await _json(request), required)
+    except SchemaError as exc:
+        raise bad_request(exc) from exc
 
 
 def _realm(state: State, request: web.Request) -> Realm:
@@ -58,12 +135,13 @@ async def list_realms(request: web.Request) -> web.Response:
 
 
 async def create_realm(request: web.Request) -> web.Response:
+    """Create a realm; its status keys (e.g. ``edition``) and seed sizes may come along."""
     state = request.app[STATE]
-    data = await _body(request)
-    try:
-        realm = state.create_realm(data.get("realm_id"), data.get("company_name"))
-    except ValueError as exc:
-        raise web.HTTPConflict(text=str(exc)) from exc
+    data = await _body(request, NEW_REALM)
+    if data.get("realm_id") in state.realms:
+        raise web.HTTPConflict(text=f"realm {data['realm_id']} exists")
+    realm = state.create_realm(data.get("realm_id"), data.get("company_name"))
+    realm.status.apply({k: v for k, v in data.items() if k in STATUS_SCHEMA})
     made = _seed(state, realm, data)
     return json_response({**_summary(realm), "seeded": made}, status=201)
 
@@ -71,19 +149,19 @@ async def create_realm(request: web.Request) -> web.Response:
 def _seed(state: State, realm: Realm, data: dict[str, Any]) -> dict[str, int]:
     return state.seed(
         realm,
-        int(data.get("seed", state.cfg.seed)),
-        int(data.get("customers", 0)),
-        int(data.get("items", 0)),
-        int(data.get("invoices", 0)),
-        int(data.get("payments", 0)),
-        int(data.get("max_lines", 5)),
+        data.get("seed", state.cfg.seed),
+        data.get("customers", 0),
+        data.get("items", 0),
+        data.get("invoices", 0),
+        data.get("payments", 0),
+        data.get("max_lines", 5),
     )
 
 
 async def seed_realm(request: web.Request) -> web.Response:
     state = request.app[STATE]
     realm = _realm(state, request)
-    made = _seed(state, realm, await _body(request))
+    made = _seed(state, realm, await _body(request, SEED_FIELDS))
     return json_response({**_summary(realm), "seeded": made})
 
 
@@ -105,18 +183,20 @@ async def change(request: web.Request) -> web.Response:
     """
     state = request.app[STATE]
     realm = _realm(state, request)
-    data = await _body(request)
-    entity = ENTITIES.get(str(data.get("entity", "")).lower())
-    if entity is None:
-        raise web.HTTPBadRequest(text="unknown entity")
+    data = await _body(request, CHANGE, required=("entity",))
+    entity = ENTITIES[data["entity"].lower()]
     op = data.get("operation", "update")
     fields = dict(data.get("fields") or {})
+    if op != "create" and "id" not in data:
+        raise bad_request(SchemaError("id", f"is required for operation {op}"))
+    if op == "deposit" and entity != "Payment":
+        raise bad_request(SchemaError("operation", "deposit is for a Payment only"))
     ctx = state.ctx(realm)
     try:
         if op == "create":
             result = entities.create(ctx, entity, fields)
         else:
-            current = realm.get(entity, str(data.get("id")))
+            current = realm.get(entity, data["id"])
             if current is None:
                 raise web.HTTPNotFound(text="unknown object")
             ident = {"Id": current["Id"], "SyncToken": current["SyncToken"]}
@@ -128,10 +208,8 @@ async def change(request: web.Request) -> web.Response:
                 result = entities.delete(ctx, entity, ident)
             elif op == "void":
                 result = entities.void(ctx, entity, ident)
-            elif op == "deposit" and entity == "Payment":
+            else:  # deposit
                 result = entities.deposit(ctx, current["Id"])
-            else:
-                raise web.HTTPBadRequest(text="unknown operation")
     except QBOError as exc:
         return json_response({"Fault": exc.fault()}, status=exc.status)
     state.emit(realm, ctx.events, ctx.now)
@@ -147,50 +225,29 @@ async def realm_status(request: web.Request) -> web.Response:
     """
     realm = _realm(request.app[STATE], request)
     if request.method != "GET":
-        data = await _body(request)
-        try:
-            _apply_status(realm.status, data)
-        except ValueError as exc:
-            raise web.HTTPBadRequest(text=str(exc)) from exc
+        realm.status.apply(await _body(request, STATUS_SCHEMA))
     return json_response({"realm_id": realm.realm_id, **realm.status.public()})
 
 
-def _apply_status(status: RealmStatus, data: dict[str, Any]) -> None:
-    """Validate every key first, then apply, so a bad request changes nothing."""
-    choices: dict[str, tuple[Any, ...]] = {
-        "environment": ENVIRONMENTS,
-        "subscription": ("active", "ended"),
-        "edition": EDITIONS,
-        "admin_access": (True, False),
-        "app_authorized": (True, False),
-    }
-    clean = dict(data)
-    for key, value in data.items():
-        if key == "closing_date":
-            if value is not None:
-                try:
-                    clean[key] = date.fromisoformat(str(value)).isoformat()
-                except ValueError as exc:
-                    raise ValueError("closing_date must be YYYY-MM-DD or null") from exc
-        elif key not in choices:
-            raise ValueError(f"unknown status key: {key}")
-        elif value not in choices[key] or type(value) is not type(choices[key][0]):
-            raise ValueError(f"{key} must be one of {list(choices[key])}")
-    for key, value in clean.items():
-        setattr(status, key, value)
-
-
 async def clock(request: web.Request) -> web.Response:
-    """GET: current time. POST {"advance_seconds": n} or {"set": iso} or {"reset": true}."""
+    """GET: current time. POST {"advance_seconds": n} and/or {"set": iso} and/or
+    {"reset": true} (applied in the order reset, set, advance; the result must stay within
+    2000..2100, or nothing moves)."""
     state = request.app[STATE]
     if request.method == "POST":
-        data = await _body(request)
+        data = await _body(request, CLOCK)
+        target = time.time() if data.get("reset") else state.clock.now()
+        target = data.get("set", target) + data.get("advance_seconds", 0)
+        try:
+            check_epoch("advance_seconds" if "advance_seconds" in data else "set", target)
+        except SchemaError as exc:
+            raise bad_request(exc) from exc
         if data.get("reset"):
             state.clock.reset()
         if "set" in data:
-            state.clock.set(parse_ts(str(data["set"])))
+            state.clock.set(data["set"])
         if "advance_seconds" in data:
-            state.clock.advance(float(data["advance_seconds"]))
+            state.clock.advance(data["advance_seconds"])
     now = state.clock.now()
     return json_response({"now": fmt_time(now), "epoch": now, "offset_s": state.clock.offset})
 
@@ -199,16 +256,13 @@ async def config(request: web.Request) -> web.Response:
     """GET settings (secrets masked); PATCH/POST a partial dict to change them."""
     state = request.app[STATE]
     if request.method != "GET":
-        try:
-            state.cfg.update(await _body(request))
-        except (ValueError, TypeError) as exc:
-            raise web.HTTPBadRequest(text=str(exc)) from exc
+        state.cfg.update(await _body(request, SETTINGS))
     return json_response(state.cfg.to_public_dict())
 
 
 async def register_app(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    data = await _body(request)
+    data = await _body(request, APP_FIELDS)
     app = state.oauth.register_app(
         data.get("client_id"), data.get("client_secret"), list(data.get("redirect_uris") or [])
     )
@@ -225,10 +279,8 @@ async def register_app(request: web.Request) -> web.Response:
 
 async def expire_tokens(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    data = await _body(request)
+    data = await _body(request, EXPIRE)
     kind = data.get("kind", "access")
-    if kind not in ("access", "refresh", "all"):
-        raise web.HTTPBadRequest(text="kind must be access, refresh or all")
     n = state.oauth.expire_tokens(data.get("realm_id"), kind, state.clock.now())
     return json_response({"expired": n})
 
@@ -237,15 +289,17 @@ async def issue_tokens(request: web.Request) -> web.Response:
     """Shortcut for tests and benchmarks: a token pair for a realm without the browser flow."""
     state = request.app[STATE]
     realm = _realm(state, request)
-    data = await _body(request)
+    data = await _body(request, TOKENS)
     client_id = data.get("client_id") or state.cfg.apps[0].client_id
+    if state.oauth.app(client_id) is None:
+        raise bad_request(SchemaError("client_id", f"no registered app {client_id!r}"))
     pair = state.oauth.issue_for(realm.realm_id, client_id)
     return json_response({**pair, "realm_id": realm.realm_id, "client_id": client_id})
 
 
 async def revoke_tokens(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    data = await _body(request)
+    data = await _body(request, REVOKE)
     return json_response({"revoked_grants": state.oauth.revoke_realm(data.get("realm_id"))})
 
 
@@ -256,11 +310,8 @@ async def queue_faults(request: web.Request) -> web.Response:
     if request.method == "DELETE":
         state.next_faults.clear()
     elif request.method == "POST":
-        data = await _body(request)
-        for fault in data.get("next") or []:
-            if fault.get("kind") not in KINDS:
-                raise web.HTTPBadRequest(text=f"fault kind must be one of {sorted(KINDS)}")
-            state.next_faults.append(dict(fault))
+        data = await _body(request, FAULTS)
+        state.next_faults.extend(data.get("next", []))
     return json_response({"next": state.next_faults})
 
 

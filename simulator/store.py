@@ -6,9 +6,13 @@ Id is a dict lookup. Business rules live in ``entities.py``; this module only st
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+
+from simulator.config import ENVIRONMENTS
+from simulator.schema import Bool, Day, Str, check, schema_of, setting
 
 # Canonical entity names by lowercase URL segment.
 ENTITIES: dict[str, str] = {
@@ -61,29 +65,34 @@ EDITION_DENIED: dict[str, frozenset[str]] = {
     "Plus": frozenset(),
     "Advanced": frozenset(),
 }
-ENVIRONMENTS = ("sandbox", "production")
 
 
 @dataclass
 class RealmStatus:
-    """Company-level conditions that make QBO refuse calls (changed through ``/_sim``)."""
+    """Company-level conditions that make QBO refuse calls (changed through ``/_sim``), each
+    with its spec for the control surface."""
 
-    environment: str = "sandbox"  # which cluster the company lives on (130 / 3100)
-    admin_access: bool = True  # False: the connecting user lost admin rights (120)
-    app_authorized: bool = True  # False: the app's authorization was withdrawn (3201)
-    subscription: str = "active"  # "ended": trial/subscription over, writes refused (6190)
-    edition: str = "Plus"  # see EDITION_DENIED (5020)
-    closing_date: str | None = None  # books closed through this date, YYYY-MM-DD (6210)
+    # which cluster the company lives on (130 / 3100)
+    environment: str = setting(Str(choices=ENVIRONMENTS), "sandbox")
+    admin_access: bool = setting(Bool(), True)  # False: the connecting user lost admin rights (120)
+    # False: the app's authorization was withdrawn (3201)
+    app_authorized: bool = setting(Bool(), True)
+    # "ended": trial/subscription over, writes refused (6190)
+    subscription: str = setting(Str(choices=("active", "ended")), "active")
+    edition: str = setting(Str(choices=EDITIONS), "Plus")  # see EDITION_DENIED (5020)
+    # books closed through this date, YYYY-MM-DD (6210)
+    closing_date: str | None = setting(Day(nullable=True), None)
 
     def public(self) -> dict[str, Any]:
-        return {
-            "environment": self.environment,
-            "admin_access": self.admin_access,
-            "app_authorized": self.app_authorized,
-            "subscription": self.subscription,
-            "edition": self.edition,
-            "closing_date": self.closing_date,
-        }
+        return dataclasses.asdict(self)
+
+    def apply(self, data: dict[str, Any]) -> None:
+        """Change some keys; all are checked first (SchemaError), so a bad one changes nothing."""
+        for key, value in check(STATUS_SCHEMA, data).items():
+            setattr(self, key, value)
+
+
+STATUS_SCHEMA = schema_of(RealmStatus)
 
 
 @dataclass

@@ -36,8 +36,9 @@ from simulator.store import EDITION_DENIED, ENTITIES, Realm
 CDC_UNSUPPORTED = {"TaxCode", "CompanyInfo"}
 
 
-def authenticate(state: State, request: web.Request, realm_id: str) -> Realm:
-    """Who may call this realm; raises the fault Intuit's gateway or service would answer.
+def authenticate(state: State, request: web.Request, realm_id: str) -> tuple[Realm, str]:
+    """The realm and the calling app's client id; raises the fault Intuit's gateway or service
+    would answer.
 
     In order: no bearer / wrong shape / expired / revoked → 401 3200 (gateway); well-formed but
     never issued (garbled) → 401 100; token of another realm or unknown realm → 403 3100;
@@ -81,7 +82,7 @@ def authenticate(state: State, request: web.Request, realm_id: str) -> Realm:
         )
     if not status.admin_access:
         raise E.authorization_failure(status.edition)
-    return realm
+    return realm, rec.grant.client_id
 
 
 def _not_authorized_for_realm() -> GatewayError:
@@ -109,9 +110,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     realm_id = request.match_info["realm"]
     tail = request.match_info["tail"].strip("/")
-    realm = authenticate(state, request, realm_id)
+    realm, client_id = authenticate(state, request, realm_id)
     endpoint = _endpoint_name(request.method, tail)
-    if not state.limiter.acquire(realm_id, is_batch=(tail == "batch")):
+    if not state.limiter.acquire(realm_id, client_id, is_batch=(tail == "batch")):
         state.count(realm_id, "throttled")
         raise Throttled()
     try:

@@ -1,8 +1,10 @@
 """A movable clock: real time plus an offset that tests and the demo can shift.
 
 Token expiry, MetaData timestamps, CDC windows and requestid retention all read this clock, so
-moving it (``/_sim/clock``) ages tokens and data without sleeping. Rate limits and webhook timing
-use real monotonic time instead, because they govern real sockets.
+moving it (``/_sim/clock``) ages tokens and data without sleeping. Rate limits read
+:meth:`Clock.monotonic`: real monotonic time plus every forward ``advance``, so advancing the
+clock by a minute refills the per-minute windows, while ``set`` and ``reset`` (which may go
+backwards) never rewind them. Webhook timing uses real time only.
 """
 
 from __future__ import annotations
@@ -17,13 +19,19 @@ PACIFIC = ZoneInfo("America/Los_Angeles")
 class Clock:
     def __init__(self) -> None:
         self.offset = 0.0
+        self.advanced = 0.0  # sum of forward advances, for monotonic()
 
     def now(self) -> float:
         """Seconds since the epoch, simulated."""
         return time.time() + self.offset
 
+    def monotonic(self) -> float:
+        """Real monotonic seconds plus every forward advance: never goes back."""
+        return time.monotonic() + self.advanced
+
     def advance(self, seconds: float) -> None:
         self.offset += seconds
+        self.advanced += max(seconds, 0.0)
 
     def set(self, epoch: float) -> None:
         self.offset = epoch - time.time()

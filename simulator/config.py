@@ -117,12 +117,13 @@ class SimulatorConfig:
     cdc_max_days: int = setting(Int(1, 3650), 30)
     cdc_max_objects: int = setting(Int(1, 100_000), 1000)
 
-    # Throttling per realm; 0 disables a limit
+    # Throttling per realm (batch: also per realm and app); 0 disables a limit
     limits_enabled: bool = setting(Bool(), True)
     per_minute: int = setting(LIMIT, 500)
     per_second: int = setting(LIMIT, 10)
     concurrent: int = setting(LIMIT, 10)
-    batch_per_minute: int = setting(LIMIT, 120)
+    batch_per_minute: int = setting(LIMIT, 120)  # batch calls per realm, all apps together
+    batch_per_minute_app: int = setting(LIMIT, 40)  # batch calls per realm and app
     throttle_format: str = setting(Str(choices=("xml", "json")), "xml")
 
     # Fault injection (probabilities 0..1 per API call)

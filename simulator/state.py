@@ -29,7 +29,7 @@ class State:
         self.clock = Clock()
         self.realms: dict[str, Realm] = {}
         self.oauth = OAuthServer(self)
-        self.limiter = Limiter(cfg)
+        self.limiter = Limiter(cfg, self.clock.monotonic)
         self.webhooks = WebhookEmitter(self)
         self.fault_rng = random.Random(cfg.seed)
         self.next_faults: list[dict[str, Any]] = []  # one-shot faults queued by tests
@@ -61,7 +61,7 @@ class State:
     def reset(self) -> None:
         self.realms.clear()
         self.oauth = OAuthServer(self)
-        self.limiter = Limiter(self.cfg)
+        self.limiter = Limiter(self.cfg, self.clock.monotonic)
         self.webhooks.clear()
         self.fault_rng = random.Random(self.cfg.seed)
         self.next_faults.clear()

@@ -126,6 +126,41 @@ async def test_throttle_per_minute_and_batch(sim: Sim) -> None:
     assert counters["counters"]["throttled"] == 2
 
 
+async def batch_status(sim: Sim, token: str) -> int:
+    resp = await sim.client.post(
+        sim.url("batch"),
+        headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+        json={"BatchItemRequest": [{"bId": "1", "Query": "select * from Term"}]},
+    )
+    return resp.status
+
+
+async def test_batch_limit_is_40_per_minute_per_realm_and_app(sim: Sim) -> None:
+    """qbo-api.md §5: 40 batch calls/min per realm and app, 120/min per realm across apps."""
+    sim.state.cfg.limits_enabled = True  # the defaults: 500/min, 10/s, 40 and 120 batch/min
+    statuses = []
+    for _ in range(41):  # 41 calls in 6 s of (simulated) time: under 10/s, one over 40/min
+        statuses.append(await batch_status(sim, sim.token))
+        sim.state.clock.advance(0.15)
+    assert statuses == [200] * 40 + [429]
+    assert (await sim.get(f"companyinfo/{sim.realm}"))[0] == 200  # other calls go on
+    # another app on the same realm has its own 40 ...
+    app = await sim.control("POST", "/_sim/apps", {"redirect_uris": ["http://127.0.0.1/cb"]})
+    other = await sim.control(
+        "POST", f"/_sim/realms/{sim.realm}/tokens", {"client_id": app["client_id"]}
+    )
+    sim.state.cfg.batch_per_minute = 45  # ... within the realm's limit across apps
+    statuses = []
+    for _ in range(6):
+        statuses.append(await batch_status(sim, other["access_token"]))
+        sim.state.clock.advance(0.15)
+    assert statuses == [200] * 5 + [429]
+    sim.state.clock.advance(60)  # a minute later the windows have slid on
+    assert await batch_status(sim, sim.token) == 200
+    counters = await sim.control("GET", f"/_sim/realms/{sim.realm}/counters")
+    assert counters["counters"]["throttled"] == 2
+
+
 async def test_throttle_concurrency(sim: Sim) -> None:
     cfg = sim.state.cfg
     cfg.limits_enabled, cfg.per_second, cfg.per_minute, cfg.concurrent = True, 0, 0, 2

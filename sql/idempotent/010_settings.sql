@@ -8,8 +8,11 @@ INSERT INTO qbo_sync.settings (key, value, description) VALUES
     ('queue.backoff_jitter', '0.25', 'random extra delay, as a fraction of the delay'),
     ('queue.default_max_attempts', '5', 'attempts before a job is marked failed'),
     ('queue.busy_retry_seconds', '2', 'delay when another backend is working the same organization'),
+    ('queue.api_lock_timeout_ms', '2000', 'longest wait of trigger_qbo_sync for a concurrent enqueue of the same job (then it queues its own)'),
     ('worker.drain_seconds', '50', 'how long one qbo_sync_worker() call drains the queue'),
     ('worker.idle_sleep_seconds', '0.5', 'pause between polls when the queue is empty'),
+    ('worker.lock_timeout_ms', '5000', 'longest lock wait inside a job before it fails and is retried'),
+    ('worker.webhook_lock_timeout_ms', '50', 'longest lock wait while turning one organization''s webhooks into work'),
     ('token.refresh_margin_seconds', '900', 'refresh access tokens that expire within this many seconds'),
     ('token.expiring_soon_seconds', '600', 'qbo_sync_status shows expiring_soon within this many seconds'),
     ('retention.webhook_log_days', '30', 'processed or rejected webhook log rows kept this long'),
@@ -57,6 +60,34 @@ RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT coalesce(current_setting('qbo_sync.applying_remote', true), '') = 'on' $$;
+
+-- The role a call really comes from. Inside a SECURITY DEFINER function current_user is the
+-- owner; the session's role setting still names the role it SET ROLE to (or 'none').
+CREATE OR REPLACE FUNCTION qbo_sync.calling_role()
+RETURNS name
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT CASE WHEN current_setting('role') = 'none' THEN session_user
+                  ELSE current_setting('role')::name END $$;
+
+-- True when the calling role may act for every organization: the owner of qbo-sync's objects,
+-- a member of it, or a superuser (pg_cron's jobs, operators, the installer).
+CREATE OR REPLACE FUNCTION qbo_sync.caller_is_operator()
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT pg_has_role(qbo_sync.calling_role(), n.nspowner, 'USAGE')
+        FROM pg_namespace AS n WHERE n.nspname = 'qbo_sync' $$;
+
+-- The SECURITY DEFINER entry points the application calls (trigger_qbo_sync, requeue, cancel)
+-- act for an organization only when the session works for it: the same rule as the row-level
+-- security policies (the setting qbo_sync.organization_id), or an operator.
+CREATE OR REPLACE FUNCTION qbo_sync.may_act_for(organization_id uuid)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT qbo_sync.caller_is_operator()
+             OR coalesce(organization_id = qbo_sync.current_organization_id(), false) $$;
 
 CREATE OR REPLACE FUNCTION qbo_sync.version()
 RETURNS text

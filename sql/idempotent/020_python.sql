@@ -1,10 +1,17 @@
 -- The in-database Python package: its modules are stored in qbo_sync.python_module by the
 -- installer (same transaction and version as the schema) and imported from there by a
--- sys.meta_path finder set up once per backend. PL/Python bodies call qbo_sync.python_setup()
--- and then import qbo_sync_db, passing plpy in explicitly.
+-- sys.meta_path finder set up once per backend. A PL/Python body runs qbo_sync.python_loader()
+-- once per backend (it leaves a loader in GD), then calls GD["qbo_sync_load"](plpy) and imports
+-- from qbo_sync_db, passing plpy in explicitly:
+--     if "qbo_sync_load" not in GD:
+--         plpy.execute("SELECT qbo_sync.python_loader()")
+--     GD["qbo_sync_load"](plpy)
+--     from qbo_sync_db import secrets
 
-CREATE OR REPLACE FUNCTION qbo_sync.python_setup()
-RETURNS text
+-- Leaves the loader in GD (once per backend). It never fails: the checks run when the loader is
+-- called, from the caller's own Python, so their errors reach the user as they are.
+CREATE OR REPLACE FUNCTION qbo_sync.python_loader()
+RETURNS void
 LANGUAGE plpython3u
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -12,53 +19,76 @@ import sys
 import importlib.abc
 import importlib.util
 
-installed = plpy.execute("SELECT version FROM qbo_sync.installation")[0]["version"]
-finder = GD.get("qbo_sync_finder")
-if finder is not None and finder.version == installed:
-    return installed
+# The loader lives in GD (once per backend). Each call costs one prepared query: the installed
+# version and the hash of the installed sources. When either changed since this backend imported
+# the package (an upgrade, or a re-install of changed code under the same version), the old
+# modules are dropped and the new ones imported.
+if "qbo_sync_load" not in GD:
+    state = {"plan": None, "finder": None}
 
-# First use in this backend, or the code was upgraded: forget the old modules and finder.
-for name in [m for m in sys.modules if m == "qbo_sync_db" or m.startswith("qbo_sync_db.")]:
-    del sys.modules[name]
-if finder is not None and finder in sys.meta_path:
-    sys.meta_path.remove(finder)
+    class TableFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+        def __init__(self, modules):
+            self.modules = modules
 
-rows = plpy.execute("SELECT name, source, is_package, version FROM qbo_sync.python_module")
-stale = [r["name"] for r in rows if r["version"] != installed]
-if stale or not rows:
-    plpy.error("qbo-sync Python modules do not match the installed schema version %s" % installed,
-               hint="run qbo-sync install again")
+        def find_spec(self, fullname, path=None, target=None):
+            if fullname not in self.modules:
+                return None
+            return importlib.util.spec_from_loader(
+                fullname, self, is_package=self.modules[fullname][1])
 
-
-class TableFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    def __init__(self, version, modules):
-        self.version = version
-        self.modules = modules
-
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname not in self.modules:
+        def create_module(self, spec):
             return None
-        is_package = self.modules[fullname][1]
-        return importlib.util.spec_from_loader(fullname, self, is_package=is_package)
 
-    def create_module(self, spec):
-        return None
+        def exec_module(self, module):
+            source, is_package = self.modules[module.__name__]
+            if is_package:
+                module.__path__ = []
+            exec(compile(source, "<qbo_sync_db:%s>" % module.__name__, "exec"), module.__dict__)
 
-    def exec_module(self, module):
-        source, is_package = self.modules[module.__name__]
-        if is_package:
-            module.__path__ = []
-        code = compile(source, "<qbo_sync_db:%s>" % module.__name__, "exec")
-        exec(code, module.__dict__)
+    def load(plpy):
+        if state["plan"] is None:
+            state["plan"] = plpy.prepare("SELECT version, code_hash FROM qbo_sync.installation")
+        rows = plpy.execute(state["plan"])
+        if not rows:
+            plpy.error("qbo-sync is not installed in this database", sqlstate="QS001",
+                       hint="run qbo-sync install")
+        version, code_hash = rows[0]["version"], rows[0]["code_hash"]
+        finder = state["finder"]
+        if finder is not None and finder.key == (version, code_hash):
+            return sys.modules["qbo_sync_db"]
+        for name in [m for m in sys.modules if m == "qbo_sync_db" or m.startswith("qbo_sync_db.")]:
+            del sys.modules[name]
+        if finder is not None and finder in sys.meta_path:
+            sys.meta_path.remove(finder)
+        state["finder"] = None
+        modules = plpy.execute("SELECT name, source, is_package, version FROM qbo_sync.python_module")
+        if not modules or any(m["version"] != version for m in modules):
+            plpy.error("qbo-sync Python modules do not match the installed schema version %s" % version,
+                       sqlstate="QS001", hint="run qbo-sync install again")
+        finder = TableFinder({m["name"]: (m["source"], m["is_package"]) for m in modules})
+        finder.key = (version, code_hash)
+        sys.meta_path.insert(0, finder)
+        import qbo_sync_db
+        if qbo_sync_db.__version__ != version:
+            sys.meta_path.remove(finder)
+            plpy.error("qbo_sync_db %s does not match schema version %s"
+                       % (qbo_sync_db.__version__, version), sqlstate="QS001",
+                       hint="run qbo-sync install again")
+        state["finder"] = finder
+        return qbo_sync_db
 
+    GD["qbo_sync_load"] = load
+$$;
 
-finder = TableFinder(installed, {r["name"]: (r["source"], r["is_package"]) for r in rows})
-sys.meta_path.insert(0, finder)
-GD["qbo_sync_finder"] = finder
-import qbo_sync_db
-if qbo_sync_db.__version__ != installed:
-    plpy.error("qbo_sync_db %s does not match schema version %s" % (qbo_sync_db.__version__, installed))
-return installed
+-- Imports the in-database package (or notices it changed) and returns its version.
+CREATE OR REPLACE FUNCTION qbo_sync.python_setup()
+RETURNS text
+LANGUAGE plpython3u
+SET search_path = pg_catalog, pg_temp
+AS $$
+if "qbo_sync_load" not in GD:
+    plpy.execute("SELECT qbo_sync.python_loader()")
+return GD["qbo_sync_load"](plpy).__version__
 $$;
 
 -- A secret from the server's environment or the secrets file named by qbo_sync.secrets_file.
@@ -68,28 +98,45 @@ RETURNS text
 LANGUAGE plpython3u
 SET search_path = pg_catalog, pg_temp
 AS $$
-plpy.execute("SELECT qbo_sync.python_setup()")
+if "qbo_sync_load" not in GD:
+    plpy.execute("SELECT qbo_sync.python_loader()")
+GD["qbo_sync_load"](plpy)
 from qbo_sync_db import secrets
 return secrets.get_secret(plpy, secret_name)
 $$;
 
-CREATE OR REPLACE FUNCTION qbo_sync.encrypt_token(token text)
-RETURNS bytea
-LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT CASE WHEN token IS NULL THEN NULL
-                ELSE public.pgp_sym_encrypt(token, qbo_sync.secret('QBO_SYNC_TOKEN_KEY'),
-                                            'cipher-algo=aes256')
-           END
-$$;
-
-CREATE OR REPLACE FUNCTION qbo_sync.decrypt_token(encrypted bytea)
-RETURNS text
-LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT CASE WHEN encrypted IS NULL THEN NULL
-                ELSE public.pgp_sym_decrypt(encrypted, qbo_sync.secret('QBO_SYNC_TOKEN_KEY'))
-           END
-$$;
+-- Tokens at rest: pgcrypto's pgp_sym_encrypt with the key from the secrets. pgcrypto is called
+-- in the schema it is installed in (public here, `extensions` on Supabase), fixed at install time.
+DO $do$
+DECLARE
+    crypto_schema name := (SELECT n.nspname FROM pg_extension AS x
+                             JOIN pg_namespace AS n ON n.oid = x.extnamespace
+                            WHERE x.extname = 'pgcrypto');
+BEGIN
+    IF crypto_schema IS NULL THEN
+        RAISE EXCEPTION 'qbo-sync needs the pgcrypto extension'
+            USING ERRCODE = 'undefined_object', HINT = 'CREATE EXTENSION pgcrypto (in any schema)';
+    END IF;
+    EXECUTE format($f$
+        CREATE OR REPLACE FUNCTION qbo_sync.encrypt_token(token text)
+        RETURNS bytea
+        LANGUAGE sql VOLATILE
+        SET search_path = pg_catalog, pg_temp
+        AS $$
+            SELECT CASE WHEN token IS NULL THEN NULL
+                        ELSE %1$I.pgp_sym_encrypt(token, qbo_sync.secret('QBO_SYNC_TOKEN_KEY'),
+                                                  'cipher-algo=aes256')
+                   END
+        $$ $f$, crypto_schema);
+    EXECUTE format($f$
+        CREATE OR REPLACE FUNCTION qbo_sync.decrypt_token(encrypted bytea)
+        RETURNS text
+        LANGUAGE sql VOLATILE
+        SET search_path = pg_catalog, pg_temp
+        AS $$
+            SELECT CASE WHEN encrypted IS NULL THEN NULL
+                        ELSE %1$I.pgp_sym_decrypt(encrypted, qbo_sync.secret('QBO_SYNC_TOKEN_KEY'))
+                   END
+        $$ $f$, crypto_schema);
+END
+$do$;

@@ -38,21 +38,33 @@ BEGIN
 END
 $$;
 
--- A change to an invoice's lines is a change to the invoice.
-CREATE OR REPLACE FUNCTION qbo_sync.track_invoice_line_change()
+-- A change to a document's lines is a change to the document (an invoice's lines, say).
+-- TG_ARGV: the document table, the line's column naming its document, then the watched columns.
+CREATE OR REPLACE FUNCTION qbo_sync.track_line_change()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    parent_column text := TG_ARGV[1];
+    old_parent uuid;
+    new_parent uuid;
 BEGIN
     IF qbo_sync.applying_remote() THEN
         RETURN NULL;
     END IF;
-    IF TG_OP <> 'UPDATE' OR qbo_sync.fields_changed(to_jsonb(OLD), to_jsonb(NEW), TG_ARGV) THEN
-        UPDATE public.invoice_record AS i
-           SET qbo_local_version = i.qbo_local_version + 1, qbo_sync_status = 'pending'
-         WHERE i.id IN (CASE WHEN TG_OP = 'DELETE' THEN OLD.invoice_id ELSE NEW.invoice_id END,
-                        CASE WHEN TG_OP = 'UPDATE' THEN OLD.invoice_id END);
+    IF TG_OP <> 'INSERT' THEN
+        old_parent := (to_jsonb(OLD) ->> parent_column)::uuid;
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        new_parent := (to_jsonb(NEW) ->> parent_column)::uuid;
+    END IF;
+    IF TG_OP <> 'UPDATE'
+       OR qbo_sync.fields_changed(to_jsonb(OLD), to_jsonb(NEW), TG_ARGV[2:cardinality(TG_ARGV) - 1]) THEN
+        EXECUTE format('UPDATE public.%I AS d
+                           SET qbo_local_version = d.qbo_local_version + 1, qbo_sync_status = ''pending''
+                         WHERE d.id IN ($1, $2)', TG_ARGV[0])
+          USING old_parent, new_parent;
     END IF;
     RETURN NULL;
 END
@@ -72,57 +84,43 @@ BEGIN
     IF OLD.qbo_id IS NULL OR qbo_sync.applying_remote() THEN
         RETURN NULL;
     END IF;
-    INSERT INTO qbo_sync.local_deletion (organization_id, entity_type, qbo_id, qbo_sync_token)
+    INSERT INTO qbo_sync.local_deletion (organization_id, entity, qbo_id, qbo_sync_token)
     VALUES (OLD.organization_id, TG_ARGV[0], OLD.qbo_id, OLD.qbo_sync_token)
-    ON CONFLICT (organization_id, entity_type, qbo_id)
+    ON CONFLICT (organization_id, entity, qbo_id)
     DO UPDATE SET qbo_sync_token = EXCLUDED.qbo_sync_token, deleted_at = now(), pushed_at = NULL;
     RETURN NULL;
 END
 $$;
 
-CREATE OR REPLACE TRIGGER qbo_track_local_change
-    BEFORE INSERT OR UPDATE ON public.customer_profile
-    FOR EACH ROW EXECUTE FUNCTION qbo_sync.track_local_change(
-        'display_name', 'company_name', 'given_name', 'family_name', 'email', 'phone', 'mobile',
-        'billing_address', 'shipping_address', 'notes', 'taxable', 'currency_code', 'is_active');
-
-CREATE OR REPLACE TRIGGER qbo_track_local_change
-    BEFORE INSERT OR UPDATE ON public.item_record
-    FOR EACH ROW EXECUTE FUNCTION qbo_sync.track_local_change(
-        'name', 'sku', 'description', 'item_type', 'unit_price', 'purchase_cost',
-        'income_account_ref', 'expense_account_ref', 'taxable', 'is_active');
-
-CREATE OR REPLACE TRIGGER qbo_track_local_change
-    BEFORE INSERT OR UPDATE ON public.invoice_record
-    FOR EACH ROW EXECUTE FUNCTION qbo_sync.track_local_change(
-        'customer_id', 'invoice_number', 'txn_date', 'due_date', 'currency_code', 'customer_memo',
-        'private_note', 'billing_email', 'billing_address', 'shipping_address', 'sales_term_ref',
-        'is_voided');
-
-CREATE OR REPLACE TRIGGER qbo_track_local_change
-    BEFORE INSERT OR UPDATE ON public.invoice_payment
-    FOR EACH ROW EXECUTE FUNCTION qbo_sync.track_local_change(
-        'customer_id', 'invoice_id', 'amount', 'payment_date', 'payment_method_ref',
-        'reference_number', 'deposit_account_ref', 'currency_code', 'private_note', 'is_voided');
-
-CREATE OR REPLACE TRIGGER qbo_track_invoice_line_change
-    AFTER INSERT OR UPDATE OR DELETE ON public.invoice_line_item
-    FOR EACH ROW EXECUTE FUNCTION qbo_sync.track_invoice_line_change(
-        'invoice_id', 'line_number', 'item_id', 'description', 'quantity', 'unit_price', 'amount',
-        'tax_code_ref', 'service_date', 'detail_type');
-
-CREATE OR REPLACE TRIGGER qbo_track_local_deletion
-    AFTER DELETE ON public.customer_profile
-    FOR EACH ROW EXECUTE FUNCTION qbo_sync.track_local_deletion('customers');
-CREATE OR REPLACE TRIGGER qbo_track_local_deletion
-    AFTER DELETE ON public.item_record
-    FOR EACH ROW EXECUTE FUNCTION qbo_sync.track_local_deletion('items');
-CREATE OR REPLACE TRIGGER qbo_track_local_deletion
-    AFTER DELETE ON public.invoice_record
-    FOR EACH ROW EXECUTE FUNCTION qbo_sync.track_local_deletion('invoices');
-CREATE OR REPLACE TRIGGER qbo_track_local_deletion
-    AFTER DELETE ON public.invoice_payment
-    FOR EACH ROW EXECUTE FUNCTION qbo_sync.track_local_deletion('payments');
+-- The triggers on the application tables, with the watched columns from the registry.
+DO $$
+DECLARE
+    e qbo_sync.entity;
+BEGIN
+    FOR e IN SELECT * FROM qbo_sync.entity ORDER BY dependency_order, entity LOOP
+        EXECUTE format('CREATE OR REPLACE TRIGGER qbo_track_local_change '
+                       'BEFORE INSERT OR UPDATE ON public.%I '
+                       'FOR EACH ROW EXECUTE FUNCTION qbo_sync.track_local_change(%s)',
+                       e.app_table,
+                       (SELECT string_agg(quote_literal(c), ', ') FROM unnest(e.synced_columns) AS c));
+        EXECUTE format('CREATE OR REPLACE TRIGGER qbo_track_local_deletion '
+                       'AFTER DELETE ON public.%I '
+                       'FOR EACH ROW EXECUTE FUNCTION qbo_sync.track_local_deletion(%L)',
+                       e.app_table, e.entity);
+        IF e.line_table IS NOT NULL THEN
+            EXECUTE format('CREATE OR REPLACE TRIGGER qbo_track_line_change '
+                           'AFTER INSERT OR UPDATE OR DELETE ON public.%I '
+                           'FOR EACH ROW EXECUTE FUNCTION qbo_sync.track_line_change(%L, %L, %s)',
+                           e.line_table, e.app_table, e.line_parent_column,
+                           (SELECT string_agg(quote_literal(c), ', ')
+                              FROM unnest(e.line_synced_columns) AS c));
+        END IF;
+    END LOOP;
+END
+$$;
+-- Before 0.2 the line trigger had the invoice tables written into it.
+DROP TRIGGER IF EXISTS qbo_track_invoice_line_change ON public.invoice_line_item;
+DROP FUNCTION IF EXISTS qbo_sync.track_invoice_line_change();
 
 -- For the rest of the current transaction, application rows written count as the sync's own
 -- writes (pulled changes, push bookkeeping), not as local changes.

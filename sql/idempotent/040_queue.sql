@@ -1,8 +1,21 @@
 -- The sync queue: enqueue (folding identical pending jobs), claim with FOR UPDATE SKIP LOCKED and
 -- a lease, complete, fail with exponential backoff and jitter, reclaim expired leases, requeue.
 -- A job is done under a lease_id handed out at claim: a worker whose lease was reclaimed can no
--- longer complete or fail the job.
+-- longer complete or fail the job, and extend_lease() keeps a long job's lease alive.
+-- Only these functions write the queue: no other role has INSERT, UPDATE or DELETE on it. No
+-- function here waits unboundedly for a lock another session holds: candidates are taken with
+-- SKIP LOCKED, enqueue only tries its lock (or waits a bounded time), and the functions the
+-- application calls run under lock_timeout.
 
+-- Before 0.2 enqueue and fail had fewer parameters.
+DROP FUNCTION IF EXISTS qbo_sync.enqueue(uuid, text, text, public.qbo_sync_priority, text[], text, jsonb);
+DROP FUNCTION IF EXISTS qbo_sync.fail(uuid, uuid, text, boolean);
+
+-- Queue a job, or fold it into an identical pending job that has not run yet (the ids merge,
+-- the priority rises). Enqueues of the same kind are serialized by an advisory lock, which this
+-- function only tries (or, with wait_for_lock, waits for at most queue.api_lock_timeout_ms): when
+-- another session holds it, the job is queued unfolded rather than waited for. A duplicate pending
+-- job costs one idle sync; a wait here would let one session stall every caller.
 CREATE OR REPLACE FUNCTION qbo_sync.enqueue(
     p_organization_id uuid,
     p_sync_endpoint text,
@@ -10,7 +23,8 @@ CREATE OR REPLACE FUNCTION qbo_sync.enqueue(
     p_priority public.qbo_sync_priority DEFAULT 'normal',
     p_entity_ids text[] DEFAULT NULL,
     p_source text DEFAULT 'manual',
-    p_payload jsonb DEFAULT '{}'
+    p_payload jsonb DEFAULT '{}',
+    wait_for_lock boolean DEFAULT false
 )
 RETURNS uuid
 LANGUAGE plpgsql
@@ -18,25 +32,45 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     job_id uuid;
+    lock_key bigint := hashtextextended(
+        'qbo_sync.enqueue/' || p_organization_id || '/' || p_sync_endpoint || '/' || p_direction, 0);
+    locked boolean := pg_try_advisory_xact_lock(lock_key);
+    saved_timeout text;
 BEGIN
-    -- Serialize enqueues of the same kind of job so that two sessions cannot both insert.
-    PERFORM pg_advisory_xact_lock(hashtextextended(
-        'qbo_sync.enqueue/' || p_organization_id || '/' || p_sync_endpoint || '/' || p_direction, 0));
+    IF NOT locked AND wait_for_lock THEN
+        saved_timeout := current_setting('lock_timeout');
+        BEGIN
+            PERFORM set_config('lock_timeout',
+                               qbo_sync.setting_numeric('queue.api_lock_timeout_ms')::bigint || 'ms', true);
+            PERFORM pg_advisory_xact_lock(lock_key);
+            locked := true;
+        EXCEPTION WHEN lock_not_available THEN
+            locked := false;
+        END;
+        PERFORM set_config('lock_timeout', saved_timeout, true);
+    END IF;
 
-    UPDATE public.qbo_sync_queue AS q
-       SET priority   = greatest(q.priority, p_priority),
-           entity_ids = CASE WHEN q.entity_ids IS NULL OR p_entity_ids IS NULL THEN NULL
-                             ELSE ARRAY(SELECT DISTINCT x FROM unnest(q.entity_ids || p_entity_ids) AS x
-                                        ORDER BY x) END,
-           payload    = q.payload || coalesce(p_payload, '{}'),
-           run_at     = least(q.run_at, now()),
-           updated_at = now()
-     WHERE q.organization_id = p_organization_id
-       AND q.sync_endpoint = p_sync_endpoint
-       AND q.direction = p_direction
-       AND q.status = 'pending'
-       AND q.attempts = 0
-    RETURNING q.id INTO job_id;
+    IF locked THEN
+        UPDATE public.qbo_sync_queue AS q
+           SET priority   = greatest(q.priority, p_priority),
+               entity_ids = CASE WHEN q.entity_ids IS NULL OR p_entity_ids IS NULL THEN NULL
+                                 ELSE ARRAY(SELECT DISTINCT x FROM unnest(q.entity_ids || p_entity_ids) AS x
+                                            ORDER BY x) END,
+               payload    = q.payload || coalesce(p_payload, '{}'),
+               run_at     = least(q.run_at, now()),
+               updated_at = now()
+         WHERE q.id = (SELECT f.id
+                         FROM public.qbo_sync_queue AS f
+                        WHERE f.organization_id = p_organization_id
+                          AND f.sync_endpoint = p_sync_endpoint
+                          AND f.direction = p_direction
+                          AND f.status = 'pending'
+                          AND f.attempts = 0
+                        ORDER BY f.created_at
+                        LIMIT 1
+                          FOR UPDATE SKIP LOCKED)
+        RETURNING q.id INTO job_id;
+    END IF;
 
     IF job_id IS NULL THEN
         INSERT INTO public.qbo_sync_queue
@@ -118,9 +152,11 @@ AS $$
                              * power(2, greatest(attempts, 1) - 1)) AS d) AS delay
 $$;
 
--- Record a failed attempt. Returns the job's new status: pending (retried later) or failed.
+-- Record a failed attempt. Returns the job's new status: pending (retried later) or failed; NULL
+-- when the lease was lost (the job was reclaimed, requeued or cancelled meanwhile).
 CREATE OR REPLACE FUNCTION qbo_sync.fail(
-    job_id uuid, job_lease uuid, error_message text, retryable boolean DEFAULT true
+    job_id uuid, job_lease uuid, error_message text, retryable boolean DEFAULT true,
+    error_code text DEFAULT NULL
 )
 RETURNS text
 LANGUAGE sql
@@ -133,10 +169,26 @@ AS $$
                                ELSE q.run_at END,
            completed_at = CASE WHEN retryable AND q.attempts < q.max_attempts THEN NULL ELSE now() END,
            last_error   = left(error_message, 4000),
+           last_error_code = error_code,
            lease_id     = NULL, locked_by = NULL, locked_until = NULL,
            updated_at   = now()
      WHERE q.id = job_id AND q.lease_id = job_lease AND q.status = 'processing'
     RETURNING q.status
+$$;
+
+-- Keep a running job's lease for `lease_seconds` more (pgmq's set_vt): a long pull calls it as it
+-- goes. Returns the new end of the lease, or NULL when the lease was already lost.
+CREATE OR REPLACE FUNCTION qbo_sync.extend_lease(job_id uuid, job_lease uuid, lease_seconds numeric DEFAULT NULL)
+RETURNS timestamptz
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    UPDATE public.qbo_sync_queue AS q
+       SET locked_until = greatest(q.locked_until, clock_timestamp() + make_interval(secs => coalesce(
+                              lease_seconds, qbo_sync.setting_numeric('queue.lease_seconds'))::double precision)),
+           updated_at = now()
+     WHERE q.id = job_id AND q.lease_id = job_lease AND q.status = 'processing'
+    RETURNING q.locked_until
 $$;
 
 -- Give a claimed job back without counting the attempt (its organization was busy).
@@ -182,40 +234,86 @@ AS $$
     SELECT count(*)::integer FROM reclaimed
 $$;
 
--- Put a failed or cancelled job back in the queue by hand.
+-- The job `job_id`, locked for a change by hand, when the calling session may see it (NULL
+-- otherwise). The lock wait is bounded: a worker holds a job's row only while a long job extends
+-- its lease, and then the caller is told so.
+CREATE OR REPLACE FUNCTION qbo_sync.lock_job_for_caller(job_id uuid)
+RETURNS public.qbo_sync_queue
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '2s'
+AS $$
+DECLARE
+    job public.qbo_sync_queue;
+BEGIN
+    SELECT q.* INTO job FROM public.qbo_sync_queue AS q WHERE q.id = job_id;
+    IF job.id IS NULL OR NOT qbo_sync.may_act_for(job.organization_id) THEN
+        RETURN NULL;
+    END IF;
+    SELECT q.* INTO job FROM public.qbo_sync_queue AS q WHERE q.id = job_id FOR UPDATE;
+    RETURN job;
+EXCEPTION WHEN lock_not_available THEN
+    RAISE EXCEPTION 'queue job % is busy: its worker holds it while extending its lease', job_id
+        USING ERRCODE = 'lock_not_available',
+              HINT = 'try again in a moment: the worker lets go when the job''s current step commits';
+END
+$$;
+
+-- Put a job back in the queue by hand, whatever its state: a failed, cancelled or completed job
+-- runs again from its first attempt; a pending one runs now; a processing one is taken back from
+-- its worker (whose lease is revoked, so its outcome is recorded as a lost lease) and runs again.
+-- SECURITY DEFINER: the application has no write access to the queue; it may requeue the jobs of
+-- the organization its session works for.
 CREATE OR REPLACE FUNCTION public.qbo_sync_requeue(job_id uuid)
 RETURNS uuid
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    current_status text;
+    job public.qbo_sync_queue := qbo_sync.lock_job_for_caller(job_id);
 BEGIN
-    SELECT q.status INTO current_status FROM public.qbo_sync_queue AS q WHERE q.id = job_id FOR UPDATE;
-    IF current_status IS NULL THEN
+    IF job.id IS NULL THEN
         RAISE EXCEPTION 'queue job % does not exist', job_id USING ERRCODE = 'no_data_found';
-    ELSIF current_status NOT IN ('failed', 'cancelled') THEN
-        RAISE EXCEPTION 'queue job % is %, only failed or cancelled jobs can be requeued', job_id, current_status
-            USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
     UPDATE public.qbo_sync_queue AS q
-       SET status = 'pending', attempts = 0, run_at = now(), completed_at = NULL,
+       SET status = 'pending',
+           attempts = CASE WHEN job.status IN ('pending', 'processing') THEN q.attempts ELSE 0 END,
+           run_at = now(), completed_at = NULL, result = NULL,
+           last_error = CASE WHEN job.status = 'processing'
+                             THEN format('requeued by %s while processing (lease of %s revoked)',
+                                         qbo_sync.calling_role(), q.locked_by)
+                             ELSE q.last_error END,
+           lease_id = NULL, locked_by = NULL, locked_until = NULL,
            updated_at = now()
      WHERE q.id = job_id;
     RETURN job_id;
 END
 $$;
 
+-- Cancel a pending or processing job (a processing one loses its lease; its worker records that).
+-- Returns false when there is nothing to cancel: the job finished already, or is not this
+-- session's to see.
 CREATE OR REPLACE FUNCTION public.qbo_sync_cancel(job_id uuid)
 RETURNS boolean
-LANGUAGE sql
+LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    WITH cancelled AS (
-        UPDATE public.qbo_sync_queue AS q
-           SET status = 'cancelled', completed_at = now(), updated_at = now()
-         WHERE q.id = job_id AND q.status = 'pending'
-        RETURNING 1
-    )
-    SELECT EXISTS (SELECT FROM cancelled)
+DECLARE
+    job public.qbo_sync_queue := qbo_sync.lock_job_for_caller(job_id);
+BEGIN
+    IF job.id IS NULL OR job.status NOT IN ('pending', 'processing') THEN
+        RETURN false;
+    END IF;
+    UPDATE public.qbo_sync_queue AS q
+       SET status = 'cancelled', completed_at = now(), updated_at = now(),
+           last_error = CASE WHEN job.status = 'processing'
+                             THEN format('cancelled by %s while processing (lease of %s revoked)',
+                                         qbo_sync.calling_role(), q.locked_by)
+                             ELSE q.last_error END,
+           lease_id = NULL, locked_by = NULL, locked_until = NULL
+     WHERE q.id = job_id;
+    RETURN true;
+END
 $$;

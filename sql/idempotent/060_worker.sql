@@ -1,37 +1,73 @@
--- The queue processor. pg_cron starts `CALL qbo_sync_worker()` every minute (its finest
+-- The queue processor. pg_cron starts `CALL qbo_sync.worker()` every minute (its finest
 -- schedule); each call drains the queue for worker.drain_seconds, committing after every job and
 -- pausing briefly when idle, so that work waits about a second, not a minute.
+--
+-- Runs as the owner, so nothing it runs may resolve a name or an operator through a schema
+-- another role can write. A procedure that COMMITs may not carry SET search_path, so the
+-- procedure body holds no expression of its own: each step is a qualified call of a function
+-- with a pinned search_path, and the loop state is a jsonb value only those functions read.
+--
+-- No lock wait in here is unbounded: jobs and webhooks are taken with SKIP LOCKED, the
+-- organization lock is tried (a busy organization's job is given back, never waited for), and
+-- each step runs under worker.lock_timeout_ms.
 
--- Run one claimed job: call its handler public.qbo_sync_<endpoint>(organization_id, direction,
--- entity_ids) and return the handler's summary.
+-- Before 0.2 the worker found handlers as public.qbo_sync_<entity>() (a schema other roles may
+-- create in) and the procedure held its own loop.
+DROP FUNCTION IF EXISTS qbo_sync.run_job(public.qbo_sync_queue);
+DROP FUNCTION IF EXISTS qbo_sync.record_history(public.qbo_sync_queue, text, jsonb, text);
+
+-- Run one claimed job: its handler is qbo_sync.sync_<entity>(job), a fixed name in the
+-- installer's schema, called only when the owner of that schema owns it.
 CREATE OR REPLACE FUNCTION qbo_sync.run_job(job public.qbo_sync_queue)
 RETURNS jsonb
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    handler text := 'qbo_sync_' || job.sync_endpoint;
+    handler regprocedure := to_regprocedure(format('qbo_sync.%I(public.qbo_sync_queue)', 'sync_' || job.sync_endpoint));
     summary jsonb;
 BEGIN
-    IF to_regprocedure(format('public.%I(uuid,text,text[])', handler)) IS NULL THEN
-        RAISE EXCEPTION 'no handler for sync_endpoint "%": public.%(uuid, text, text[]) is not installed',
-                        job.sync_endpoint, handler
+    IF handler IS NULL OR NOT EXISTS (
+        SELECT FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace
+         WHERE p.oid = handler AND p.proowner = n.nspowner) THEN
+        RAISE EXCEPTION 'no handler for sync_endpoint "%": qbo_sync.%(qbo_sync_queue) is not installed',
+                        job.sync_endpoint, 'sync_' || job.sync_endpoint
             USING ERRCODE = 'undefined_function';
     END IF;
-    EXECUTE format('SELECT public.%I($1, $2, $3)', handler)
-       INTO summary
-      USING job.organization_id, job.direction, job.entity_ids;
+    EXECUTE format('SELECT %s($1)', handler::oid::regproc) INTO summary USING job;
     RETURN coalesce(summary, '{}');
 END
 $$;
 
--- Whether an error may go away on its own (retry) or will not (fail now): decided by SQLSTATE
--- class. Data errors, constraint violations and programming errors do not fix themselves.
+-- The project's own SQLSTATEs; plpython/qbo_sync_db/errors.py raises them (a test keeps the two
+-- in agreement).
+INSERT INTO qbo_sync.error_code AS c (sqlstate, name, retryable, description) VALUES
+    ('QB429', 'qbo_throttled', true, 'QBO answered 429: a rate limit of the realm or app was reached'),
+    ('QB500', 'qbo_server_error', true, 'QBO answered 5xx'),
+    ('QB504', 'qbo_unreachable', true, 'QBO did not answer in time, or the connection failed'),
+    ('QB400', 'qbo_request_rejected', false, 'QBO rejected the request (a validation or business fault)'),
+    ('QB401', 'qbo_unauthorized', false, 'QBO refused the access token, also after one refresh'),
+    ('QB403', 'qbo_forbidden', false, 'QBO refused access to the company or the operation'),
+    ('QB410', 'qbo_reconnect_needed', false, 'the refresh token is no longer valid (invalid_grant): a person must reconnect'),
+    ('QS001', 'installation_mismatch', false, 'the in-database code does not match the installed schema'),
+    ('QS002', 'configuration_error', false, 'a secret or setting qbo-sync needs is missing or unreadable')
+ON CONFLICT (sqlstate) DO UPDATE
+   SET name = EXCLUDED.name, retryable = EXCLUDED.retryable, description = EXCLUDED.description;
+
+-- Whether an error may go away on its own (retry later) or will not (fail now). An explicit
+-- list: lost connections (08), serialization failures and deadlocks (40001, 40P01), lock and
+-- statement timeouts (55P03, 57014), insufficient resources (53), and the codes of
+-- qbo_sync.error_code marked retryable (QBO throttling, 5xx, timeouts). Everything else, bugs
+-- (XX000, 38000) and data errors included, fails at once with the error kept.
 CREATE OR REPLACE FUNCTION qbo_sync.error_is_retryable(sqlstate text)
 RETURNS boolean
-LANGUAGE sql IMMUTABLE
+LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT left(sqlstate, 2) NOT IN ('22', '23', '42', '44') $$;
+AS $$
+    SELECT left(sqlstate, 2) IN ('08', '53')
+           OR sqlstate IN ('40001', '40P01', '55P03', '57014')
+           OR coalesce((SELECT c.retryable FROM qbo_sync.error_code AS c WHERE c.sqlstate = error_is_retryable.sqlstate), false)
+$$;
 
 CREATE OR REPLACE FUNCTION qbo_sync.record_history(
     job public.qbo_sync_queue, outcome text, summary jsonb, error_message text
@@ -45,7 +81,7 @@ AS $$
          entity_count, success_count, failure_count, started_at, completed_at, error_summary, summary)
     VALUES
         (job.organization_id, job.id, job.source, job.direction, ARRAY[job.sync_endpoint],
-         CASE WHEN outcome = 'failed' THEN 'failed'
+         CASE WHEN outcome IN ('failed', 'lease_lost') THEN outcome
               WHEN coalesce((summary ->> 'failure_count')::integer, 0) > 0 THEN 'partial'
               ELSE 'completed' END,
          coalesce((summary ->> 'entity_count')::integer, 0),
@@ -54,59 +90,172 @@ AS $$
          coalesce(job.started_at, now()), clock_timestamp(), error_message, coalesce(summary, '{}'))
 $$;
 
--- Process claimed jobs until the queue is empty or `max_seconds` (default worker.drain_seconds)
--- have passed; `max_jobs` stops earlier. One organization is worked by one backend at a time.
+-- Why a job's lease is gone, for the history (reclaimed, requeued, cancelled or finished).
+CREATE OR REPLACE FUNCTION qbo_sync.lost_lease_reason(job_id uuid)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT 'lease lost: the job is now ' || coalesce(q.status, 'gone')
+           || coalesce(' (' || q.last_error || ')', '')
+      FROM (SELECT) AS one
+      LEFT JOIN public.qbo_sync_queue AS q ON q.id = job_id
+$$;
+
+CREATE OR REPLACE FUNCTION qbo_sync.worker_begin(max_seconds numeric, max_jobs integer, stop_when_idle boolean)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        'deadline', clock_timestamp() + make_interval(secs => coalesce(
+                        max_seconds, qbo_sync.setting_numeric('worker.drain_seconds'))::double precision),
+        'max_jobs', max_jobs,
+        'stop_when_idle', coalesce(stop_when_idle, false),
+        'done', 0,
+        'job', NULL,
+        'stop', false)
+$$;
+
+CREATE OR REPLACE FUNCTION qbo_sync.worker_should_stop(state jsonb)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT (state ->> 'stop')::boolean $$;
+
+-- Step 1, its own transaction: give back expired leases, turn new webhooks into work, claim one
+-- job. With nothing to do, pause (or stop, with stop_when_idle).
+CREATE OR REPLACE FUNCTION qbo_sync.worker_claim(state jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    deadline timestamptz := (state ->> 'deadline')::timestamptz;
+    job public.qbo_sync_queue;
+BEGIN
+    IF clock_timestamp() >= deadline
+       OR (state ->> 'done')::integer >= (state ->> 'max_jobs')::integer THEN
+        RETURN state || '{"stop": true, "job": null}';
+    END IF;
+    PERFORM set_config('lock_timeout', qbo_sync.setting_numeric('worker.lock_timeout_ms')::bigint || 'ms', true);
+    PERFORM qbo_sync.reclaim_expired();
+    PERFORM qbo_sync.process_webhooks(500);
+    SELECT * INTO job FROM qbo_sync.claim(1, 'qbo_sync_worker pid ' || pg_backend_pid());
+    IF job.id IS NOT NULL THEN
+        -- the row the job's run will lock; inserted here, in a transaction that ends at once
+        INSERT INTO qbo_sync.organization_lock (organization_id) VALUES (job.organization_id)
+        ON CONFLICT DO NOTHING;
+        RETURN state || jsonb_build_object('job', to_jsonb(job));
+    END IF;
+    IF (state ->> 'stop_when_idle')::boolean THEN
+        RETURN state || '{"stop": true, "job": null}';
+    END IF;
+    PERFORM pg_sleep(least(qbo_sync.setting_numeric('worker.idle_sleep_seconds')::double precision,
+                           greatest(extract(epoch FROM deadline - clock_timestamp()), 0)));
+    RETURN state || '{"job": null}';
+END
+$$;
+
+-- Step 2, its own transaction: run the claimed job under the organization's lock, record its
+-- outcome truthfully (completed, failed, or lease lost) and its history.
+CREATE OR REPLACE FUNCTION qbo_sync.worker_run(state jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    job public.qbo_sync_queue;
+    summary jsonb;
+    error_message text;
+    error_state text;
+    retryable boolean;
+    new_status text;
+BEGIN
+    IF state -> 'job' IS NULL OR jsonb_typeof(state -> 'job') = 'null' THEN
+        RETURN state;
+    END IF;
+    job := jsonb_populate_record(NULL::public.qbo_sync_queue, state -> 'job');
+    state := state || '{"job": null}';
+    PERFORM set_config('lock_timeout', qbo_sync.setting_numeric('worker.lock_timeout_ms')::bigint || 'ms', true);
+
+    -- One backend per organization. A row lock on a table only the owner can lock (an advisory
+    -- lock could be held by any role); SKIP LOCKED, so a busy organization never makes us wait.
+    PERFORM FROM qbo_sync.organization_lock AS l
+     WHERE l.organization_id = job.organization_id
+       FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        PERFORM qbo_sync.release(job.id, job.lease_id, qbo_sync.setting_numeric('queue.busy_retry_seconds'));
+        RETURN state;
+    END IF;
+
+    BEGIN
+        summary := qbo_sync.run_job(job);
+        IF qbo_sync.complete(job.id, job.lease_id, summary) THEN
+            PERFORM qbo_sync.record_history(job, 'completed', summary, NULL);
+        ELSE
+            -- The work stays committed (it recorded what QBO now holds); the job runs again.
+            PERFORM qbo_sync.record_history(job, 'lease_lost', summary, qbo_sync.lost_lease_reason(job.id));
+        END IF;
+    EXCEPTION WHEN OTHERS OR query_canceled THEN
+        -- query_canceled is a statement timeout or a cancel request: recorded like any failure
+        -- (and retried); after a cancel request the worker stops.
+        GET STACKED DIAGNOSTICS error_message = MESSAGE_TEXT, error_state = RETURNED_SQLSTATE;
+        IF error_state = '57014' THEN
+            state := state || '{"stop": true}';
+        END IF;
+        error_message := format('%s (SQLSTATE %s)', left(error_message, 3800), error_state);
+        retryable := qbo_sync.error_is_retryable(error_state);
+        BEGIN
+            new_status := qbo_sync.fail(job.id, job.lease_id, error_message, retryable, error_state);
+        EXCEPTION WHEN lock_not_available THEN
+            new_status := NULL;  -- another session holds the job's row: its lease will end
+        END;
+        IF new_status IS NULL THEN
+            PERFORM qbo_sync.record_history(job, 'lease_lost', NULL,
+                                            error_message || '; ' || qbo_sync.lost_lease_reason(job.id));
+        ELSE
+            PERFORM qbo_sync.record_history(job, 'failed', NULL,
+                                            format('%s; %s, job is now %s', error_message,
+                                                   CASE WHEN retryable THEN 'retryable' ELSE 'not retryable' END,
+                                                   new_status));
+        END IF;
+    END;
+    RETURN jsonb_set(state, '{done}', to_jsonb((state ->> 'done')::integer + 1));
+END
+$$;
+
+-- The loop. No expression of its own (see the top of this file): qualified calls only.
+CREATE OR REPLACE PROCEDURE qbo_sync.worker(
+    max_seconds numeric DEFAULT NULL,
+    max_jobs integer DEFAULT NULL,
+    stop_when_idle boolean DEFAULT false
+)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    state pg_catalog.jsonb := qbo_sync.worker_begin(max_seconds, max_jobs, stop_when_idle);
+BEGIN
+    LOOP
+        state := qbo_sync.worker_claim(state);
+        COMMIT;
+        EXIT WHEN qbo_sync.worker_should_stop(state);
+        state := qbo_sync.worker_run(state);
+        COMMIT;
+        EXIT WHEN qbo_sync.worker_should_stop(state);
+    END LOOP;
+END
+$$;
+
+-- The guide's name for the queue processor.
 CREATE OR REPLACE PROCEDURE public.qbo_sync_worker(
     max_seconds numeric DEFAULT NULL,
     max_jobs integer DEFAULT NULL,
     stop_when_idle boolean DEFAULT false
 )
 LANGUAGE plpgsql
--- No SET search_path here: a procedure with a SET clause may not COMMIT. Every name is qualified.
 AS $$
-DECLARE
-    deadline timestamptz := clock_timestamp() + make_interval(secs => coalesce(
-        max_seconds, qbo_sync.setting_numeric('worker.drain_seconds'))::double precision);
-    idle_sleep double precision := qbo_sync.setting_numeric('worker.idle_sleep_seconds');
-    job public.qbo_sync_queue;
-    summary jsonb;
-    error_message text;
-    error_state text;
-    new_status text;
-    done integer := 0;
 BEGIN
-    LOOP
-        EXIT WHEN clock_timestamp() >= deadline OR (max_jobs IS NOT NULL AND done >= max_jobs);
-        PERFORM qbo_sync.reclaim_expired();
-        PERFORM public.qbo_process_webhooks(500);
-        job := NULL;
-        SELECT * INTO job FROM qbo_sync.claim(1, 'qbo_sync_worker pid ' || pg_backend_pid());
-        COMMIT;
-        IF job.id IS NULL THEN
-            EXIT WHEN stop_when_idle;
-            PERFORM pg_sleep(least(idle_sleep, greatest(extract(epoch FROM deadline - clock_timestamp()), 0)));
-            CONTINUE;
-        END IF;
-
-        IF NOT pg_try_advisory_xact_lock(hashtextextended('qbo_sync.organization/' || job.organization_id, 0)) THEN
-            PERFORM qbo_sync.release(job.id, job.lease_id, qbo_sync.setting_numeric('queue.busy_retry_seconds'));
-            COMMIT;
-            CONTINUE;
-        END IF;
-
-        BEGIN
-            summary := qbo_sync.run_job(job);
-            PERFORM qbo_sync.complete(job.id, job.lease_id, summary);
-            PERFORM qbo_sync.record_history(job, 'completed', summary, NULL);
-        EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS error_message = MESSAGE_TEXT, error_state = RETURNED_SQLSTATE;
-            new_status := qbo_sync.fail(job.id, job.lease_id, format('%s (SQLSTATE %s)', error_message, error_state),
-                                        qbo_sync.error_is_retryable(error_state));
-            PERFORM qbo_sync.record_history(job, 'failed', NULL,
-                                            format('%s (SQLSTATE %s); job is now %s', error_message, error_state, new_status));
-        END;
-        COMMIT;
-        done := done + 1;
-    END LOOP;
+    CALL qbo_sync.worker(max_seconds, max_jobs, stop_when_idle);
 END
 $$;

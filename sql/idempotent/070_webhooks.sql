@@ -1,8 +1,11 @@
 -- The in-database half of the webhook listener: logged webhooks become queue work.
--- The listener stores each POST with its signature verdict; qbo_process_webhooks() (run by the
--- worker on every loop) parses both payload formats, skips events already seen
+-- The listener stores each POST with its signature verdict; qbo_sync.process_webhooks() (run by
+-- the worker on every loop) parses both payload formats, skips events already seen
 -- (qbo_webhook_processed), and queues one high-priority pull per organization and entity with
--- the changed ids.
+-- the changed ids. Only rows whose signature verified are ever read (a constraint keeps unsigned
+-- rows 'rejected', and the query asks for signature_valid as well).
+
+DROP FUNCTION IF EXISTS public.qbo_process_webhooks(integer);
 
 CREATE OR REPLACE FUNCTION qbo_sync.try_timestamptz(value text)
 RETURNS timestamptz
@@ -18,7 +21,7 @@ $$;
 
 -- The events in a webhook payload, legacy (`eventNotifications`) or CloudEvents (a JSON array).
 CREATE OR REPLACE FUNCTION qbo_sync.webhook_events(payload jsonb)
-RETURNS TABLE (event_key text, realm_id text, entity_name text, entity_id text,
+RETURNS TABLE (event_key text, realm_id text, qbo_entity text, entity_id text,
                operation text, occurred_at timestamptz, deleted_id text)
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -61,60 +64,86 @@ AS $$
         ELSE 'unknown' END
 $$;
 
+CREATE OR REPLACE FUNCTION qbo_sync.webhook_event_rows(events jsonb)
+RETURNS TABLE (log_id bigint, organization_id uuid, event_key text, realm_id text, entity text,
+               entity_id text, operation text, occurred_at timestamptz, deleted_id text)
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT * FROM jsonb_to_recordset(events) AS ev(
+        log_id bigint, organization_id uuid, event_key text, realm_id text, entity text,
+        entity_id text, operation text, occurred_at timestamptz, deleted_id text)
+$$;
+
 -- Turn up to `max_rows` received webhook log rows into queue work. Returns the rows handled.
-CREATE OR REPLACE FUNCTION public.qbo_process_webhooks(max_rows integer DEFAULT 500)
+-- Each organization's events are queued in a subtransaction under a short lock timeout: when a
+-- session holds a lock that organization's enqueue needs, its log rows stay 'received' for the
+-- next pass and every other organization's events go through at once.
+CREATE OR REPLACE FUNCTION qbo_sync.process_webhooks(max_rows integer DEFAULT 500)
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     log_ids bigint[];
-    work jsonb;
-    item jsonb;
+    org uuid;
+    deferred uuid[] := '{}';
+    item record;
+    saved_timeout text := current_setting('lock_timeout');
+    events jsonb;
 BEGIN
     SELECT array_agg(l.id ORDER BY l.id) INTO log_ids
-      FROM (SELECT id FROM public.qbo_webhook_log
-             WHERE status = 'received'
-             ORDER BY id
+      FROM (SELECT w.id FROM public.qbo_webhook_log AS w
+             WHERE w.status = 'received' AND w.signature_valid
+             ORDER BY w.id
              LIMIT max_rows
                FOR UPDATE SKIP LOCKED) AS l;
     IF log_ids IS NULL THEN
         RETURN 0;
     END IF;
 
-    WITH events AS (
-        SELECT l.id AS log_id, e.*, lower(e.entity_name) || 's' AS sync_endpoint
-          FROM public.qbo_webhook_log AS l
-          CROSS JOIN LATERAL qbo_sync.webhook_events(l.payload) AS e
-         WHERE l.id = ANY (log_ids)
-    ), fresh AS (
-        INSERT INTO public.qbo_webhook_processed AS p
-            (organization_id, event_key, realm_id, entity_type, entity_id, operation, occurred_at,
-             deleted_id, webhook_log_id)
-        SELECT DISTINCT ON (c.organization_id, e.event_key)
-               c.organization_id, e.event_key, e.realm_id, e.sync_endpoint, e.entity_id, e.operation,
-               e.occurred_at, e.deleted_id, e.log_id
-          FROM events AS e
-          JOIN public.qbo_connection AS c ON c.realm_id = e.realm_id
-         WHERE e.sync_endpoint IN ('items', 'customers', 'invoices', 'payments')
-           AND e.entity_id IS NOT NULL
-        ON CONFLICT (organization_id, event_key) DO NOTHING
-        RETURNING p.organization_id, p.entity_type, p.entity_id, p.deleted_id
-    )
-    SELECT coalesce(jsonb_agg(jsonb_build_object('organization_id', g.organization_id,
-                                                 'entity', g.entity_type, 'ids', g.ids)), '[]')
-      INTO work
-      FROM (SELECT f.organization_id, f.entity_type,
-                   array_agg(DISTINCT i.id ORDER BY i.id) AS ids
-              FROM fresh AS f
-             CROSS JOIN LATERAL unnest(ARRAY[f.entity_id, f.deleted_id]) AS i(id)
-             WHERE i.id IS NOT NULL
-             GROUP BY f.organization_id, f.entity_type) AS g;
+    SELECT coalesce(jsonb_agg(jsonb_build_object(
+               'log_id', l.id, 'organization_id', c.organization_id, 'event_key', e.event_key,
+               'realm_id', e.realm_id, 'entity', r.entity, 'entity_id', e.entity_id,
+               'operation', e.operation, 'occurred_at', e.occurred_at, 'deleted_id', e.deleted_id)), '[]')
+      INTO events
+      FROM public.qbo_webhook_log AS l
+     CROSS JOIN LATERAL qbo_sync.webhook_events(l.payload) AS e
+      JOIN public.qbo_connection AS c ON c.realm_id = e.realm_id
+      JOIN qbo_sync.entity AS r ON lower(r.qbo_entity) = lower(e.qbo_entity)  -- CloudEvents spell it in lower case
+     WHERE l.id = ANY (log_ids) AND e.entity_id IS NOT NULL;
 
-    FOR item IN SELECT * FROM jsonb_array_elements(work) LOOP
-        PERFORM qbo_sync.enqueue((item ->> 'organization_id')::uuid, item ->> 'entity', 'pull', 'high',
-                                 ARRAY(SELECT jsonb_array_elements_text(item -> 'ids')), 'webhook');
+    PERFORM set_config('lock_timeout',
+                       qbo_sync.setting_numeric('worker.webhook_lock_timeout_ms')::bigint || 'ms', true);
+    FOR org IN SELECT DISTINCT ev.organization_id FROM qbo_sync.webhook_event_rows(events) AS ev LOOP
+        BEGIN
+            FOR item IN
+                WITH fresh AS (
+                    INSERT INTO public.qbo_webhook_processed AS p
+                        (organization_id, event_key, realm_id, entity, entity_id, operation,
+                         occurred_at, deleted_id, webhook_log_id)
+                    SELECT DISTINCT ON (ev.event_key)
+                           ev.organization_id, ev.event_key, ev.realm_id, ev.entity, ev.entity_id,
+                           ev.operation, ev.occurred_at, ev.deleted_id, ev.log_id
+                      FROM qbo_sync.webhook_event_rows(events) AS ev
+                     WHERE ev.organization_id = org
+                    ON CONFLICT (organization_id, event_key) DO NOTHING
+                    RETURNING p.entity, p.entity_id, p.deleted_id
+                )
+                SELECT f.entity, array_agg(DISTINCT i.id ORDER BY i.id) AS ids
+                  FROM fresh AS f
+                 CROSS JOIN LATERAL unnest(ARRAY[f.entity_id, f.deleted_id]) AS i(id)
+                 WHERE i.id IS NOT NULL
+                 GROUP BY f.entity
+                 ORDER BY min((SELECT e.dependency_order FROM qbo_sync.entity AS e WHERE e.entity = f.entity))
+            LOOP
+                PERFORM qbo_sync.enqueue(org, item.entity, 'pull', 'high', item.ids, 'webhook');
+            END LOOP;
+        EXCEPTION WHEN lock_not_available THEN
+            deferred := deferred || org;
+        END;
     END LOOP;
+    PERFORM set_config('lock_timeout', saved_timeout, true);
 
     UPDATE public.qbo_webhook_log AS l
        SET status = CASE WHEN qbo_sync.webhook_format(l.payload) = 'unknown' THEN 'error' ELSE 'processed' END,
@@ -132,8 +161,11 @@ BEGIN
                    ) AS realms
               FROM public.qbo_webhook_log AS l2
              WHERE l2.id = ANY (log_ids)) AS unknown
-     WHERE l.id = unknown.id;
+     WHERE l.id = unknown.id
+       AND NOT EXISTS (SELECT FROM qbo_sync.webhook_event_rows(events) AS ev
+                        WHERE ev.log_id = l.id AND ev.organization_id = ANY (deferred));
 
-    RETURN cardinality(log_ids);
+    RETURN cardinality(log_ids) - (SELECT count(DISTINCT ev.log_id)::integer FROM qbo_sync.webhook_event_rows(events) AS ev
+                                    WHERE ev.organization_id = ANY (deferred));
 END
 $$;

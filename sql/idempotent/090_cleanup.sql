@@ -1,7 +1,13 @@
 -- Cleanup functions for the daily pg_cron jobs; retention comes from qbo_sync.settings.
--- Each returns the number of rows removed.
+-- Each returns the number of rows removed. They live in qbo_sync (pg_cron's owner calls them, so
+-- they are not in a schema other roles may create in).
 
-CREATE OR REPLACE FUNCTION public.qbo_cleanup_webhook_logs()
+DROP FUNCTION IF EXISTS public.qbo_cleanup_webhook_logs();
+DROP FUNCTION IF EXISTS public.qbo_cleanup_webhook_processed();
+DROP FUNCTION IF EXISTS public.qbo_cleanup_sync_jobs();
+DROP FUNCTION IF EXISTS public.qbo_cleanup_sync_history();
+
+CREATE OR REPLACE FUNCTION qbo_sync.cleanup_webhook_logs()
 RETURNS integer
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
@@ -15,7 +21,7 @@ AS $$
     SELECT count(*)::integer FROM removed
 $$;
 
-CREATE OR REPLACE FUNCTION public.qbo_cleanup_webhook_processed()
+CREATE OR REPLACE FUNCTION qbo_sync.cleanup_webhook_processed()
 RETURNS integer
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
@@ -29,7 +35,7 @@ AS $$
 $$;
 
 -- Finished queue jobs, plus expired or consumed OAuth states.
-CREATE OR REPLACE FUNCTION public.qbo_cleanup_sync_jobs()
+CREATE OR REPLACE FUNCTION qbo_sync.cleanup_sync_jobs()
 RETURNS integer
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
@@ -50,7 +56,7 @@ AS $$
     SELECT (SELECT count(*) FROM removed)::integer
 $$;
 
-CREATE OR REPLACE FUNCTION public.qbo_cleanup_sync_history()
+CREATE OR REPLACE FUNCTION qbo_sync.cleanup_sync_history()
 RETURNS integer
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp

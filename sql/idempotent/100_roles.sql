@@ -24,6 +24,9 @@ REVOKE ALL ON SCHEMA qbo_sync FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA qbo_sync FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA qbo_sync FROM PUBLIC;
 REVOKE ALL ON ALL PROCEDURES IN SCHEMA qbo_sync FROM PUBLIC;
+-- Each role gets exactly what is granted below (an upgrade takes back what an older version gave).
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA qbo_sync FROM qbo_sync_listener, qbo_sync_monitor, qbo_sync_app;
+REVOKE ALL ON ALL PROCEDURES IN SCHEMA qbo_sync FROM qbo_sync_listener, qbo_sync_monitor, qbo_sync_app;
 REVOKE ALL ON TABLE public.qbo_connection, public.qbo_oauth_state, public.qbo_sync_queue,
                     public.qbo_sync_history, public.qbo_webhook_log, public.qbo_webhook_processed,
                     public.qbo_sync_cursor, public.qbo_sync_conflict, public.qbo_sync_status
@@ -76,12 +79,13 @@ $$;
 
 -- Application
 GRANT USAGE ON SCHEMA qbo_sync TO qbo_sync_app;
+-- What the change-tracking triggers (which run with the application's rights) and the status
+-- view call. Queue work goes through the SECURITY DEFINER entry points below, never through
+-- qbo_sync.enqueue or a direct write: the application has no INSERT, UPDATE or DELETE on the queue.
 GRANT EXECUTE ON FUNCTION qbo_sync.setting(text), qbo_sync.setting_numeric(text),
                           qbo_sync.current_organization_id(),
-                          qbo_sync.applying_remote(),  -- called by the change-tracking triggers
-                          qbo_sync.fields_changed(jsonb, jsonb, text[]),
-                          qbo_sync.validate_sync_request(uuid, text, text, text),
-                          qbo_sync.enqueue(uuid, text, text, public.qbo_sync_priority, text[], text, jsonb)
+                          qbo_sync.applying_remote(),
+                          qbo_sync.fields_changed(jsonb, jsonb, text[])
     TO qbo_sync_app;
 GRANT SELECT ON qbo_sync.settings TO qbo_sync_app;
 REVOKE ALL ON qbo_sync.local_deletion FROM qbo_sync_app;
@@ -92,8 +96,10 @@ GRANT EXECUTE ON FUNCTION public.trigger_qbo_sync(uuid, text, text, text),
 GRANT SELECT, INSERT, UPDATE, DELETE ON public.organizations, public.customer_profile,
       public.item_record, public.invoice_record, public.invoice_line_item, public.invoice_payment
     TO qbo_sync_app;
-GRANT SELECT, INSERT, UPDATE ON public.qbo_sync_queue TO qbo_sync_app;
-GRANT SELECT ON public.qbo_sync_history, public.qbo_sync_status, public.qbo_sync_conflict
+REVOKE INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON public.qbo_sync_queue
+    FROM qbo_sync_app, qbo_sync_monitor, qbo_sync_listener;
+GRANT SELECT ON public.qbo_sync_queue, public.qbo_sync_history, public.qbo_sync_status,
+                public.qbo_sync_conflict
     TO qbo_sync_app;
 
 -- Row-level security. On application tables only when qbo-sync created them: an application that

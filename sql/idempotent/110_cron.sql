@@ -1,4 +1,6 @@
--- The nine pg_cron jobs of the deployment guide, calling SQL directly. cron.schedule() updates a
+-- The nine pg_cron jobs of the deployment guide, calling SQL directly: functions of the qbo_sync
+-- schema, by qualified name, so that nothing pg_cron runs as the owner resolves through a schema
+-- another role can create in. cron.schedule() updates a
 -- job of the same name, so re-running re-schedules in place. pg_cron lives in one database per
 -- cluster (cron.database_name); in any other database the jobs are not scheduled (the installer
 -- reports it) and qbo_cron_job_runs is not created.
@@ -12,17 +14,17 @@ BEGIN
     END IF;
     CREATE EXTENSION IF NOT EXISTS pg_cron;
 
-    PERFORM cron.schedule('process-qbo-sync-queue', '* * * * *', 'CALL public.qbo_sync_worker()');
-    PERFORM cron.schedule('qbo-check-token-expiry', '*/5 * * * *', 'SELECT public.qbo_check_token_expiry()');
-    PERFORM cron.schedule('qbo-push-local-changes', '*/30 * * * *', 'SELECT public.qbo_push_local_changes()');
+    PERFORM cron.schedule('process-qbo-sync-queue', '* * * * *', 'CALL qbo_sync.worker()');
+    PERFORM cron.schedule('qbo-check-token-expiry', '*/5 * * * *', 'SELECT qbo_sync.check_token_expiry()');
+    PERFORM cron.schedule('qbo-push-local-changes', '*/30 * * * *', 'SELECT qbo_sync.push_local_changes()');
     PERFORM cron.schedule('qbo-sync-invoices-payments', '0 * * * *',
                           $c$SELECT qbo_sync.schedule_sync(ARRAY['invoices', 'payments'], 'both')$c$);
     PERFORM cron.schedule('qbo-sync-items-customers-pull', '0 */6 * * *',
                           $c$SELECT qbo_sync.schedule_sync(ARRAY['items', 'customers'], 'pull')$c$);
-    PERFORM cron.schedule('cleanup-old-webhook-logs', '0 2 * * *', 'SELECT public.qbo_cleanup_webhook_logs()');
-    PERFORM cron.schedule('cleanup-old-webhook-processed', '5 2 * * *', 'SELECT public.qbo_cleanup_webhook_processed()');
-    PERFORM cron.schedule('cleanup-old-sync-jobs', '10 2 * * *', 'SELECT public.qbo_cleanup_sync_jobs()');
-    PERFORM cron.schedule('cleanup-old-sync-history', '15 2 * * *', 'SELECT public.qbo_cleanup_sync_history()');
+    PERFORM cron.schedule('cleanup-old-webhook-logs', '0 2 * * *', 'SELECT qbo_sync.cleanup_webhook_logs()');
+    PERFORM cron.schedule('cleanup-old-webhook-processed', '5 2 * * *', 'SELECT qbo_sync.cleanup_webhook_processed()');
+    PERFORM cron.schedule('cleanup-old-sync-jobs', '10 2 * * *', 'SELECT qbo_sync.cleanup_sync_jobs()');
+    PERFORM cron.schedule('cleanup-old-sync-history', '15 2 * * *', 'SELECT qbo_sync.cleanup_sync_history()');
 
     -- The guide's troubleshooting query filters cron.job_run_details by jobname, a column pg_cron
     -- 1.4 lacks (it has jobid); this view answers the same question.

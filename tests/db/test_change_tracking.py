@@ -159,21 +159,21 @@ def test_deleting_a_row_that_reached_qbo_is_remembered_for_the_push(conn, org, c
     mark_synced(conn, "customer_profile", customer, "58")
     conn.execute("DELETE FROM customer_profile WHERE id = %s", (customer,))
     rows = conn.execute(
-        "SELECT entity_type, qbo_id, qbo_sync_token FROM qbo_sync.local_deletion"
+        "SELECT entity, qbo_id, qbo_sync_token FROM qbo_sync.local_deletion"
     ).fetchall()
     assert rows == [("customers", "58", "0")]
 
 
 def test_push_local_changes_queues_one_push_per_dirty_entity(conn, org, customer, invoice):
     conn.execute("INSERT INTO item_record (organization_id, name) VALUES (%s, 'Widget')", (org,))
-    queued = conn.execute("SELECT qbo_push_local_changes()").fetchone()[0]
+    queued = conn.execute("SELECT qbo_sync.push_local_changes()").fetchone()[0]
     assert queued == 2  # the customer and the item; the invoice is synced
     rows = conn.execute(
         "SELECT sync_endpoint, direction, source FROM qbo_sync_queue ORDER BY created_at"
     ).fetchall()
     assert rows == [("items", "push", "schedule"), ("customers", "push", "schedule")]
     # running again folds into the same pending jobs
-    conn.execute("SELECT qbo_push_local_changes()")
+    conn.execute("SELECT qbo_sync.push_local_changes()")
     assert conn.execute("SELECT count(*) FROM qbo_sync_queue").fetchone()[0] == 2
 
 

@@ -11,7 +11,7 @@ def test_cleanup_respects_retention(conn, org):
         " ('recent', true, 'processed', now() - interval '1 day')"
     )
     conn.execute(
-        "INSERT INTO qbo_webhook_processed (organization_id, event_key, realm_id, entity_type, entity_id,"
+        "INSERT INTO qbo_webhook_processed (organization_id, event_key, realm_id, entity, entity_id,"
         " operation, processed_at) VALUES"
         " (%(o)s, 'old', 'r', 'customers', '1', 'Update', now() - interval '31 days'),"
         " (%(o)s, 'new', 'r', 'customers', '2', 'Update', now())",
@@ -32,10 +32,10 @@ def test_cleanup_respects_retention(conn, org):
         " (%(o)s, 'manual', 'completed', now() - interval '89 days')",
         {"o": org},
     )
-    assert conn.execute("SELECT qbo_cleanup_webhook_logs()").fetchone()[0] == 1
-    assert conn.execute("SELECT qbo_cleanup_webhook_processed()").fetchone()[0] == 1
-    assert conn.execute("SELECT qbo_cleanup_sync_jobs()").fetchone()[0] == 2
-    assert conn.execute("SELECT qbo_cleanup_sync_history()").fetchone()[0] == 1
+    assert conn.execute("SELECT qbo_sync.cleanup_webhook_logs()").fetchone()[0] == 1
+    assert conn.execute("SELECT qbo_sync.cleanup_webhook_processed()").fetchone()[0] == 1
+    assert conn.execute("SELECT qbo_sync.cleanup_sync_jobs()").fetchone()[0] == 2
+    assert conn.execute("SELECT qbo_sync.cleanup_sync_history()").fetchone()[0] == 1
     bodies = {r[0] for r in conn.execute("SELECT body FROM qbo_webhook_log").fetchall()}
     assert bodies == {"old unprocessed", "recent"}
     left = conn.execute(
@@ -50,12 +50,12 @@ def test_retention_is_a_setting(conn, org):
         " VALUES (%s, 'manual', 'completed', now() - interval '3 days')",
         (org,),
     )
-    assert conn.execute("SELECT qbo_cleanup_sync_history()").fetchone()[0] == 0
+    assert conn.execute("SELECT qbo_sync.cleanup_sync_history()").fetchone()[0] == 0
     conn.execute(
         "UPDATE qbo_sync.settings SET value = '2' WHERE key = 'retention.sync_history_days'"
     )
     try:
-        assert conn.execute("SELECT qbo_cleanup_sync_history()").fetchone()[0] == 1
+        assert conn.execute("SELECT qbo_sync.cleanup_sync_history()").fetchone()[0] == 1
     finally:
         conn.execute(
             "UPDATE qbo_sync.settings SET value = '90' WHERE key = 'retention.sync_history_days'"

@@ -8,9 +8,9 @@ import psycopg
 import pytest
 
 EXPECTED_JOBS = {
-    "process-qbo-sync-queue": ("* * * * *", "CALL public.qbo_sync_worker()"),
-    "qbo-check-token-expiry": ("*/5 * * * *", "SELECT public.qbo_check_token_expiry()"),
-    "qbo-push-local-changes": ("*/30 * * * *", "SELECT public.qbo_push_local_changes()"),
+    "process-qbo-sync-queue": ("* * * * *", "CALL qbo_sync.worker()"),
+    "qbo-check-token-expiry": ("*/5 * * * *", "SELECT qbo_sync.check_token_expiry()"),
+    "qbo-push-local-changes": ("*/30 * * * *", "SELECT qbo_sync.push_local_changes()"),
     "qbo-sync-invoices-payments": (
         "0 * * * *",
         "SELECT qbo_sync.schedule_sync(ARRAY['invoices', 'payments'], 'both')",
@@ -19,10 +19,10 @@ EXPECTED_JOBS = {
         "0 */6 * * *",
         "SELECT qbo_sync.schedule_sync(ARRAY['items', 'customers'], 'pull')",
     ),
-    "cleanup-old-webhook-logs": ("0 2 * * *", "SELECT public.qbo_cleanup_webhook_logs()"),
-    "cleanup-old-webhook-processed": ("5 2 * * *", "SELECT public.qbo_cleanup_webhook_processed()"),
-    "cleanup-old-sync-jobs": ("10 2 * * *", "SELECT public.qbo_cleanup_sync_jobs()"),
-    "cleanup-old-sync-history": ("15 2 * * *", "SELECT public.qbo_cleanup_sync_history()"),
+    "cleanup-old-webhook-logs": ("0 2 * * *", "SELECT qbo_sync.cleanup_webhook_logs()"),
+    "cleanup-old-webhook-processed": ("5 2 * * *", "SELECT qbo_sync.cleanup_webhook_processed()"),
+    "cleanup-old-sync-jobs": ("10 2 * * *", "SELECT qbo_sync.cleanup_sync_jobs()"),
+    "cleanup-old-sync-history": ("15 2 * * *", "SELECT qbo_sync.cleanup_sync_history()"),
 }
 
 
@@ -60,8 +60,11 @@ def test_token_check_fails_clearly_while_no_refresh_is_installed(cron_dsn):
             (org,),
         )
         try:
-            with pytest.raises(psycopg.errors.UndefinedFunction, match=r"qbo_token_refresh\(uuid\) is not installed"):
-                conn.execute("SELECT qbo_check_token_expiry()")
+            with pytest.raises(
+                psycopg.errors.UndefinedFunction,
+                match=r"qbo_sync.token_refresh\(uuid\) is not installed",
+            ):
+                conn.execute("SELECT qbo_sync.check_token_expiry()")
         finally:
             conn.execute("DELETE FROM organizations WHERE id = %s", (org,))
 
@@ -69,7 +72,7 @@ def test_token_check_fails_clearly_while_no_refresh_is_installed(cron_dsn):
 def test_pg_cron_runs_the_queue_processor_which_processes_a_job(cron_dsn):
     with psycopg.connect(cron_dsn, autocommit=True) as conn:
         conn.execute(
-            """CREATE OR REPLACE FUNCTION public.qbo_sync_items(org uuid, direction text, ids text[])
+            """CREATE OR REPLACE FUNCTION qbo_sync.sync_items(job qbo_sync_queue)
                RETURNS jsonb LANGUAGE sql AS $$
                    SELECT jsonb_build_object('entity_count', 1, 'success_count', 1,
                                              'ran_as', current_user, 'pid', pg_backend_pid()) $$"""
@@ -116,7 +119,7 @@ def test_pg_cron_runs_the_queue_processor_which_processes_a_job(cron_dsn):
             assert runs, "pg_cron did not record a successful run of process-qbo-sync-queue"
         finally:
             conn.execute("DELETE FROM organizations WHERE id = %s", (org,))
-            conn.execute("DROP FUNCTION public.qbo_sync_items(uuid, text, text[])")
+            conn.execute("DROP FUNCTION qbo_sync.sync_items(qbo_sync_queue)")
             conn.execute(
                 "UPDATE qbo_sync.settings SET value = '50' WHERE key = 'worker.drain_seconds'"
             )

@@ -67,18 +67,65 @@ def test_no_folding_into_a_job_already_claimed(conn, org):
 
 
 def test_concurrent_enqueues_fold(connect, conn, org):
-    """Two sessions enqueueing the same job at once still leave a single job."""
+    """Two sessions enqueueing the same job at once still leave a single job when the second may
+    wait (trigger_qbo_sync): it waits for the first to commit, within a bound."""
     a, b = connect(autocommit=False), connect(autocommit=False)
     first = enqueue(a, org, ids=["1"])
     result: list = []
-    thread = threading.Thread(target=lambda: result.append(enqueue(b, org, ids=["2"])))
+    thread = threading.Thread(
+        target=lambda: result.append(
+            b.execute(
+                "SELECT qbo_sync.enqueue(%s, 'customers', 'pull', 'normal', %s, 'manual', '{}', true)",
+                (org, ["2"]),
+            ).fetchone()[0]
+        )
+    )
     thread.start()
-    time.sleep(0.3)  # b now waits on a's advisory lock
+    wait_for_advisory_waiter(conn)
     a.commit()
     thread.join(10)
     b.commit()
     assert result == [first]
     assert job(conn, first)["entity_ids"] == ["1", "2"]
+
+
+def wait_for_advisory_waiter(conn, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        ).fetchone()[0]:
+            return
+        time.sleep(0.01)
+    raise AssertionError("nobody waited for the enqueue lock")
+
+
+def test_a_held_enqueue_lock_never_stalls_an_enqueue(connect, conn, org):
+    """Whoever holds the enqueue lock (an open transaction, or any role calling pg_advisory_lock
+    on the key), enqueue does not wait for it unboundedly: the worker's enqueues do not wait at
+    all, and trigger_qbo_sync waits at most queue.api_lock_timeout_ms, then queues its own job."""
+    holder = connect(autocommit=False)
+    first = enqueue(holder, org, ids=["1"])  # holds the lock until it commits
+    started = time.monotonic()
+    second = enqueue(conn, org, ids=["2"])  # no wait
+    assert time.monotonic() - started < 0.5
+    conn.execute(
+        "UPDATE qbo_sync.settings SET value = '300' WHERE key = 'queue.api_lock_timeout_ms'"
+    )
+    try:
+        third = conn.execute(
+            "SELECT qbo_sync.enqueue(%s, 'customers', 'pull', 'normal', %s, 'manual', '{}', true)",
+            (org, ["3"]),
+        ).fetchone()[0]
+        assert 0.25 < time.monotonic() - started < 2
+    finally:
+        conn.execute(
+            "UPDATE qbo_sync.settings SET value = '2000' WHERE key = 'queue.api_lock_timeout_ms'"
+        )
+    holder.commit()
+    assert len({first, second, third}) == 3  # none lost, none waited for
+    # the bounded wait did not leave its lock_timeout behind in the caller's session
+    assert conn.execute("SHOW lock_timeout").fetchone()[0] == "0"
 
 
 def test_claim_order_is_priority_then_age(conn, org):
@@ -276,26 +323,90 @@ def test_a_non_retryable_failure_fails_at_once(conn, org):
     )
 
 
-def test_requeue_by_hand(conn, org):
+def job_in_state(conn, org, state: str):
+    """A job in `state`, reached through the queue's own functions."""
     job_id = enqueue(conn, org)
+    if state == "pending":
+        return job_id
     (claimed,) = claim(conn)
-    conn.execute("SELECT qbo_sync.fail(%s, %s, 'x', false)", (job_id, claimed[1]))
+    if state == "processing":
+        return job_id
+    if state == "completed":
+        conn.execute("SELECT qbo_sync.complete(%s, %s)", (job_id, claimed[1]))
+    elif state == "failed":
+        conn.execute("SELECT qbo_sync.fail(%s, %s, 'x', false)", (job_id, claimed[1]))
+    elif state == "cancelled":
+        conn.execute("SELECT qbo_sync_cancel(%s)", (job_id,))
+    assert job(conn, job_id)["status"] == state
+    return job_id
+
+
+@pytest.mark.parametrize("state", ["pending", "processing", "completed", "failed", "cancelled"])
+def test_requeue_handles_every_state(conn, org, state):
+    job_id = job_in_state(conn, org, state)
+    conn.execute("UPDATE qbo_sync_queue SET run_at = now() + interval '1 hour'")  # a backoff
     assert conn.execute("SELECT qbo_sync_requeue(%s)", (job_id,)).fetchone()[0] == job_id
     row = job(conn, job_id)
-    assert row["status"] == "pending" and row["attempts"] == 0
-    with pytest.raises(
-        psycopg.errors.ObjectNotInPrerequisiteState, match="only failed or cancelled"
-    ):
-        conn.execute("SELECT qbo_sync_requeue(%s)", (job_id,))
-    with pytest.raises(psycopg.errors.NoDataFound):
-        conn.execute("SELECT qbo_sync_requeue(gen_random_uuid())")
+    assert row["status"] == "pending" and row["lease_id"] is None and row["locked_until"] is None
+    assert row["run_at"] <= conn.execute("SELECT now()").fetchone()[0]  # runs now
+    assert row["attempts"] == (1 if state == "processing" else 0)
+    # and the worker can claim it at once
+    assert [c[0] for c in claim(conn)] == [job_id]
 
 
-def test_cancel_only_pending_jobs(conn, org):
+@pytest.mark.parametrize(
+    ("state", "cancelled"),
+    [
+        ("pending", True),
+        ("processing", True),
+        ("completed", False),
+        ("failed", False),
+        ("cancelled", False),
+    ],
+)
+def test_cancel_handles_every_state(conn, org, state, cancelled):
+    job_id = job_in_state(conn, org, state)
+    assert conn.execute("SELECT qbo_sync_cancel(%s)", (job_id,)).fetchone()[0] is cancelled
+    row = job(conn, job_id)
+    assert row["status"] == ("cancelled" if cancelled else state)
+    assert row["lease_id"] is None or state == "processing" and not cancelled
+
+
+def test_a_processing_job_cancelled_by_hand_cannot_be_completed_by_its_worker(conn, org):
     job_id = enqueue(conn, org)
+    (claimed,) = claim(conn)
     assert conn.execute("SELECT qbo_sync_cancel(%s)", (job_id,)).fetchone()[0]
+    assert (
+        conn.execute("SELECT qbo_sync.complete(%s, %s)", (job_id, claimed[1])).fetchone()[0]
+        is False
+    )
+    assert (
+        conn.execute("SELECT qbo_sync.fail(%s, %s, 'x')", (job_id, claimed[1])).fetchone()[0]
+        is None
+    )
     assert job(conn, job_id)["status"] == "cancelled"
-    assert not conn.execute("SELECT qbo_sync_cancel(%s)", (job_id,)).fetchone()[0]
+
+
+def test_requeue_of_an_unknown_job_is_a_clear_error(conn, org):
+    with pytest.raises(psycopg.errors.NoDataFound, match="does not exist"):
+        conn.execute("SELECT qbo_sync_requeue(gen_random_uuid())")
+    assert conn.execute("SELECT qbo_sync_cancel(gen_random_uuid())").fetchone()[0] is False
+
+
+def test_requeue_and_cancel_wait_a_bounded_time_for_a_held_job(conn, connect, org):
+    """A worker extending a long job's lease holds its row; a change by hand is told so."""
+    job_id = enqueue(conn, org)
+    (claimed,) = claim(conn)
+    worker = connect(autocommit=False)
+    worker.execute("SELECT qbo_sync.extend_lease(%s, %s, 600)", (job_id, claimed[1]))
+    started = time.monotonic()
+    with pytest.raises(psycopg.errors.LockNotAvailable, match="is busy"):
+        conn.execute("SELECT qbo_sync_cancel(%s)", (job_id,))
+    with pytest.raises(psycopg.errors.LockNotAvailable, match="is busy"):
+        conn.execute("SELECT qbo_sync_requeue(%s)", (job_id,))
+    assert time.monotonic() - started < 10
+    worker.commit()
+    assert conn.execute("SELECT qbo_sync_cancel(%s)", (job_id,)).fetchone()[0]
 
 
 def test_release_gives_the_job_back_without_counting_the_attempt(conn, org):

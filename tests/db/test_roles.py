@@ -97,14 +97,22 @@ def test_listener_inserts_webhook(conn, connect, status):
     assert row == (status, status == "received", True)
 
 
-def test_listener_default_status_is_received(conn, connect):
-    connect(user=LISTENER).execute(
-        "INSERT INTO qbo_webhook_log (body, signature_valid) VALUES ('default-status', false)"
+def test_listener_default_status_is_received_for_signed_webhooks_only(conn, connect):
+    listener = connect(user=LISTENER)
+    listener.execute(
+        "INSERT INTO qbo_webhook_log (body, signature_valid) VALUES ('default-status', true)"
     )
     assert (
         scalar(conn, "SELECT status FROM qbo_webhook_log WHERE body = 'default-status'")
         == "received"
     )
+    # an unsigned webhook can only be stored as rejected: never as work to process
+    for status in ("DEFAULT", "'received'"):
+        with pytest.raises(errors.CheckViolation, match="unsigned_is_rejected"):
+            listener.execute(
+                f"INSERT INTO qbo_webhook_log (body, signature_valid, status) VALUES ('unsigned', false, {status})"
+            )
+    assert scalar(conn, "SELECT count(*) FROM qbo_webhook_log WHERE body = 'unsigned'") == 0
 
 
 def test_listener_cannot_read_back_webhooks(conn, connect):
@@ -194,7 +202,7 @@ def test_listener_cannot_update_or_delete(conn, connect, statement):
         "SELECT qbo_sync.secret('QBO_SYNC_TOKEN_KEY')",
         "SELECT public.trigger_qbo_sync('{org}', 'items')",
         "SELECT qbo_sync.enqueue('{org}', 'items')",
-        "SELECT public.qbo_process_webhooks(10)",
+        "SELECT qbo_sync.process_webhooks(10)",
         "CALL public.qbo_sync_worker(0, 0, true)",
     ],
 )
@@ -262,7 +270,7 @@ def test_monitor_cannot_read_tokens(two_orgs, connect, query):
         "SELECT public.trigger_qbo_sync('{a}', 'items')",
         "SELECT qbo_sync.enqueue('{a}', 'items')",
         "SELECT public.qbo_sync_cancel('{a}')",
-        "SELECT public.qbo_cleanup_sync_history()",
+        "SELECT qbo_sync.cleanup_sync_history()",
     ],
 )
 def test_monitor_cannot_write(two_orgs, conn, connect, statement):
@@ -345,7 +353,7 @@ def test_app_inserts_for_its_organization_only(two_orgs, conn, connect):
             "INSERT INTO customer_profile (organization_id, display_name) VALUES (%s, 'Intruder')",
             (org_b,),
         )
-    with pytest.raises(errors.InsufficientPrivilege, match="row-level security"):
+    with pytest.raises(errors.InsufficientPrivilege, match="permission denied"):
         app.execute(
             "INSERT INTO qbo_sync_queue (organization_id, sync_endpoint) VALUES (%s, 'items')",
             (org_b,),
@@ -378,12 +386,10 @@ def test_app_cannot_change_other_organizations_rows(two_orgs, conn, connect):
         == 0
     )
     assert app.execute("DELETE FROM organizations WHERE id = %s", (org_b,)).rowcount == 0
-    assert (
+    with pytest.raises(errors.InsufficientPrivilege, match="permission denied"):
         app.execute(
             "UPDATE qbo_sync_queue SET status = 'cancelled' WHERE organization_id = %s", (org_b,)
-        ).rowcount
-        == 0
-    )
+        )
     assert (
         scalar(
             conn, "SELECT display_name FROM customer_profile WHERE organization_id = %s", (org_b,)
@@ -414,8 +420,14 @@ def test_app_cannot_trigger_sync_for_another_organization(two_orgs, conn, connec
         app.execute("SELECT trigger_qbo_sync(%s, 'items')", (org_b,))
     with pytest.raises(errors.NoDataFound, match="does not exist"):
         app.execute("SELECT qbo_sync_orchestrator(%s)", (org_b,))
-    with pytest.raises(errors.InsufficientPrivilege, match="row-level security"):
+    with pytest.raises(
+        errors.InsufficientPrivilege, match="permission denied for function enqueue"
+    ):
         app.execute("SELECT qbo_sync.enqueue(%s, 'invoices')", (org_b,))
+    # the setting names the organization a session works for; without it, none
+    app.execute("RESET qbo_sync.organization_id")
+    with pytest.raises(errors.NoDataFound, match="does not exist"):
+        app.execute("SELECT trigger_qbo_sync(%s, 'items')", (org_a,))
     assert (
         scalar(conn, "SELECT count(*) FROM qbo_sync_queue WHERE organization_id = %s", (org_b,))
         == 1
@@ -490,7 +502,7 @@ def test_app_can_delete_its_synced_customer(two_orgs, conn, connect):
     app = app_session(connect, org_a)
     assert app.execute("DELETE FROM customer_profile WHERE qbo_id = 'qbo-A'").rowcount == 1
     assert conn.execute(
-        "SELECT organization_id, entity_type, qbo_id FROM qbo_sync.local_deletion"
+        "SELECT organization_id, entity, qbo_id FROM qbo_sync.local_deletion"
     ).fetchall() == [(org_a, "customers", "qbo-A")]
 
 
@@ -503,7 +515,7 @@ def test_app_cannot_record_deletions_for_another_organization(two_orgs, conn, co
     try:
         with pytest.raises(errors.InsufficientPrivilege):
             app.execute(
-                "INSERT INTO qbo_sync.local_deletion (organization_id, entity_type, qbo_id)"
+                "INSERT INTO qbo_sync.local_deletion (organization_id, entity, qbo_id)"
                 " VALUES (%s, 'customers', 'qbo-B')",
                 (org_b,),
             )
@@ -547,7 +559,7 @@ def fresh_login(pg_server, db_dsn) -> Iterator[psycopg.Connection]:
         "SELECT qbo_sync.python_setup()",
         "SELECT qbo_sync.version()",
         "SELECT public.trigger_qbo_sync(gen_random_uuid(), 'items')",
-        "SELECT public.qbo_process_webhooks(1)",
+        "SELECT qbo_sync.process_webhooks(1)",
         "CALL public.qbo_sync_worker(0, 0, true)",
         "SELECT count(*) FROM public.qbo_connection",
         "SELECT count(*) FROM public.qbo_sync_queue",

@@ -92,7 +92,7 @@ def test_legacy_events_become_one_pull_per_entity(conn, org):
             ("Vendor", "5", "Update", {}),
         ),
     )
-    assert conn.execute("SELECT qbo_process_webhooks()").fetchone()[0] == 1
+    assert conn.execute("SELECT qbo_sync.process_webhooks()").fetchone()[0] == 1
     assert queue(conn) == [
         (org, "customers", "pull", "high", ["1", "27", "31"], "webhook"),
         (org, "invoices", "pull", "high", ["130"], "webhook"),
@@ -113,15 +113,13 @@ def test_cloudevents_across_two_companies(conn, org):
         ("ev-3", realm_of(conn, org), "qbo.payment.voided.v1", "88", {}),
     )
     log_webhook(conn, body)
-    conn.execute("SELECT qbo_process_webhooks()")
+    conn.execute("SELECT qbo_sync.process_webhooks()")
     assert queue(conn) == [
         (other, "customers", "pull", "high", ["123", "27"], "webhook"),
         (org, "invoices", "pull", "high", ["1234"], "webhook"),
         (org, "payments", "pull", "high", ["88"], "webhook"),
     ]
-    ops = conn.execute(
-        "SELECT operation FROM qbo_webhook_processed ORDER BY entity_type"
-    ).fetchall()
+    ops = conn.execute("SELECT operation FROM qbo_webhook_processed ORDER BY entity").fetchall()
     assert [o[0] for o in ops] == ["Merge", "Create", "Void"]
 
 
@@ -129,13 +127,13 @@ def test_redelivered_events_are_not_queued_twice(conn, org):
     realm = realm_of(conn, org)
     body = cloudevents(("ev-9", realm, "qbo.item.updated.v1", "7", {}))
     log_webhook(conn, body)
-    conn.execute("SELECT qbo_process_webhooks()")
+    conn.execute("SELECT qbo_sync.process_webhooks()")
     # the job ran meanwhile
     conn.execute("UPDATE qbo_sync_queue SET status = 'completed'")
     log_webhook(conn, body)  # Intuit retries the same event
     log_webhook(conn, legacy(realm, ("Item", "8", "Update", {})))
     log_webhook(conn, legacy(realm, ("Item", "8", "Update", {})))
-    conn.execute("SELECT qbo_process_webhooks()")
+    conn.execute("SELECT qbo_sync.process_webhooks()")
     pending = conn.execute(
         "SELECT entity_ids FROM qbo_sync_queue WHERE status = 'pending'"
     ).fetchall()
@@ -149,7 +147,7 @@ def test_rejected_and_malformed_webhooks_are_kept_and_never_queued(conn, org):
     garbage = log_webhook(conn, "{not json")
     odd = log_webhook(conn, json.dumps({"hello": "world"}))
     stranger = log_webhook(conn, legacy("999999", ("Customer", "1", "Create", {})))
-    conn.execute("SELECT qbo_process_webhooks()")
+    conn.execute("SELECT qbo_sync.process_webhooks()")
     assert queue(conn) == []
     rows = dict(
         (r[0], r[1:])
@@ -170,4 +168,4 @@ def test_worker_turns_webhooks_into_work_on_its_loop(conn, org):
         "SELECT sync_endpoint, source, attempts, last_error FROM qbo_sync_queue"
     ).fetchone()
     assert job[:3] == ("payments", "webhook", 1)
-    assert "qbo_sync_payments" in job[3]
+    assert "qbo_sync.sync_payments" in job[3]

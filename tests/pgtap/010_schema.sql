@@ -3,7 +3,7 @@
 SET search_path = tap, public, qbo_sync;
 
 BEGIN;
-SELECT plan(177);
+SELECT plan(181);
 
 -- Schemas and extensions
 SELECT has_schema('qbo_sync');
@@ -29,7 +29,7 @@ SELECT has_table('public', t, 'public.' || t || ' exists')
 -- Primary keys
 SELECT col_is_pk('qbo_sync', 'settings', 'key', 'qbo_sync.settings PK (key)');
 SELECT col_is_pk('qbo_sync', 'app_table', 'table_name', 'qbo_sync.app_table PK (table_name)');
-SELECT col_is_pk('qbo_sync', 'local_deletion', ARRAY['organization_id', 'entity_type', 'qbo_id']::name[], 'local_deletion PK (organization_id, entity_type, qbo_id)');
+SELECT col_is_pk('qbo_sync', 'local_deletion', ARRAY['organization_id', 'entity', 'qbo_id']::name[], 'local_deletion PK (organization_id, entity, qbo_id)');
 SELECT col_is_pk('qbo_sync', 'organization_settings', 'organization_id', 'organization_settings PK (organization_id)');
 SELECT col_is_pk('public', t, 'id', t || ' PK (id)')
   FROM unnest(ARRAY['organizations', 'customer_profile', 'item_record', 'invoice_record',
@@ -38,7 +38,7 @@ SELECT col_is_pk('public', t, 'id', t || ' PK (id)')
 SELECT col_is_pk('public', 'qbo_webhook_processed', ARRAY['organization_id', 'event_key']::name[], 'qbo_webhook_processed PK (organization_id, event_key)');
 SELECT col_is_pk('public', 'qbo_connection', 'organization_id', 'qbo_connection PK (organization_id)');
 SELECT col_is_pk('public', 'qbo_oauth_state', 'state', 'qbo_oauth_state PK (state)');
-SELECT col_is_pk('public', 'qbo_sync_cursor', ARRAY['organization_id', 'entity_type']::name[], 'qbo_sync_cursor PK (organization_id, entity_type)');
+SELECT col_is_pk('public', 'qbo_sync_cursor', ARRAY['organization_id', 'entity']::name[], 'qbo_sync_cursor PK (organization_id, entity)');
 SELECT col_is_pk('public', 'qbo_sync_conflict', ARRAY['organization_id', 'id']::name[], 'qbo_sync_conflict PK (organization_id, id)');
 
 -- Unique keys: one local row per QBO object and organization; one line per QBO line of an invoice
@@ -110,7 +110,22 @@ SELECT col_not_null('public', 'qbo_sync_queue', c, 'qbo_sync_queue.' || c || ' i
   FROM unnest(ARRAY['organization_id', 'sync_endpoint', 'direction', 'priority', 'status',
                     'attempts', 'max_attempts', 'run_at']) AS c;                     -- 8
 SELECT col_has_check('public', 'qbo_sync_queue', c, 'qbo_sync_queue.' || c || ' has a CHECK')
-  FROM unnest(ARRAY['sync_endpoint', 'direction', 'status']) AS c;                   -- 3
+  FROM unnest(ARRAY['direction', 'status']) AS c;                                    -- 2
+-- Entity names are checked against the registry, not repeated in CHECK constraints.
+SELECT fk_ok('public', 'qbo_sync_queue', 'sync_endpoint', 'qbo_sync', 'entity', 'entity',
+             'qbo_sync_queue.sync_endpoint references the entity registry');
+SELECT fk_ok('qbo_sync', 'local_deletion', 'entity', 'qbo_sync', 'entity', 'entity',
+             'local_deletion.entity references the entity registry');
+SELECT fk_ok('public', 'qbo_sync_cursor', 'entity', 'qbo_sync', 'entity', 'entity',
+             'qbo_sync_cursor.entity references the entity registry');
+SELECT is_empty($$
+    SELECT conrelid::regclass::text || ': ' || conname
+      FROM pg_constraint
+     WHERE contype = 'c' AND connamespace IN ('public'::regnamespace, 'qbo_sync'::regnamespace)
+       AND pg_get_constraintdef(oid) ~ '''(items|customers|invoices|payments)'''$$,
+    'no CHECK constraint spells out the entity names');
+SELECT col_has_check('public', 'qbo_webhook_log', ARRAY['signature_valid', 'status']::name[],
+                     'qbo_webhook_log: an unsigned webhook can only be rejected');
 
 -- Queue indexes: claim (priority DESC, created_at) over pending jobs; fold over pending jobs not
 -- yet attempted; lease over processing jobs.

@@ -3,18 +3,23 @@
 SET search_path = tap, public, qbo_sync;
 
 BEGIN;
-SELECT plan(92);
+SELECT plan(98);
 
 -- qbo_sync schema: exactly these functions (a new or renamed one must be added here)
 SELECT functions_are('qbo_sync', ARRAY[
     'setting', 'setting_numeric', 'current_organization_id', 'applying_remote', 'version',
-    'python_setup', 'secret', 'encrypt_token', 'decrypt_token',
-    'fields_changed', 'track_local_change', 'track_invoice_line_change', 'track_local_deletion',
+    'calling_role', 'caller_is_operator', 'may_act_for',
+    'entity_names', 'quote_for_message',
+    'python_loader', 'python_setup', 'secret', 'encrypt_token', 'decrypt_token', 'refresh_code_hash',
+    'fields_changed', 'track_local_change', 'track_line_change', 'track_local_deletion',
     'begin_applying_remote',
-    'enqueue', 'claim', 'complete', 'backoff_seconds', 'fail', 'release', 'reclaim_expired',
-    'validate_sync_request', 'schedule_sync',
-    'run_job', 'error_is_retryable', 'record_history',
-    'try_timestamptz', 'webhook_events', 'webhook_format'
+    'enqueue', 'claim', 'complete', 'backoff_seconds', 'fail', 'extend_lease', 'release',
+    'reclaim_expired', 'lock_job_for_caller',
+    'validate_sync_request', 'schedule_sync', 'push_local_changes', 'check_token_expiry',
+    'run_job', 'error_is_retryable', 'record_history', 'lost_lease_reason',
+    'worker_begin', 'worker_should_stop', 'worker_claim', 'worker_run', 'worker',
+    'try_timestamptz', 'webhook_events', 'webhook_format', 'webhook_event_rows', 'process_webhooks',
+    'cleanup_webhook_logs', 'cleanup_webhook_processed', 'cleanup_sync_jobs', 'cleanup_sync_history'
 ]::name[], 'qbo_sync has exactly the expected functions');
 
 -- Signatures: qbo_sync
@@ -31,14 +36,23 @@ SELECT has_function('qbo_sync', f, args::name[], 'qbo_sync.' || f || '(' || arra
     ('decrypt_token', ARRAY['bytea']),
     ('fields_changed', ARRAY['jsonb', 'jsonb', 'text[]']),
     ('track_local_change', ARRAY[]::text[]),
-    ('track_invoice_line_change', ARRAY[]::text[]),
+    ('track_line_change', ARRAY[]::text[]),
     ('track_local_deletion', ARRAY[]::text[]),
     ('begin_applying_remote', ARRAY[]::text[]),
-    ('enqueue', ARRAY['uuid', 'text', 'text', 'qbo_sync_priority', 'text[]', 'text', 'jsonb']),
+    ('enqueue', ARRAY['uuid', 'text', 'text', 'qbo_sync_priority', 'text[]', 'text', 'jsonb', 'boolean']),
     ('claim', ARRAY['integer', 'text', 'numeric']),
     ('complete', ARRAY['uuid', 'uuid', 'jsonb']),
     ('backoff_seconds', ARRAY['integer']),
-    ('fail', ARRAY['uuid', 'uuid', 'text', 'boolean']),
+    ('fail', ARRAY['uuid', 'uuid', 'text', 'boolean', 'text']),
+    ('extend_lease', ARRAY['uuid', 'uuid', 'numeric']),
+    ('push_local_changes', ARRAY[]::text[]),
+    ('check_token_expiry', ARRAY[]::text[]),
+    ('process_webhooks', ARRAY['integer']),
+    ('cleanup_webhook_logs', ARRAY[]::text[]),
+    ('cleanup_webhook_processed', ARRAY[]::text[]),
+    ('cleanup_sync_jobs', ARRAY[]::text[]),
+    ('cleanup_sync_history', ARRAY[]::text[]),
+    ('worker', ARRAY['numeric', 'integer', 'boolean']),
     ('release', ARRAY['uuid', 'uuid', 'numeric']),
     ('reclaim_expired', ARRAY[]::text[]),
     ('validate_sync_request', ARRAY['uuid', 'text', 'text', 'text']),
@@ -49,7 +63,7 @@ SELECT has_function('qbo_sync', f, args::name[], 'qbo_sync.' || f || '(' || arra
     ('try_timestamptz', ARRAY['text']),
     ('webhook_events', ARRAY['jsonb']),
     ('webhook_format', ARRAY['jsonb'])
-  ) AS f(f, args);                                                                    -- 29
+  ) AS f(f, args);                                                                    -- 38
 
 -- Signatures: public entry points
 SELECT has_function('public', f, args::name[], 'public.' || f || '(' || array_to_string(args, ', ') || ') exists')
@@ -58,15 +72,20 @@ SELECT has_function('public', f, args::name[], 'public.' || f || '(' || array_to
     ('qbo_sync_orchestrator', ARRAY['uuid', 'text', 'text[]', 'text']),
     ('qbo_sync_requeue', ARRAY['uuid']),
     ('qbo_sync_cancel', ARRAY['uuid']),
-    ('qbo_push_local_changes', ARRAY[]::text[]),
-    ('qbo_check_token_expiry', ARRAY[]::text[]),
-    ('qbo_process_webhooks', ARRAY['integer']),
-    ('qbo_cleanup_webhook_logs', ARRAY[]::text[]),
-    ('qbo_cleanup_webhook_processed', ARRAY[]::text[]),
-    ('qbo_cleanup_sync_jobs', ARRAY[]::text[]),
-    ('qbo_cleanup_sync_history', ARRAY[]::text[]),
     ('qbo_sync_worker', ARRAY['numeric', 'integer', 'boolean'])
-  ) AS f(f, args);                                                                    -- 12
+  ) AS f(f, args);                                                                    -- 5
+-- public holds the guide's entry points only: what pg_cron runs lives in qbo_sync, a schema no
+-- other role can create in (a role with CREATE on public could plant an overload there).
+SELECT set_eq($$SELECT p.proname::text FROM pg_proc AS p
+                  WHERE p.pronamespace = 'public'::regnamespace
+                    AND NOT EXISTS (SELECT FROM pg_depend AS d
+                                     WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                                       AND d.deptype = 'e')$$,
+              ARRAY['trigger_qbo_sync', 'qbo_sync_orchestrator', 'qbo_sync_requeue',
+                    'qbo_sync_cancel', 'qbo_sync_worker'],
+              'public has exactly the guide''s qbo-sync entry points (besides extensions'' functions)');
+SELECT is_procedure('qbo_sync', 'worker', ARRAY['numeric', 'integer', 'boolean']::name[],
+                    'qbo_sync.worker is a procedure (it commits between jobs)');
 SELECT is_procedure('public', 'qbo_sync_worker', ARRAY['numeric', 'integer', 'boolean']::name[],
                     'qbo_sync_worker is a procedure (it commits between jobs)');
 SELECT isnt_procedure('public', 'trigger_qbo_sync', ARRAY['uuid', 'text', 'text', 'text']::name[],
@@ -80,10 +99,10 @@ SELECT function_returns('public', 'qbo_sync_orchestrator', ARRAY['uuid', 'text',
 SELECT function_returns('qbo_sync', 'claim', ARRAY['integer', 'text', 'numeric']::name[], 'setof qbo_sync_queue',
                         'claim returns queue rows');
 SELECT function_returns('qbo_sync', 'enqueue',
-                        ARRAY['uuid', 'text', 'text', 'qbo_sync_priority', 'text[]', 'text', 'jsonb']::name[],
+                        ARRAY['uuid', 'text', 'text', 'qbo_sync_priority', 'text[]', 'text', 'jsonb', 'boolean']::name[],
                         'uuid', 'enqueue returns the job id');
 SELECT function_returns('qbo_sync', 'encrypt_token', ARRAY['text']::name[], 'bytea', 'encrypt_token returns bytea');
-SELECT function_returns('qbo_sync', 'fail', ARRAY['uuid', 'uuid', 'text', 'boolean']::name[], 'text',
+SELECT function_returns('qbo_sync', 'fail', ARRAY['uuid', 'uuid', 'text', 'boolean', 'text']::name[], 'text',
                         'fail returns the new status');
 SELECT function_lang_is('qbo_sync', 'secret', ARRAY['text']::name[], 'plpython3u', 'secret is PL/Python');
 SELECT function_lang_is('qbo_sync', 'python_setup', ARRAY[]::name[], 'plpython3u', 'python_setup is PL/Python');
@@ -134,11 +153,11 @@ SELECT has_trigger('public', t, 'qbo_track_local_deletion', t || ' has qbo_track
 SELECT trigger_is('public', t, 'qbo_track_local_deletion', 'qbo_sync', 'track_local_deletion',
                   t || '.qbo_track_local_deletion calls qbo_sync.track_local_deletion')
   FROM unnest(ARRAY['customer_profile', 'item_record', 'invoice_record', 'invoice_payment']) AS t;   -- 4
-SELECT has_trigger('public', 'invoice_line_item', 'qbo_track_invoice_line_change',
-                   'invoice_line_item has qbo_track_invoice_line_change');
-SELECT trigger_is('public', 'invoice_line_item', 'qbo_track_invoice_line_change', 'qbo_sync',
-                  'track_invoice_line_change', 'the line trigger calls track_invoice_line_change');
-SELECT triggers_are('public', 'invoice_line_item', ARRAY['qbo_track_invoice_line_change']::name[],
+SELECT has_trigger('public', 'invoice_line_item', 'qbo_track_line_change',
+                   'invoice_line_item has qbo_track_line_change');
+SELECT trigger_is('public', 'invoice_line_item', 'qbo_track_line_change', 'qbo_sync',
+                  'track_line_change', 'the line trigger calls track_line_change');
+SELECT triggers_are('public', 'invoice_line_item', ARRAY['qbo_track_line_change']::name[],
                     'invoice_line_item has only the line-change trigger');
 SELECT triggers_are('public', t, ARRAY['qbo_track_local_change', 'qbo_track_local_deletion']::name[],
                     t || ' has exactly the two tracking triggers')
@@ -158,12 +177,24 @@ SELECT is(t.tgtype::integer, 1 + 8,
    AND c.relname IN ('customer_profile', 'item_record', 'invoice_record', 'invoice_payment')
  ORDER BY c.relname;                                                                 -- 4
 SELECT is(t.tgtype::integer, 1 + 4 + 8 + 16,
-          'qbo_track_invoice_line_change is AFTER INSERT OR UPDATE OR DELETE FOR EACH ROW')
+          'qbo_track_line_change is AFTER INSERT OR UPDATE OR DELETE FOR EACH ROW')
   FROM pg_trigger AS t
- WHERE t.tgname = 'qbo_track_invoice_line_change' AND t.tgrelid = 'public.invoice_line_item'::regclass;
+ WHERE t.tgname = 'qbo_track_line_change' AND t.tgrelid = 'public.invoice_line_item'::regclass;
 SELECT is((SELECT t.tgnargs FROM pg_trigger AS t
             WHERE t.tgname = 'qbo_track_local_change' AND t.tgrelid = 'public.customer_profile'::regclass),
           13::smallint, 'customer_profile tracks its 13 synced fields');
+-- The triggers watch exactly the registry's columns (one source for the entities).
+SELECT is_empty($$
+    SELECT e.entity
+      FROM qbo_sync.entity AS e
+      JOIN pg_trigger AS t ON t.tgrelid = ('public.' || e.app_table)::regclass
+                          AND t.tgname = 'qbo_track_local_change'
+     WHERE t.tgnargs <> cardinality(e.synced_columns)
+        OR encode(t.tgargs, 'escape') <> array_to_string(e.synced_columns, '\000') || '\000'$$,
+    'each tracking trigger watches its registry row''s synced_columns');
+SELECT results_eq($$SELECT entity FROM qbo_sync.entity ORDER BY dependency_order$$,
+                  $$VALUES ('items'), ('customers'), ('invoices'), ('payments')$$,
+                  'the registry holds the four entities in push order');
 
 SELECT * FROM finish();
 ROLLBACK;

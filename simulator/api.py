@@ -5,7 +5,8 @@ token), realm access (403 3100), the company's status (130, 3201, 120; see ``aut
 throttling (429), simulated latency, injected faults, then the operation itself (5020 for a
 feature the edition lacks, 6190 on writes after the subscription ended, 4002 for a query
 whose rows hold invalid stored emails). Writes honour
-``requestid`` (replay of the stored answer, or fault 600 in that mode).
+``requestid`` (replay of the stored answer, or fault 600 in that mode) unless the mode, global
+or the realm's own, is ``ignore``.
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
             return injected
         is_write = request.method == "POST" and tail not in ("query",)
         rid = request.query.get("requestid")
-        if is_write and rid:
+        if is_write and rid and requestid_mode(state, realm) != "ignore":
             resp = _replay(state, realm, rid)
             if resp is None:
                 try:
@@ -151,6 +152,11 @@ def _endpoint_name(method: str, tail: str) -> str:
     return f"write.{head}"
 
 
+def requestid_mode(state: State, realm: Realm) -> str:
+    """The realm's own requestid_mode if set, else the global one."""
+    return realm.status.requestid_mode or state.cfg.requestid_mode
+
+
 def _replay(state: State, realm: Realm, rid: str) -> web.Response | None:
     hit = realm.requestids.get(rid)
     if hit is None:
@@ -160,7 +166,7 @@ def _replay(state: State, realm: Realm, rid: str) -> web.Response | None:
     if now >= expires:
         del realm.requestids[rid]
         return None
-    if state.cfg.requestid_mode == "error600":
+    if requestid_mode(state, realm) == "error600":
         raise QBOError(
             "600",
             "RequestId already exists",

@@ -29,8 +29,9 @@ from simulator.schema import (
 )
 
 ENVIRONMENTS = ("sandbox", "production")
-# replay: a reused requestid gets the stored answer; error600: fault 600
-REQUESTID_MODES = ("replay", "error600")
+# replay: a reused requestid gets the stored answer; error600: fault 600; ignore: requestid is
+# not honoured, so a retried write runs again (a retried create makes a duplicate)
+REQUESTID_MODES = ("replay", "error600", "ignore")
 
 
 @dataclass

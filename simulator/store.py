@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from simulator.config import ENVIRONMENTS
+from simulator.config import ENVIRONMENTS, REQUESTID_MODES
 from simulator.schema import Bool, Day, Str, check, schema_of, setting
 
 # Canonical entity names by lowercase URL segment.
@@ -69,8 +69,8 @@ EDITION_DENIED: dict[str, frozenset[str]] = {
 
 @dataclass
 class RealmStatus:
-    """Company-level conditions that make QBO refuse calls (changed through ``/_sim``), each
-    with its spec for the control surface."""
+    """Company-level conditions that make QBO refuse calls, and per-company behaviour (changed
+    through ``/_sim``), each with its spec for the control surface."""
 
     # which cluster the company lives on (130 / 3100)
     environment: str = setting(Str(choices=ENVIRONMENTS), "sandbox")
@@ -82,6 +82,8 @@ class RealmStatus:
     edition: str = setting(Str(choices=EDITIONS), "Plus")  # see EDITION_DENIED (5020)
     # books closed through this date, YYYY-MM-DD (6210)
     closing_date: str | None = setting(Day(nullable=True), None)
+    # how this company treats a reused requestid; None: the global setting
+    requestid_mode: str | None = setting(Str(choices=REQUESTID_MODES, nullable=True), None)
 
     def public(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

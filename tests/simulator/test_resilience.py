@@ -38,6 +38,35 @@ async def test_requestid_error600_mode(sim: Sim) -> None:
     assert status == 400 and fault_code(body) == "600"
 
 
+async def test_requestid_ignore_mode_global_and_per_realm(sim: Sim) -> None:
+    """requestid_mode "ignore": a retried create with the same requestid makes a duplicate."""
+    cust = await sim.create("Customer", {"DisplayName": "Twice"})
+    body = {
+        "CustomerRef": {"value": cust["Id"]},
+        "Line": [{"Amount": 5, "DetailType": "SalesItemLineDetail"}],
+    }
+
+    async def created_twice(rid: str) -> bool:
+        s1, first = await sim.post("invoice", body, requestid=rid)
+        s2, second = await sim.post("invoice", body, requestid=rid)
+        assert s1 == s2 == 200
+        return first["Invoice"]["Id"] != second["Invoice"]["Id"]
+
+    sim.state.cfg.requestid_mode = "ignore"
+    assert await created_twice("dup-1")
+    # the realm's own mode wins over the global one, both ways
+    path = f"/_sim/realms/{sim.realm}/status"
+    await sim.control("PATCH", path, {"requestid_mode": "replay"})
+    assert not await created_twice("dup-2")
+    sim.state.cfg.requestid_mode = "replay"
+    await sim.control("PATCH", path, {"requestid_mode": "ignore"})
+    assert await created_twice("dup-3")
+    await sim.control("PATCH", path, {"requestid_mode": None})  # back to the global "replay"
+    assert not await created_twice("dup-4")
+    status, q = await sim.query("select count(*) from Invoice")
+    assert q["QueryResponse"]["totalCount"] == 2 + 1 + 2 + 1
+
+
 async def test_drop_after_commit_then_requestid_retry(sim: Sim) -> None:
     await sim.control(
         "POST",

@@ -76,6 +76,9 @@ class SimulatorConfig:
     seed_items: int = setting(COUNT, 0)
     seed_invoices: int = setting(COUNT, 0)
     seed_payments: int = setting(COUNT, 0)
+    # Automated Sales Tax of every new realm (the default realm included); a realm's own
+    # status key overrides it. On, as for every US company QBO creates today.
+    automated_sales_tax: bool = setting(Bool(), True)
     # Realm given to the next /connect/oauth2 consent: None = the default realm if any,
     # "new" = create a fresh realm each time, anything else = that realm (created if absent).
     authorize_realm: str | None = setting(

@@ -13,6 +13,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from simulator import errors as E
+from simulator import salestax
 from simulator.clock import add_days, fmt_date, fmt_meta
 from simulator.config import SimulatorConfig
 from simulator.store import ENTITIES, NAME_LISTS, PARTIES, TRANSACTIONS, Realm, name_key
@@ -491,7 +492,8 @@ def _customer(ctx: Ctx, obj: dict[str, Any], old: dict[str, Any] | None) -> dict
         parent = _ref(ctx, obj, "ParentRef", "Customer", name_field="DisplayName")
         if old is not None and parent["Id"] == old["Id"]:
             raise E.business("A customer cannot be its own parent.", element="ParentRef")
-    obj.setdefault("Taxable", "DefaultTaxCodeRef" in obj)
+    # customers are taxable unless exempt (Intuit: false when TaxExemptionReasonId is set)
+    obj.setdefault("Taxable", not obj.get("TaxExemptionReasonId"))
     obj.setdefault("Job", parent is not None)
     obj.setdefault("BillWithParent", False)
     obj.setdefault("PreferredDeliveryMethod", "Print")
@@ -748,13 +750,14 @@ def _invoice(ctx: Ctx, obj: dict[str, Any], old: dict[str, Any] | None) -> dict[
     )
     obj["Line"] = lines
 
-    tax_detail = obj.get("TxnTaxDetail") or {}
-    if tax_detail.get("TotalTax") is not None:
-        total_tax = money(tax_detail["TotalTax"])
+    if "BillAddr" not in obj and customer.get("BillAddr"):
+        obj["BillAddr"] = copy.deepcopy(customer["BillAddr"])
+    if "ShipAddr" not in obj and customer.get("ShipAddr"):
+        obj["ShipAddr"] = copy.deepcopy(customer["ShipAddr"])
+    if ctx.realm.status.automated_sales_tax:
+        total_tax = _automated_sales_tax(obj, customer, taxable)
     else:
-        total_tax = money(taxable * Decimal(str(ctx.cfg.sales_tax_percent)) / 100)
-    tax_detail["TotalTax"] = num(total_tax)
-    obj["TxnTaxDetail"] = tax_detail
+        total_tax = _manual_sales_tax(ctx, obj, taxable)
     total = money(subtotal - discount + total_tax)
     if total < 0:
         raise E.business("Transaction total cannot be negative.", element="Line")
@@ -780,16 +783,63 @@ def _invoice(ctx: Ctx, obj: dict[str, Any], old: dict[str, Any] | None) -> dict[
             element="BillEmail",
         )
     obj.setdefault("CurrencyRef", dict(USD))
-    if "BillAddr" not in obj and customer.get("BillAddr"):
-        obj["BillAddr"] = copy.deepcopy(customer["BillAddr"])
-    if "ShipAddr" not in obj and customer.get("ShipAddr"):
-        obj["ShipAddr"] = copy.deepcopy(customer["ShipAddr"])
     # Payment links are read-only here: keep the server's, drop any sent by the client.
     links = [lt for lt in obj.get("LinkedTxn") or [] if lt.get("TxnType") != "Payment"]
     if old is not None:
         links += [{"TxnId": pid, "TxnType": "Payment"} for pid in realm.applied.get(old["Id"], {})]
     obj["LinkedTxn"] = links
     return obj
+
+
+def _manual_sales_tax(ctx: Ctx, obj: dict[str, Any], taxable: Decimal) -> Decimal:
+    """Without AST: the client's TxnTaxDetail.TotalTax, else sales_tax_percent of TAX lines."""
+    tax_detail = obj.get("TxnTaxDetail") or {}
+    if tax_detail.get("TotalTax") is not None:
+        total_tax = money(tax_detail["TotalTax"])
+    else:
+        total_tax = money(taxable * Decimal(str(ctx.cfg.sales_tax_percent)) / 100)
+    tax_detail["TotalTax"] = num(total_tax)
+    obj["TxnTaxDetail"] = tax_detail
+    return total_tax
+
+
+def _automated_sales_tax(
+    obj: dict[str, Any], customer: dict[str, Any], taxable: Decimal
+) -> Decimal:
+    """With AST the server computes the tax (qbo-api.md §3.4): the rate of the ship-to (else
+    bill-to) state on the TAX lines, nothing for a customer with Taxable false. A client's
+    TotalTax counts only as an override, sent together with TxnTaxDetail.TxnTaxCodeRef."""
+    sent = obj.get("TxnTaxDetail") or {}
+    code_ref = sent.get("TxnTaxCodeRef") if isinstance(sent, dict) else None
+    if code_ref is not None and sent.get("TotalTax") is not None:
+        if not isinstance(code_ref, dict) or code_ref.get("value") in (None, ""):
+            raise E.invalid_ref("TxnTaxDetail.TxnTaxCodeRef", code_ref)
+        total_tax = money(_number(sent, "TotalTax", "TxnTaxDetail.TotalTax") or 0)
+        if total_tax < 0:
+            raise E.business("TotalTax cannot be negative.", element="TxnTaxDetail.TotalTax")
+        obj["TxnTaxDetail"] = {
+            "TxnTaxCodeRef": {**code_ref, "value": str(code_ref["value"])},
+            "TotalTax": num(total_tax),
+        }
+        return total_tax
+    state = salestax.tax_state(obj)
+    rate = salestax.state_rate(state) if customer.get("Taxable", True) else Decimal("0")
+    total_tax = money(taxable * rate / 100)
+    detail: dict[str, Any] = {"TotalTax": num(total_tax)}
+    if rate:
+        detail["TaxLine"] = [
+            {
+                "Amount": num(total_tax),
+                "DetailType": "TaxLineDetail",
+                "TaxLineDetail": {
+                    "PercentBased": True,
+                    "TaxPercent": float(rate),
+                    "NetAmountTaxable": num(taxable),
+                },
+            }
+        ]
+    obj["TxnTaxDetail"] = detail
+    return total_tax
 
 
 def _number_lines(

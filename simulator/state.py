@@ -82,6 +82,7 @@ class State:
         if realm_id in self.realms:
             raise ValueError(f"realm {realm_id} exists")
         realm = Realm(realm_id, company_name or f"Sim Company {realm_id[-4:]}")
+        realm.status.automated_sales_tax = self.cfg.automated_sales_tax
         self.realms[realm_id] = realm
         seeding.seed_reference(self.ctx(realm))
         return realm

@@ -82,6 +82,8 @@ class RealmStatus:
     edition: str = setting(Str(choices=EDITIONS), "Plus")  # see EDITION_DENIED (5020)
     # books closed through this date, YYYY-MM-DD (6210)
     closing_date: str | None = setting(Day(nullable=True), None)
+    # Automated Sales Tax: the server computes invoice tax (new realms: the config's default)
+    automated_sales_tax: bool = setting(Bool(), True)
     # how this company treats a reused requestid; None: the global setting
     requestid_mode: str | None = setting(Str(choices=REQUESTID_MODES, nullable=True), None)
 

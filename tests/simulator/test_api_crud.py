@@ -414,6 +414,8 @@ async def test_invoice_requires_lines_and_valid_tax_code(sim: Sim) -> None:
 
 
 async def test_tax_rate_setting_and_total_tax_override(sim: Sim) -> None:
+    """Without Automated Sales Tax: sales_tax_percent on TAX lines, or the client's TotalTax."""
+    await sim.control("PATCH", f"/_sim/realms/{sim.realm}/status", {"automated_sales_tax": False})
     sim.state.cfg.sales_tax_percent = 8
     cust = await sim.create("Customer", {"DisplayName": "Taxed"})
     line = {
@@ -428,6 +430,116 @@ async def test_tax_rate_setting_and_total_tax_override(sim: Sim) -> None:
         {"CustomerRef": {"value": cust["Id"]}, "Line": [line], "TxnTaxDetail": {"TotalTax": 7.5}},
     )
     assert inv["TotalAmt"] == 107.5
+
+
+def taxed_invoice(customer: str, **extra: Any) -> dict[str, Any]:
+    """100 on a TAX line and 50 on a NON line."""
+    return {
+        "CustomerRef": {"value": customer},
+        "Line": [
+            sales_line(100, "taxed", SalesItemLineDetail={"TaxCodeRef": {"value": "TAX"}}),
+            sales_line(50, "not taxed", SalesItemLineDetail={"TaxCodeRef": {"value": "NON"}}),
+        ],
+        **extra,
+    }
+
+
+async def test_automated_sales_tax_from_the_customer_address(sim: Sim) -> None:
+    """AST (on by default): the server computes tax from the ship-to/bill-to state."""
+    ca = await sim.create(
+        "Customer", {"DisplayName": "In California", "BillAddr": {"CountrySubDivisionCode": "CA"}}
+    )
+    assert ca["Taxable"] is True
+    inv = await sim.create("Invoice", taxed_invoice(ca["Id"]))
+    assert inv["TxnTaxDetail"]["TotalTax"] == 7.25  # 7.25% of the TAX line only
+    assert inv["TotalAmt"] == 157.25 and inv["Balance"] == 157.25
+    tax_line = inv["TxnTaxDetail"]["TaxLine"][0]["TaxLineDetail"]
+    assert tax_line["TaxPercent"] == 7.25 and tax_line["NetAmountTaxable"] == 100
+    status, body = await sim.get(f"customer/{ca['Id']}")
+    assert body["Customer"]["Balance"] == 157.25
+    # the invoice's own ShipAddr wins over the customer's BillAddr
+    inv = await sim.create(
+        "Invoice", taxed_invoice(ca["Id"], ShipAddr={"CountrySubDivisionCode": "tx"})
+    )
+    assert inv["TxnTaxDetail"]["TotalTax"] == 6.25 and inv["TotalAmt"] == 156.25
+    # no address, an unknown state, a state without sales tax, an exempt customer: no tax
+    nowhere = await sim.create("Customer", {"DisplayName": "No Address"})
+    exempt = await sim.create(
+        "Customer",
+        {"DisplayName": "Exempt", "Taxable": False, "BillAddr": {"CountrySubDivisionCode": "CA"}},
+    )
+    for cust, extra in (
+        (nowhere["Id"], {}),
+        (nowhere["Id"], {"BillAddr": {"CountrySubDivisionCode": "ZZ"}}),
+        (ca["Id"], {"ShipAddr": {"CountrySubDivisionCode": "OR"}}),
+        (exempt["Id"], {}),
+    ):
+        inv = await sim.create("Invoice", taxed_invoice(cust, **extra))
+        assert inv["TxnTaxDetail"] == {"TotalTax": 0} and inv["TotalAmt"] == 150, extra
+    # a payment: Balance follows the taxed total
+    inv = await sim.create("Invoice", taxed_invoice(ca["Id"]))
+    await sim.create(
+        "Payment",
+        {
+            "CustomerRef": {"value": ca["Id"]},
+            "TotalAmt": 57.25,
+            "Line": [{"Amount": 57.25, "LinkedTxn": [{"TxnId": inv["Id"], "TxnType": "Invoice"}]}],
+        },
+    )
+    status, body = await sim.get(f"invoice/{inv['Id']}")
+    assert body["Invoice"]["Balance"] == 100 and body["Invoice"]["TotalAmt"] == 157.25
+
+
+async def test_automated_sales_tax_override_needs_txn_tax_code_ref(sim: Sim) -> None:
+    ca = await sim.create(
+        "Customer", {"DisplayName": "Override", "BillAddr": {"CountrySubDivisionCode": "CA"}}
+    )
+    # TotalTax alone is ignored: AST's value wins
+    inv = await sim.create("Invoice", taxed_invoice(ca["Id"], TxnTaxDetail={"TotalTax": 1}))
+    assert inv["TxnTaxDetail"]["TotalTax"] == 7.25 and inv["TotalAmt"] == 157.25
+    # with TxnTaxCodeRef it is honoured
+    override = {"TxnTaxCodeRef": {"value": "TAX"}, "TotalTax": 9}
+    inv = await sim.create("Invoice", taxed_invoice(ca["Id"], TxnTaxDetail=override))
+    assert inv["TxnTaxDetail"] == override and inv["TotalAmt"] == 159 and inv["Balance"] == 159
+    # a full update that sends back a detail without TxnTaxCodeRef is computed again
+    lines = [ln for ln in inv["Line"] if ln["DetailType"] != "SubTotalLineDetail"]
+    lines[0] = {**lines[0], "Amount": 200}
+    status, body = await sim.post(
+        "invoice",
+        {
+            "Id": inv["Id"],
+            "SyncToken": inv["SyncToken"],
+            "CustomerRef": {"value": ca["Id"]},
+            "Line": lines,
+            "TxnTaxDetail": {"TotalTax": 9},
+        },
+    )
+    assert body["Invoice"]["TxnTaxDetail"]["TotalTax"] == 14.5
+    assert body["Invoice"]["TotalAmt"] == 264.5
+    status, body = await sim.post(
+        "invoice",
+        taxed_invoice(ca["Id"], TxnTaxDetail={"TxnTaxCodeRef": {"value": ""}, "TotalTax": 3}),
+    )
+    assert status == 400 and fault_code(body) == "2500"
+
+
+async def test_automated_sales_tax_is_a_realm_setting(sim: Sim) -> None:
+    sim.state.cfg.sales_tax_percent = 8
+    await sim.control("POST", "/_sim/realms", {"realm_id": "70", "automated_sales_tax": False})
+    await sim.control("PATCH", "/_sim/config", {"automated_sales_tax": False})
+    await sim.control("POST", "/_sim/realms", {"realm_id": "71"})
+    await sim.control("PATCH", "/_sim/config", {"automated_sales_tax": True})
+    await sim.control("POST", "/_sim/realms", {"realm_id": "72"})
+    for realm_id, ast_on in (("70", False), ("71", False), ("72", True)):
+        assert sim.state.realms[realm_id].status.automated_sales_tax is ast_on
+        tokens = await sim.control("POST", f"/_sim/realms/{realm_id}/tokens", {})
+        other = Sim(sim.client, sim.state, realm_id, tokens["access_token"], "")
+        cust = await other.create(
+            "Customer", {"DisplayName": "Anywhere", "BillAddr": {"CountrySubDivisionCode": "NY"}}
+        )
+        inv = await other.create("Invoice", taxed_invoice(cust["Id"]))
+        # AST: New York's 4%; without it: sales_tax_percent (8%), as before
+        assert inv["TxnTaxDetail"]["TotalTax"] == (4 if ast_on else 8), realm_id
 
 
 async def test_duplicate_docnumber_6140_when_enforced(sim: Sim) -> None:

@@ -450,6 +450,7 @@ async def test_realm_status_control_surface(sim: Sim) -> None:
         "subscription": "active",
         "edition": "Plus",
         "closing_date": None,
+        "automated_sales_tax": True,
         "requestid_mode": None,
     }
     for bad in (

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, ClassVar
 
 from simulator.clock import parse_ts
 
@@ -59,31 +59,37 @@ class Bool(Spec):
 
 
 @dataclass(frozen=True)
-class Int(Spec):
-    lo: int
-    hi: int
+class Num(Spec):
+    """A finite JSON number between lo and hi (``Int``: an integer)."""
 
-    def convert(self, name: str, value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise SchemaError(name, f"must be an integer, got {value!r}")
+    lo: float
+    hi: float
+    kinds: ClassVar[tuple[type, ...]] = (int, float)
+    noun: ClassVar[str] = "a number"
+
+    def convert(self, name: str, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, self.kinds):
+            raise SchemaError(name, f"must be {self.noun}, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SchemaError(name, f"must be a finite number, got {value!r}")
         if not self.lo <= value <= self.hi:
-            raise SchemaError(name, f"must be between {self.lo} and {self.hi}, got {value}")
+            raise SchemaError(
+                name, f"must be between {_show(self.lo)} and {_show(self.hi)}, got {_show(value)}"
+            )
         return value
 
 
 @dataclass(frozen=True)
-class Num(Spec):
-    lo: float
-    hi: float
+class Int(Num):
+    lo: int
+    hi: int
+    kinds: ClassVar[tuple[type, ...]] = (int,)
+    noun: ClassVar[str] = "an integer"
 
-    def convert(self, name: str, value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise SchemaError(name, f"must be a number, got {value!r}")
-        if not math.isfinite(value):
-            raise SchemaError(name, f"must be a finite number, got {value!r}")
-        if not self.lo <= value <= self.hi:
-            raise SchemaError(name, f"must be between {self.lo:g} and {self.hi:g}, got {value:g}")
-        return value
+
+def _show(number: float) -> str:
+    text = str(number) if isinstance(number, int) else f"{number:g}"
+    return text if len(text) <= 24 else text[:20] + "..."
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,7 @@ FAULT = Obj(
     required=frozenset({"kind"}),
 )
 FAULTS: dict[str, Spec] = {"next": ListOf(FAULT)}
+NOTHING: dict[str, Spec] = {}  # calls that take no input: an empty body or {}
 
 
 def bad_request(err: SchemaError) -> web.HTTPBadRequest:
@@ -317,6 +318,7 @@ async def queue_faults(request: web.Request) -> web.Response:
 
 async def webhook_flush(request: web.Request) -> web.Response:
     state = request.app[STATE]
+    await _body(request, NOTHING)
     started = state.webhooks.flush()
     return json_response({"deliveries": [d.delivery_id for d in started]})
 
@@ -333,6 +335,7 @@ async def webhook_deliveries(request: web.Request) -> web.Response:
 
 async def reset(request: web.Request) -> web.Response:
     state = request.app[STATE]
+    await _body(request, NOTHING)
     state.reset()
     return json_response({"ok": True, "realms": list(state.realms)})
 

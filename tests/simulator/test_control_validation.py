@@ -75,6 +75,8 @@ BAD_INPUT: list[tuple[str, str, Any, str]] = [
     ("POST", "/_sim/apps", {"redirect_uris": ["not a url"]}, "redirect_uris[0]"),
     ("POST", "/_sim/apps", {"client_id": ""}, "client_id"),
     ("POST", f"/_sim/realms/{REALM}/tokens", {"client_id": "ghost"}, "client_id"),
+    ("POST", "/_sim/reset", {"keep": ["tokens"]}, "keep"),
+    ("POST", "/_sim/webhooks/flush", {"now": True}, "now"),
 ]
 
 

@@ -1,6 +1,7 @@
 """`python -m bench`: run every benchmark (queue, and the simulator's when present).
 
-`--only queue` or `--only simulator` runs one; any further arguments go to that benchmark.
+`--only queue`, `--only simulator` or `--only plpython` runs one; any further arguments go to
+that benchmark.
 """
 
 from __future__ import annotations
@@ -10,7 +11,11 @@ import importlib
 import importlib.util
 import sys
 
-BENCHMARKS = {"queue": "bench.bench_queue", "simulator": "bench.bench_simulator"}
+BENCHMARKS = {
+    "queue": "bench.bench_queue",
+    "simulator": "bench.bench_simulator",
+    "plpython": "bench.bench_plpython",
+}
 
 
 def available(module: str) -> bool:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from qbo_sync_db.errors import ConfigurationError, raise_error
+
 KNOWN_SECRETS = frozenset(
     {"QBO_SYNC_TOKEN_KEY", "QBO_WEBHOOK_VERIFIER_TOKEN", "QBO_CLIENT_ID", "QBO_CLIENT_SECRET"}
 )
@@ -46,7 +48,9 @@ def read_secrets_file(path: str) -> dict[str, str]:
 def get_secret(plpy: Any, name: str) -> str:
     if name not in KNOWN_SECRETS:
         known = ", ".join(sorted(KNOWN_SECRETS))
-        plpy.error(f"unknown secret {name!r}", hint=f"known secrets: {known}")
+        raise_error(
+            plpy, ConfigurationError(f"unknown secret {name!r}", hint=f"known secrets: {known}")
+        )
     value = os.environ.get(name)
     if value:
         return value
@@ -55,14 +59,20 @@ def get_secret(plpy: Any, name: str) -> str:
         try:
             value = read_secrets_file(path).get(name)
         except OSError as exc:
-            plpy.error(
-                f"cannot read the secrets file named by qbo_sync.secrets_file: {exc.strerror}",
-                hint="the file must exist on the database host, readable by the server's user",
+            raise_error(
+                plpy,
+                ConfigurationError(
+                    f"cannot read the secrets file named by qbo_sync.secrets_file: {exc.strerror}",
+                    hint="the file must exist on the database host, readable by the server's user",
+                ),
             )
     if not value:
-        plpy.error(
-            f"secret {name} is not set",
-            hint="set it in the server's environment or in the file named by the setting "
-            "qbo_sync.secrets_file (ALTER SYSTEM SET qbo_sync.secrets_file = '/path')",
+        raise_error(
+            plpy,
+            ConfigurationError(
+                f"secret {name} is not set",
+                hint="set it in the server's environment or in the file named by the setting "
+                "qbo_sync.secrets_file (ALTER SYSTEM SET qbo_sync.secrets_file = '/path')",
+            ),
         )
     return value

@@ -1,12 +1,15 @@
 -- The in-database Python package: its modules are stored in qbo_sync.python_module by the
 -- installer (same transaction and version as the schema) and imported from there by a
--- sys.meta_path finder set up once per backend. A PL/Python body runs qbo_sync.python_loader()
--- once per backend (it leaves a loader in GD), then calls GD["qbo_sync_load"](plpy) and imports
--- from qbo_sync_db, passing plpy in explicitly:
---     if "qbo_sync_load" not in GD:
---         plpy.execute("SELECT qbo_sync.python_loader()")
---     GD["qbo_sync_load"](plpy)
+-- sys.meta_path finder set up once per backend. A PL/Python body checks the installed code once
+-- per backend and function (SD is emptied when the function's catalog row changes, which every
+-- install and every change of the stored modules does), then imports from qbo_sync_db, passing
+-- plpy in explicitly:
+--     if not SD.get("qbo_sync_ready"):
+--         if "qbo_sync_load" not in GD:
+--             plpy.execute("SELECT qbo_sync.python_loader()")
+--         SD["qbo_sync_ready"] = GD["qbo_sync_load"](plpy) is not None
 --     from qbo_sync_db import secrets
+-- bench/bench_plpython.py measures what this costs per call.
 
 -- Leaves the loader in GD (once per backend). It never fails: the checks run when the loader is
 -- called, from the caller's own Python, so their errors reach the user as they are.
@@ -98,9 +101,10 @@ RETURNS text
 LANGUAGE plpython3u
 SET search_path = pg_catalog, pg_temp
 AS $$
-if "qbo_sync_load" not in GD:
-    plpy.execute("SELECT qbo_sync.python_loader()")
-GD["qbo_sync_load"](plpy)
+if not SD.get("qbo_sync_ready"):
+    if "qbo_sync_load" not in GD:
+        plpy.execute("SELECT qbo_sync.python_loader()")
+    SD["qbo_sync_ready"] = GD["qbo_sync_load"](plpy) is not None
 from qbo_sync_db import secrets
 return secrets.get_secret(plpy, secret_name)
 $$;

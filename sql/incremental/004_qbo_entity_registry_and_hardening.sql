@@ -70,7 +70,10 @@ CREATE TABLE qbo_sync.organization_lock (
 );
 
 -- The in-database Python is identified by a hash of its sources (kept current by a trigger), so
--- a backend notices re-installed code even when the version did not change.
+-- a backend notices re-installed code even when the version did not change. The same trigger
+-- touches every PL/Python function of the schema: PL/Python recompiles a function whose catalog
+-- row changed, which empties its SD, and an empty SD is what sends a call to the hash check (the
+-- fast path of every other call is a dictionary lookup).
 ALTER TABLE qbo_sync.installation ADD COLUMN code_hash text;
 
 CREATE FUNCTION qbo_sync.refresh_code_hash()
@@ -78,11 +81,21 @@ RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    f regprocedure;
 BEGIN
     UPDATE qbo_sync.installation
        SET code_hash = (SELECT md5(string_agg(m.name || ':' || m.version || ':' || md5(m.source), ','
                                               ORDER BY m.name))
                           FROM qbo_sync.python_module AS m);
+    FOR f IN
+        SELECT p.oid::regprocedure
+          FROM pg_proc AS p
+          JOIN pg_language AS l ON l.oid = p.prolang
+         WHERE p.pronamespace = 'qbo_sync'::regnamespace AND l.lanname = 'plpython3u'
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s COST %s', f, (SELECT p.procost FROM pg_proc AS p WHERE p.oid = f));
+    END LOOP;
     RETURN NULL;
 END
 $$;

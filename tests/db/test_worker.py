@@ -390,3 +390,18 @@ def test_a_long_job_that_extends_its_lease_is_not_reclaimed(conn, connect, db_ds
         assert history(conn)[-1][0] == "lease_lost"
     finally:
         conn.execute("UPDATE qbo_sync.settings SET value = '300' WHERE key = 'queue.lease_seconds'")
+
+
+def test_the_error_code_table_agrees_with_the_in_database_error_classes(conn):
+    from qbo_sync_db import errors
+
+    table = {
+        code: retryable
+        for code, retryable in conn.execute("SELECT sqlstate, retryable FROM qbo_sync.error_code")
+    }
+    assert table == {cls.sqlstate: cls.retryable for cls in errors.ERROR_CLASSES}
+    for code, retryable in table.items():
+        assert (
+            conn.execute("SELECT qbo_sync.error_is_retryable(%s)", (code,)).fetchone()[0]
+            is retryable
+        )

@@ -7,9 +7,10 @@ from qbo_sync_db import secrets
 
 
 class PlpyError(Exception):
-    def __init__(self, message: str, hint: str | None = None) -> None:
+    def __init__(self, message: str, hint: str | None = None, sqlstate: str | None = None) -> None:
         super().__init__(message)
         self.hint = hint
+        self.sqlstate = sqlstate
 
 
 class FakePlpy:
@@ -20,8 +21,8 @@ class FakePlpy:
         assert "qbo_sync.secrets_file" in query
         return [{"path": self.secrets_file}]
 
-    def error(self, message: str, hint: str | None = None) -> None:
-        raise PlpyError(message, hint)
+    def error(self, message: str, hint: str | None = None, sqlstate: str | None = None) -> None:
+        raise PlpyError(message, hint, sqlstate)
 
 
 def test_parse_env_file():
@@ -66,7 +67,11 @@ def test_missing_and_unknown_secrets(tmp_path, monkeypatch):
     with pytest.raises(PlpyError, match="QBO_WEBHOOK_VERIFIER_TOKEN is not set") as info:
         secrets.get_secret(FakePlpy(str(path)), "QBO_WEBHOOK_VERIFIER_TOKEN")
     assert "qbo_sync.secrets_file" in info.value.hint
-    with pytest.raises(PlpyError, match="unknown secret"):
+    # a configuration error, with its own SQLSTATE (not XX000): a job failing on it is not retried
+    assert info.value.sqlstate == "QS002"
+    with pytest.raises(PlpyError, match="unknown secret") as info:
         secrets.get_secret(FakePlpy(str(path)), "HOME")
-    with pytest.raises(PlpyError, match="cannot read the secrets file"):
+    assert info.value.sqlstate == "QS002"
+    with pytest.raises(PlpyError, match="cannot read the secrets file") as info:
         secrets.get_secret(FakePlpy(str(tmp_path / "absent")), "QBO_CLIENT_ID")
+    assert info.value.sqlstate == "QS002"

@@ -1,0 +1,97 @@
+"""The errors the in-database code raises, each with an explicit SQLSTATE.
+
+The worker decides whether a failed job is retried from the SQLSTATE alone
+(qbo_sync.error_is_retryable): a bug must not be retried five times, a throttled call must be.
+PL/Python's defaults give no such signal (plpy.error() raises XX000, an uncaught exception
+38000), so everything here raises through `raise_error` with the code of its class.
+
+The codes are listed in the table qbo_sync.error_code too (sql/idempotent/060_worker.sql); a
+test keeps the two in agreement. Class QB is QuickBooks' answer, class QS is qbo-sync's own.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+
+class QboSyncError(Exception):
+    """Base class: a message for people, an optional hint, and the SQLSTATE to raise with."""
+
+    sqlstate = "QS000"
+    retryable = False
+
+    def __init__(self, message: str, hint: str | None = None, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.detail = detail
+
+
+class InstallationMismatch(QboSyncError):
+    sqlstate = "QS001"
+
+
+class ConfigurationError(QboSyncError):
+    """A secret or setting qbo-sync needs is missing or unreadable."""
+
+    sqlstate = "QS002"
+
+
+class QboThrottled(QboSyncError):
+    sqlstate = "QB429"
+    retryable = True
+
+
+class QboServerError(QboSyncError):
+    sqlstate = "QB500"
+    retryable = True
+
+
+class QboUnreachable(QboSyncError):
+    """A timeout or a failed connection: QBO may or may not have done the work."""
+
+    sqlstate = "QB504"
+    retryable = True
+
+
+class QboRequestRejected(QboSyncError):
+    sqlstate = "QB400"
+
+
+class QboUnauthorized(QboSyncError):
+    sqlstate = "QB401"
+
+
+class QboForbidden(QboSyncError):
+    sqlstate = "QB403"
+
+
+class QboReconnectNeeded(QboSyncError):
+    """invalid_grant: the refresh token is dead and a person must connect again."""
+
+    sqlstate = "QB410"
+
+
+#: every concrete error class, for the agreement test with qbo_sync.error_code
+ERROR_CLASSES: tuple[type[QboSyncError], ...] = (
+    InstallationMismatch,
+    ConfigurationError,
+    QboThrottled,
+    QboServerError,
+    QboUnreachable,
+    QboRequestRejected,
+    QboUnauthorized,
+    QboForbidden,
+    QboReconnectNeeded,
+)
+
+
+def raise_error(plpy: Any, error: QboSyncError) -> NoReturn:
+    """Raise `error` in the database with its SQLSTATE (plpy.error does not return)."""
+    kwargs: dict[str, str] = {"sqlstate": error.sqlstate}
+    if error.hint:
+        kwargs["hint"] = error.hint
+    if error.detail:
+        kwargs["detail"] = error.detail
+    plpy.error(error.message, **kwargs)
+    raise error  # a stand-in plpy that returns must not let the caller go on

@@ -60,7 +60,8 @@ class SimulatorConfig:
 
     # Server
     host: str = setting(Str(max_len=253), "127.0.0.1")
-    port: int = setting(Int(0, 65535), 8765)
+    # only read at start-up, where server.main checks the range (1-65535) with a CLI message
+    port: int = setting(Int(-(2**31), 2**31 - 1), 8765)
     # base URL written into the discovery document
     public_url: str | None = setting(Str(max_len=2000, nullable=True), None)
     latency_ms: float = setting(Num(0, 60_000), 0.0)  # added to every OAuth and API call
@@ -176,7 +177,7 @@ class SimulatorConfig:
             else v
             for k, v in data.items()
         }
-        for key, value in check(SETTINGS, data).items():
+        for key, value in check(SETTINGS, data, noun="setting").items():
             if key == "apps":
                 value = [AppConfig(**a) for a in value]
             setattr(self, key, value)

@@ -185,9 +185,10 @@ def check(
     data: Any,
     required: Collection[str] = (),
     where: str = "",
+    noun: str = "field",
 ) -> dict[str, Any]:
     """The cleaned copy of a JSON object, or SchemaError for its first bad, unknown or missing
-    key (keys are checked in the order sent)."""
+    key (keys are checked in the order sent); ``noun`` names the keys in messages."""
     if not isinstance(data, dict):
         raise SchemaError(where or "body", "must be a JSON object")
     prefix = f"{where}." if where else ""
@@ -195,7 +196,8 @@ def check(
     for key, value in data.items():
         spec = schema.get(key)
         if spec is None:
-            raise SchemaError(prefix + str(key), f"unknown field; known: {sorted(schema)}")
+            known = f"; known: {sorted(schema)}" if len(schema) <= 12 else ""
+            raise SchemaError(prefix + str(key), f"unknown {noun}{known}")
         clean[key] = spec.clean(prefix + key, value)
     for key in required:
         if key not in clean:

@@ -142,8 +142,10 @@ async def test_good_control_input_still_applies(sim: Sim) -> None:
 def test_config_files_are_checked_too() -> None:
     cfg = SimulatorConfig()
     with pytest.raises(SchemaError) as err:
-        SimulatorConfig.from_dict({"port": 70000})
+        SimulatorConfig.from_dict({"port": "8765"})
     assert err.value.field == "port"
+    with pytest.raises(SchemaError, match="no_such_setting: unknown setting"):
+        SimulatorConfig.from_dict({"latency_ms": 5, "no_such_setting": 1})
     with pytest.raises(SchemaError):
         cfg.update({"seed_customers": 3, "concurrent": "ten"})
     assert cfg.seed_customers == 0 and cfg.concurrent == 10

@@ -6,6 +6,15 @@
 -- rows 'rejected', and the query asks for signature_valid as well).
 
 DROP FUNCTION IF EXISTS public.qbo_process_webhooks(integer);
+-- Before 0.2 webhook_events named its QBO entity column entity_name.
+DO $$
+BEGIN
+    IF 'entity_name' = ANY (SELECT unnest(p.proargnames) FROM pg_proc AS p
+                             WHERE p.oid = to_regprocedure('qbo_sync.webhook_events(jsonb)')) THEN
+        DROP FUNCTION qbo_sync.webhook_events(jsonb);
+    END IF;
+END
+$$;
 
 CREATE OR REPLACE FUNCTION qbo_sync.try_timestamptz(value text)
 RETURNS timestamptz

@@ -1,0 +1,62 @@
+"""An upgrade from the previous release (0.1.0, frozen in tests/fixtures/) keeps the data and
+ends with the same catalog as a fresh install."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import psycopg
+
+from qbo_sync.install import install
+from tests.db.catalog import snapshot
+
+RELEASE_0_1_0 = Path(__file__).resolve().parents[1] / "fixtures" / "release-0.1.0"
+
+
+def test_upgrading_release_0_1_0_keeps_data_and_matches_a_fresh_install(pg_server):
+    names = ["old_" + uuid.uuid4().hex[:8], "fresh_" + uuid.uuid4().hex[:8]]
+    old, fresh = (pg_server.create_database(name) for name in names)
+    try:
+        install(old, sql_dir=RELEASE_0_1_0 / "sql", python_dir=RELEASE_0_1_0 / "plpython")
+        with psycopg.connect(old, autocommit=True) as conn:
+            org = conn.execute(
+                "INSERT INTO organizations (name) VALUES ('Kept') RETURNING id"
+            ).fetchone()[0]
+            conn.execute(
+                "INSERT INTO qbo_connection (organization_id, realm_id) VALUES (%s, '4620')", (org,)
+            )
+            job = conn.execute("SELECT trigger_qbo_sync(%s, 'items')", (org,)).fetchone()[0]
+            # 0.1.0 let an unsigned webhook sit as 'received'; the upgrade rejects it
+            conn.execute("INSERT INTO qbo_webhook_log (body, signature_valid) VALUES ('x', false)")
+            conn.execute(
+                "INSERT INTO customer_profile (organization_id, display_name, qbo_id)"
+                " VALUES (%s, 'Gone', '5')",
+                (org,),
+            )
+            conn.execute("DELETE FROM customer_profile")
+
+        report = install(old)
+        assert report.migrations_applied == ["004_qbo_entity_registry_and_hardening"]
+        install(fresh)
+        assert snapshot(old) == snapshot(fresh)
+
+        with psycopg.connect(old, autocommit=True) as conn:
+            assert conn.execute("SELECT id, status FROM qbo_sync_queue").fetchall() == [
+                (job, "pending")
+            ]
+            assert conn.execute("SELECT status FROM qbo_webhook_log").fetchall() == [("rejected",)]
+            assert conn.execute(
+                "SELECT entity, qbo_id FROM qbo_sync.local_deletion"
+            ).fetchall() == [("customers", "5")]
+            # the upgraded code runs: the worker takes the job (no handler is installed yet)
+            conn.execute("CALL qbo_sync_worker(2, NULL, true)")
+            assert conn.execute("SELECT status FROM qbo_sync_queue").fetchone()[0] == "failed"
+            # and the application role lost its 0.1.0 write access to the queue
+            assert not conn.execute(
+                "SELECT has_table_privilege('qbo_sync_app', 'qbo_sync_queue', 'INSERT')"
+                " OR has_table_privilege('qbo_sync_app', 'qbo_sync_queue', 'UPDATE')"
+            ).fetchone()[0]
+    finally:
+        for name in names:
+            pg_server.drop_database(name)

@@ -13,7 +13,7 @@ from typing import Any
 
 from simulator.schema import (
     RATE,
-    REALM_ID,
+    REALM_ID_OR_NULL,
     SECONDS,
     TEN_YEARS_S,
     URL,
@@ -69,9 +69,7 @@ class SimulatorConfig:
     seed: int = setting(SEED, 1)
 
     # Default realm created at start-up (None: start empty)
-    default_realm_id: str | None = setting(
-        dataclasses.replace(REALM_ID, nullable=True), "9341453050298375"
-    )
+    default_realm_id: str | None = setting(REALM_ID_OR_NULL, "9341453050298375")
     default_company_name: str = setting(Str(max_len=100), "Sandbox Company_US_1")
     seed_customers: int = setting(COUNT, 0)
     seed_items: int = setting(COUNT, 0)

@@ -11,7 +11,6 @@ read counters and webhook deliveries, and reset everything.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from typing import Any
@@ -25,6 +24,7 @@ from simulator.errors import QBOError, json_response
 from simulator.faults import KINDS
 from simulator.schema import (
     REALM_ID,
+    REALM_ID_OR_NULL,
     TEN_YEARS_S,
     Bool,
     Instant,
@@ -69,10 +69,10 @@ CHANGE: dict[str, Spec] = {
 }
 TOKENS: dict[str, Spec] = {"client_id": Str()}
 EXPIRE: dict[str, Spec] = {
-    "realm_id": dataclasses.replace(REALM_ID, nullable=True),
+    "realm_id": REALM_ID_OR_NULL,
     "kind": Str(choices=("access", "refresh", "all")),
 }
-REVOKE: dict[str, Spec] = {"realm_id": dataclasses.replace(REALM_ID, nullable=True)}
+REVOKE: dict[str, Spec] = {"realm_id": REALM_ID_OR_NULL}
 FAULT = Obj(
     {
         "kind": Str(choices=tuple(sorted(KINDS))),

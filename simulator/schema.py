@@ -176,6 +176,7 @@ class Obj(Spec):
 
 URL = Str(max_len=2000, pattern=r"https?://\S+", hint="an http(s) URL")
 REALM_ID = Str(max_len=32, pattern=r"[0-9]+", hint="a realm id (decimal digits)")
+REALM_ID_OR_NULL = dataclasses.replace(REALM_ID, nullable=True)
 SECONDS = Int(0, TEN_YEARS_S)
 RATE = Num(0, 1)
 

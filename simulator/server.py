@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import itertools
 import logging
 import secrets
+import sys
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -140,13 +142,46 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
     return cfg
 
 
+#: Exit codes, as `qbo-sync --help` lists them: bad arguments or settings, and a port in use.
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"qbo-sync simulator: {message}", file=sys.stderr)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cfg = config_from_args(args)
+    if args.port is not None and not 0 < args.port < 65536:
+        return _fail(f"--port {args.port} is not a port number (1-65535): try 8765", EXIT_USAGE)
+    try:
+        cfg = config_from_args(args)
+    except OSError as exc:
+        return _fail(
+            f"cannot read --config {args.config}: {exc.strerror}; pass a JSON file of settings",
+            EXIT_USAGE,
+        )
+    except (ValueError, TypeError) as exc:  # not JSON, or a setting unknown or out of range
+        source = args.config or "arguments"
+        return _fail(f"{source}: {exc}; the settings are listed in docs/simulator.md", EXIT_USAGE)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     app = make_app(cfg)
-    log.info("QBO simulator on http://%s:%d (realm %s)", cfg.host, cfg.port, cfg.default_realm_id)
-    web.run_app(app, host=cfg.host, port=cfg.port, access_log=None, print=None)
+
+    def started(_banner: str) -> None:  # called once the port is bound
+        log.info(
+            "QBO simulator on http://%s:%d (realm %s)", cfg.host, cfg.port, cfg.default_realm_id
+        )
+
+    try:
+        web.run_app(app, host=cfg.host, port=cfg.port, access_log=None, print=started)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            problem = f"port {cfg.port} is in use; stop what uses it or pick another with --port"
+        else:
+            problem = f"{exc.strerror or exc}; check --host and --port"
+        return _fail(f"cannot listen on {cfg.host}:{cfg.port}: {problem}", EXIT_UNAVAILABLE)
     return 0
 
 

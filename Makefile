@@ -1,5 +1,5 @@
 # qbo-sync: every target sets up what is missing first, so each is one command on a fresh machine.
-.PHONY: setup test test-unit lint bench db db-stop db-status install simulator clean
+.PHONY: setup test test-fast test-unit lint bench db db-stop db-status install simulator clean
 
 VENV := .venv
 QBO := $(VENV)/bin/qbo-sync
@@ -9,6 +9,10 @@ setup:
 
 test: setup
 	$(VENV)/bin/pytest -q
+
+# unit, simulator and database tests, without those marked slow (own clusters, pg_cron waits)
+test-fast: setup
+	$(VENV)/bin/pytest -q -m "not slow" tests/unit tests/simulator tests/db
 
 test-unit: setup
 	$(VENV)/bin/pytest -q tests/unit

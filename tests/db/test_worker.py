@@ -383,7 +383,10 @@ def test_a_long_job_that_extends_its_lease_is_not_reclaimed(conn, connect, db_ds
         plain = conn.execute("SELECT trigger_qbo_sync(%s, 'customers')", (org,)).fetchone()[0]
         held = HeldJob(db_dsn, conn, connect())
         held.start()
-        time.sleep(0.3)
+        conn.execute(
+            "UPDATE qbo_sync_queue SET locked_until = now() - interval '1 second' WHERE id = %s",
+            (plain,),
+        )  # its lease passed
         assert conn.execute("SELECT qbo_sync.reclaim_expired()").fetchone()[0] == 1
         held.finish()
         assert job_row(conn, plain)["status"] == "pending"

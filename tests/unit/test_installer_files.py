@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import re
+import tomllib
 
-from qbo_sync import __version__
 from qbo_sync.install import (
     PYTHON_DIR,
     SQL_DIR,
-    checksum,
     idempotent_files,
     migration_files,
     python_modules,
@@ -29,16 +28,16 @@ def test_idempotent_layer_is_re_runnable_sql():
         assert not re.search(r"CREATE TABLE(?! IF NOT EXISTS)", text), path.name
 
 
-def test_checksum_changes_with_any_edit():
-    assert checksum("SELECT 1;") != checksum("SELECT 1; ")
-    assert len(checksum("x")) == 64
-
-
 def test_in_database_package_modules_and_version():
+    """The package the installer stores has its modules, and its version is the project's
+    (pyproject.toml and qbo_sync_db.__version__ are written by hand in two places)."""
     modules = {name: is_package for name, _source, is_package in python_modules(PYTHON_DIR)}
     assert modules["qbo_sync_db"] is True and modules["qbo_sync_db.secrets"] is False
+    assert modules["qbo_sync_db.errors"] is False
     init = next(src for name, src, _ in python_modules(PYTHON_DIR) if name == "qbo_sync_db")
-    assert f'__version__ = "{__version__}"' in init
+    declared = re.search(r'^__version__ = "([^"]+)"$', init, re.M)
+    project = tomllib.loads((PYTHON_DIR.parent / "pyproject.toml").read_text())["project"]
+    assert declared and declared.group(1) == project["version"]
 
 
 def test_in_database_code_imports_only_the_standard_library_and_requests():

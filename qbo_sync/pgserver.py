@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pwd
+import re
 import secrets
 import shutil
 import socket
@@ -22,6 +23,9 @@ PG_CTL = PROJECT_ROOT / "bin" / "pg_ctl"
 PG_BIN = Path(os.environ.get("QBO_SYNC_PG_BIN", "/usr/lib/postgresql/15/bin"))
 SERVER_USER = os.environ.get("QBO_SYNC_SERVER_USER", "postgres")
 SUPERUSER = "postgres"
+
+#: A `port = …` line of postgresql.conf (commented-out defaults start with `#` and do not match).
+PORT_LINE = re.compile(r"^\s*port\s*=?\s*'?(\d+)'?", re.MULTILINE)
 
 #: Secrets the database reads from its secrets file (never from a table or a GUC).
 SECRET_NAMES = (
@@ -130,6 +134,20 @@ class Cluster:
     def initialised(self) -> bool:
         return (self.data_dir / "PG_VERSION").exists()
 
+    def stored_port(self) -> int | None:
+        """The port the server listens on, from its configuration (None before `init`).
+
+        postgresql.auto.conf (ALTER SYSTEM) wins over postgresql.conf, as in the server.
+        """
+        port = None
+        for name in ("postgresql.conf", "postgresql.auto.conf"):
+            path = self.data_dir / name
+            if path.exists():
+                found = PORT_LINE.findall(path.read_text())
+                if found:
+                    port = int(found[-1])
+        return port
+
     def init(self) -> None:
         """Create the cluster, its settings and its secrets file (once)."""
         self.base_dir.mkdir(parents=True, exist_ok=True)
@@ -223,9 +241,28 @@ def local_cluster_dir() -> Path:
     return outside
 
 
-DEFAULT_LOCAL_PORT = int(os.environ.get("QBO_SYNC_DB_PORT", "54315"))
+DEFAULT_LOCAL_PORT = 54315
+PORT_VARIABLE = "QBO_SYNC_DB_PORT"
 
 
-def local_cluster() -> Cluster:
-    """The project's development cluster (`qbo-sync db start|stop|status`)."""
-    return Cluster(base_dir=local_cluster_dir(), port=DEFAULT_LOCAL_PORT)
+def requested_local_port() -> int:
+    """The port for a new local cluster: $QBO_SYNC_DB_PORT, else 54315."""
+    value = os.environ.get(PORT_VARIABLE, "").strip()
+    if not value:
+        return DEFAULT_LOCAL_PORT
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise ValueError(f"{PORT_VARIABLE}={value!r} is not a port number (1-65535)")
+    return int(value)
+
+
+def local_cluster(port: int | None = None) -> Cluster:
+    """The project's development cluster (`qbo-sync db start|stop|status`).
+
+    An existing cluster keeps the port it was created with (read back from its configuration);
+    `port` (default: `requested_local_port()`) only picks the port of a cluster not created yet.
+    """
+    cluster = Cluster(base_dir=local_cluster_dir(), port=port or requested_local_port())
+    stored = cluster.stored_port()
+    if stored is not None:
+        cluster.port = stored
+    return cluster

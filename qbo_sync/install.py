@@ -4,17 +4,25 @@ Order: ordered migrations from `sql/incremental` (applied once each, recorded wi
 edited already-applied migration is refused), then every file of `sql/idempotent` (functions,
 views, grants, cron jobs; re-applied each time), then the in-database Python package
 (`plpython/qbo_sync_db`) stored in `qbo_sync.python_module`. Any failure rolls everything back.
+
+SQL files run one statement at a time, so a failure names its file, line and table. Before
+anything runs, the connecting role's privileges are checked (`qbo_sync.privileges`); afterwards,
+schemas where other roles can create objects are reported as warnings.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
+from psycopg import errors
 
 from qbo_sync import __version__
+from qbo_sync.privileges import PRIVILEGE_ADVICE, missing_privileges, open_schema_warnings
+from qbo_sync.sqlfile import Statement, sql_statements
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SQL_DIR = PROJECT_ROOT / "sql"
@@ -55,6 +63,20 @@ class EditedMigrationError(InstallError):
     """An already-applied migration file no longer matches its recorded checksum."""
 
 
+class PrivilegeError(InstallError):
+    """The connecting role may not create what qbo-sync needs (`privileges.missing_privileges`)."""
+
+
+class StatementFailed(Exception):
+    """A statement of an SQL file failed; carries where, for the message."""
+
+    def __init__(self, path: Path, statement: Statement, error: psycopg.Error) -> None:
+        super().__init__(str(error))
+        self.path = path
+        self.statement = statement
+        self.error = error
+
+
 @dataclass
 class InstallReport:
     version: str
@@ -65,6 +87,8 @@ class InstallReport:
     python_modules: list[str] = field(default_factory=list)
     python_changed: bool = False
     notices: list[str] = field(default_factory=list)
+    #: things to fix that did not stop the installation (schemas other roles can create in)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -116,6 +140,16 @@ def python_modules(python_dir: Path) -> list[tuple[str, str, bool]]:
     return modules
 
 
+def run_sql_file(conn: psycopg.Connection, path: Path, text: str) -> None:
+    """Execute the statements of `text`, read from `path`, in order; StatementFailed names the
+    failing one."""
+    for statement in sql_statements(text):
+        try:
+            conn.execute(statement.text)
+        except psycopg.Error as exc:
+            raise StatementFailed(path, statement, exc) from exc
+
+
 def install(
     dsn: str,
     *,
@@ -135,6 +169,9 @@ def install(
         conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
         try:
             report = _install(conn, sql_dir, python_dir, version, migration_limit, migrations_only)
+        except StatementFailed as failure:
+            conn.rollback()
+            raise InstallError(describe_failure(conn, failure)) from failure.error
         except psycopg.Error as exc:
             conn.rollback()
             raise InstallError(_describe(exc)) from exc
@@ -149,9 +186,93 @@ def install(
 def _describe(exc: psycopg.Error) -> str:
     diag = exc.diag
     text = f"installation failed, nothing was changed: {diag.message_primary or exc}"
+    if diag.message_detail:
+        text += f"\ndetail: {diag.message_detail}"
+    if diag.message_hint:
+        text += f"\nhint: {diag.message_hint}"
     if diag.context:
         text += f"\ncontext: {diag.context.strip()}"
+    if isinstance(exc, errors.InsufficientPrivilege):
+        text += f"\nprivileges: {PRIVILEGE_ADVICE}"
     return text
+
+
+#: The table a CREATE TABLE, ALTER TABLE or CREATE INDEX statement works on.
+TARGET_TABLE = re.compile(
+    r"^(?:CREATE\s+TABLE(?:\s+IF\s+NOT\s+EXISTS)?|ALTER\s+TABLE(?:\s+IF\s+EXISTS)?(?:\s+ONLY)?"
+    r"|CREATE\s+(?:UNIQUE\s+)?INDEX\b.*?\bON(?:\s+ONLY)?)\s+([\w.\"]+)",
+    re.IGNORECASE | re.DOTALL,
+)
+
+#: A column definition with a foreign key, on one line: column, type, referenced table, column.
+REFERENCE = re.compile(
+    r"^\s*(?:ADD\s+COLUMN\s+(?:IF\s+NOT\s+EXISTS\s+)?)?(\w+)\s+(\w+)\b.*?"
+    r"\bREFERENCES\s+([\w.]+)\s*\(\s*(\w+)\s*\)",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+REFERENCED_COLUMN_SQL = """
+SELECT format_type(a.atttypid, a.atttypmod),
+       a.atttypid = to_regtype(%(type)s),
+       EXISTS (SELECT FROM pg_constraint AS c
+                WHERE c.conrelid = a.attrelid AND c.contype IN ('p', 'u')
+                  AND c.conkey = ARRAY[a.attnum])
+  FROM pg_attribute AS a
+ WHERE a.attrelid = to_regclass(%(table)s) AND a.attname = %(column)s AND NOT a.attisdropped
+"""
+
+
+def source_name(path: Path) -> str:
+    """`sql/incremental/001_x.sql` for messages, wherever the sql directory is."""
+    return str(Path(path.parent.parent.name, path.parent.name, path.name))
+
+
+def describe_failure(conn: psycopg.Connection, failure: StatementFailed) -> str:
+    """PostgreSQL's message, then where it failed (file, line, table, column) and, for a foreign
+    key that the database's own tables cannot satisfy, which table and column are in the way.
+
+    Runs after the rollback, so the catalog is the database as it was before the installation.
+    """
+    exc, statement = failure.error, failure.statement
+    where = f"{source_name(failure.path)} line {statement.line}"
+    target = TARGET_TABLE.match(statement.text)
+    table = exc.diag.table_name or (target.group(1) if target else None)
+    if table:
+        where += f", table {table}"
+    if exc.diag.column_name:
+        where += f", column {exc.diag.column_name}"
+    first, _, rest = _describe(exc).partition("\n")
+    lines = [first, f"in: {where}"] + ([rest] if rest else [])
+    if isinstance(exc, errors.DatatypeMismatch | errors.InvalidForeignKey):
+        lines += [f"conflict: {c}" for c in reference_conflicts(conn, statement.text, table)]
+    return "\n".join(lines)
+
+
+def reference_conflicts(conn: psycopg.Connection, text: str, table: str | None) -> list[str]:
+    """The foreign keys of `text` whose referenced column, as it exists in the database, has
+    another type than the referencing column, or is not unique."""
+    conflicts = []
+    for column, declared, referenced, key in REFERENCE.findall(text):
+        row = conn.execute(
+            REFERENCED_COLUMN_SQL, {"type": declared, "table": referenced, "column": key}
+        ).fetchone()
+        if row is None:
+            continue
+        actual, same_type, unique = row
+        ours = f"{table}.{column}" if table else column
+        if not same_type:
+            conflicts.append(
+                f"your table {referenced} already exists and its column {key} is {actual}, "
+                f"but {ours} ({declared}) references it: qbo-sync needs {key} {declared}; "
+                f"change that column's type or rename your table, then install again"
+            )
+        elif not unique:
+            conflicts.append(
+                f"your table {referenced} already exists and its column {key} is neither its "
+                f"primary key nor unique, but {ours} references it: make {key} the primary key"
+            )
+    conn.rollback()
+    return conflicts
 
 
 def _install(
@@ -164,6 +285,9 @@ def _install(
 ) -> InstallReport:
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (INSTALL_LOCK_KEY,))
     conn.execute("SET LOCAL client_min_messages = notice")
+    problems = missing_privileges(conn)
+    if problems:
+        raise PrivilegeError(f"cannot install qbo-sync: {'; '.join(problems)}; {PRIVILEGE_ADVICE}")
     conn.execute(BOOTSTRAP_SQL)
     row = conn.execute("SELECT version FROM qbo_sync.installation").fetchone()
     report = InstallReport(version=version, previous_version=row[0] if row else None)
@@ -185,7 +309,7 @@ def _install(
                 )
             report.migrations_skipped.append(name)
             continue
-        conn.execute(text)
+        run_sql_file(conn, path, text)
         conn.execute(
             "INSERT INTO qbo_sync.migration (name, checksum, applied_by_version)"
             " VALUES (%s, %s, %s)",
@@ -204,7 +328,7 @@ def _install(
     )
 
     for path in idempotent_files(sql_dir):
-        conn.execute(path.read_text(encoding="utf-8"))
+        run_sql_file(conn, path, path.read_text(encoding="utf-8"))
         report.idempotent_files.append(path.name)
 
     modules = python_modules(python_dir)
@@ -225,4 +349,5 @@ def _install(
             )
         report.python_changed = True
     report.python_modules = [name for name, _, _ in modules]
+    report.warnings = open_schema_warnings(conn)
     return report

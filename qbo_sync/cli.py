@@ -1,14 +1,74 @@
-"""The `qbo-sync` command: install/upgrade, the local database, the simulator, sync and status."""
+"""The `qbo-sync` command: install/upgrade, the local database, the simulator, sync and status.
+
+The usual mistakes (database down, wrong --dsn, qbo-sync not installed, a bad setting) end with
+one line on stderr saying what is wrong and what to do next, and an exit code from EXIT_CODES;
+never with a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from qbo_sync import __version__
+
+if TYPE_CHECKING:
+    from qbo_sync.pgserver import Cluster
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+
+EXIT_CODES = f"""exit codes:
+  {EXIT_OK}  done
+  {EXIT_ERROR}  the operation failed (installation refused or rolled back, sync rejected)
+  {EXIT_USAGE}  usage: wrong arguments, connection string, port or settings file
+  {EXIT_UNAVAILABLE}  not running or not available: the database cannot be reached, the local
+     cluster is stopped, qbo-sync is not installed in the database, the port is in use"""
+
+NEXT_STEP_CONNECT = (
+    "start the database (the local one: qbo-sync db start) or pass --dsn (or set QBO_SYNC_DSN)"
+)
+
+
+class CommandError(Exception):
+    """A mistake the user can fix: `str(error)` is the line for stderr, `code` the exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def one_line(text: object) -> str:
+    """`text` with its whitespace (newlines and tabs included) collapsed to single spaces."""
+    return " ".join(str(text).split())
+
+
+def local_cluster() -> Cluster:
+    """The local development cluster, with a warning when $QBO_SYNC_DB_PORT disagrees with it."""
+    from qbo_sync import pgserver
+    from qbo_sync.pgserver import PORT_VARIABLE
+
+    try:
+        requested = pgserver.requested_local_port()
+    except ValueError as exc:
+        raise CommandError(f"{exc}: set it to a free port, or unset it", EXIT_USAGE) from exc
+    cluster = pgserver.local_cluster(requested)
+    if os.environ.get(PORT_VARIABLE, "").strip() and cluster.port != requested:
+        print(
+            f"warning: {PORT_VARIABLE}={requested} is ignored: the local cluster in "
+            f"{cluster.base_dir} was created with port {cluster.port} and keeps it "
+            f"({PORT_VARIABLE} only picks the port of a new cluster: unset it, or run "
+            f"`qbo-sync db stop` and delete {cluster.base_dir} to create a new one)",
+            file=sys.stderr,
+        )
+    return cluster
 
 
 def default_dsn() -> str:
@@ -16,85 +76,142 @@ def default_dsn() -> str:
     env = os.environ.get("QBO_SYNC_DSN")
     if env:
         return env
-    from qbo_sync.pgserver import local_cluster
-
     return local_cluster().dsn()
+
+
+def describe_dsn(dsn: str) -> str:
+    """`database D on HOST:PORT` for messages (never the password); usage error when invalid."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise CommandError(
+            f"invalid connection string ({one_line(exc)}): "
+            "write it as postgresql://user@host:port/database",
+            EXIT_USAGE,
+        ) from exc
+    host = params.get("host") or "the local socket"
+    port = params.get("port") or "5432"
+    return f"database {params.get('dbname') or params.get('user') or '?'} on {host}:{port}"
+
+
+def cannot_connect(dsn: str, exc: psycopg.OperationalError) -> CommandError:
+    # libpq's first line says what failed; the lines after it are its own advice, replaced by ours
+    reason = one_line((str(exc).strip().splitlines() or ["no reason given"])[0])
+    return CommandError(
+        f"cannot connect to {describe_dsn(dsn)} ({reason}): {NEXT_STEP_CONNECT}", EXIT_UNAVAILABLE
+    )
+
+
+def connect(args: argparse.Namespace) -> tuple[psycopg.Connection, str]:
+    """An autocommit connection to --dsn (or the default) and its description for messages."""
+    dsn = args.dsn or default_dsn()
+    where = describe_dsn(dsn)
+    try:
+        return psycopg.connect(dsn, autocommit=True), where
+    except psycopg.OperationalError as exc:
+        raise cannot_connect(dsn, exc) from exc
+
+
+def installed_version(conn: psycopg.Connection, where: str) -> str:
+    """qbo-sync's installed version; a CommandError when it is not installed there."""
+    row = conn.execute("SELECT to_regprocedure('qbo_sync.version()') IS NOT NULL").fetchone()
+    if not row or not row[0]:
+        raise CommandError(
+            f"qbo-sync is not installed in {where}: install it with "
+            "`qbo-sync install --dsn …` (or `make install` for the local cluster)",
+            EXIT_UNAVAILABLE,
+        )
+    version = conn.execute("SELECT qbo_sync.version()").fetchone()
+    return str(version[0]) if version else "unknown"
+
+
+def database_error(exc: psycopg.Error) -> CommandError:
+    """The database's own message, and its hint on a second line when it gives one."""
+    message = exc.diag.message_primary or one_line(exc)
+    if exc.diag.message_hint:
+        message += f"\nhint: {exc.diag.message_hint}"
+    return CommandError(message, EXIT_ERROR)
 
 
 def cmd_install(args: argparse.Namespace) -> int:
     from qbo_sync.install import InstallError, install
 
+    dsn = args.dsn or default_dsn()
+    describe_dsn(dsn)  # an invalid connection string is a usage error, not a failed install
     try:
-        report = install(args.dsn or default_dsn())
+        report = install(dsn)
     except InstallError as exc:
-        print(f"qbo-sync install: {exc}", file=sys.stderr)
-        return 1
+        raise CommandError(str(exc), EXIT_ERROR) from exc
     except psycopg.OperationalError as exc:
-        print(f"qbo-sync install: cannot connect: {exc}", file=sys.stderr)
-        return 1
+        raise cannot_connect(dsn, exc) from exc
     print("\n".join(report.lines()))
-    return 0
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return EXIT_OK
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    from qbo_sync.pgserver import local_cluster
-
     cluster = local_cluster()
     if args.action == "start":
         try:
             cluster.start()
         except (RuntimeError, OSError) as exc:
-            print(f"qbo-sync db start: {exc}", file=sys.stderr)
-            return 1
+            raise CommandError(str(exc), EXIT_ERROR) from exc
         print(f"running: {cluster.dsn()}")
     elif args.action == "stop":
         cluster.stop()
         print("stopped")
     else:
-        if cluster.running():
-            print(f"running: {cluster.dsn()}")
-        else:
+        if not cluster.running():
             print("stopped")
-            return 3
-    return 0
+            return EXIT_UNAVAILABLE
+        print(f"running: {cluster.dsn()}")
+    return EXIT_OK
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    with psycopg.connect(args.dsn or default_dsn(), autocommit=True) as conn:
+    conn, where = connect(args)
+    with conn:
+        installed_version(conn, where)
         try:
             job_id = conn.execute(
                 "SELECT trigger_qbo_sync(%s::uuid, %s, %s, %s)",
                 (args.organization_id, args.entity, args.direction, args.priority),
             ).fetchone()
         except psycopg.Error as exc:
-            diag = exc.diag
-            print(f"qbo-sync sync: {diag.message_primary}", file=sys.stderr)
-            if diag.message_hint:
-                print(f"hint: {diag.message_hint}", file=sys.stderr)
-            return 1
+            raise database_error(exc) from exc
     print(job_id[0] if job_id else "")
-    return 0
+    return EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    with psycopg.connect(args.dsn or default_dsn(), autocommit=True) as conn:
-        version = conn.execute("SELECT qbo_sync.version()").fetchone()
-        print(f"qbo-sync {version[0] if version else 'not installed'}")
-        cur = conn.execute(
-            "SELECT organization_name, realm_id, is_active, token_status, pending_jobs,"
-            " processing_jobs, failed_jobs, last_successful_sync_at FROM qbo_sync_status"
-            " ORDER BY organization_name"
-        )
-        names = [column.name for column in cur.description or []]
-        rows = cur.fetchall()
+    conn, where = connect(args)
+    with conn:
+        try:
+            version = installed_version(conn, where)
+            cur = conn.execute(
+                "SELECT organization_name, realm_id, is_active, token_status, pending_jobs,"
+                " processing_jobs, failed_jobs, last_successful_sync_at FROM qbo_sync_status"
+                " ORDER BY organization_name"
+            )
+            names = [column.name for column in cur.description or []]
+            rows = cur.fetchall()
+        except psycopg.Error as exc:
+            raise database_error(exc) from exc
+    print(f"qbo-sync {version}")
     print(" | ".join(names))
     for row in rows:
         print(" | ".join("" if value is None else str(value) for value in row))
-    return 0
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="qbo-sync", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="qbo-sync",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"qbo-sync {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -130,7 +247,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return simulator_main(argv[1:])
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except CommandError as exc:
+        print(f"qbo-sync {args.command}: {exc}", file=sys.stderr)
+        return exc.code
 
 
 if __name__ == "__main__":

@@ -1,11 +1,16 @@
-"""The qbo-sync command against the test database."""
+"""The qbo-sync command against the test database; its usual mistakes run as real processes and
+end with one line on stderr and a meaningful exit code, never a traceback."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
 
-from qbo_sync.cli import main
+import pytest
+
+from qbo_sync.cli import EXIT_UNAVAILABLE, main
+from tests.clitools import assert_one_line_error, run_qbo_sync
 
 
 def test_install_reports_and_is_idempotent(db_dsn, capsys):
@@ -15,8 +20,41 @@ def test_install_reports_and_is_idempotent(db_dsn, capsys):
 
 
 def test_install_into_an_unreachable_database_fails_clearly(capsys):
-    assert main(["install", "--dsn", "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2"]) == 1
+    dsn = "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2"
+    assert main(["install", "--dsn", dsn]) == EXIT_UNAVAILABLE
     assert "cannot connect" in capsys.readouterr().err
+
+
+@pytest.fixture
+def empty_db(pg_server):
+    """A database without qbo-sync."""
+    name = "empty_" + uuid.uuid4().hex[:8]
+    yield pg_server.create_database(name)
+    pg_server.drop_database(name)
+
+
+@pytest.mark.parametrize(
+    "command", [["status"], ["sync", "9af4c081-7379-4e41-8dfb-924e2518e3c6", "invoices"]]
+)
+def test_a_database_without_qbo_sync_says_to_install_it(empty_db, command):
+    result = run_qbo_sync(*command, "--dsn", empty_db)
+    assert_one_line_error(
+        result, EXIT_UNAVAILABLE, "qbo-sync is not installed in database empty_", "qbo-sync install"
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["status"], ["sync", "9af4c081-7379-4e41-8dfb-924e2518e3c6", "invoices"], ["install"]],
+)
+def test_a_wrong_database_name_or_role_says_which_and_what_to_do(pg_server, command):
+    for dsn, reason in [
+        (pg_server.dsn("no_such_database"), 'database "no_such_database" does not exist'),
+        (pg_server.dsn("postgres", user="no_such_role"), 'role "no_such_role" does not exist'),
+    ]:
+        result = run_qbo_sync(*command, "--dsn", dsn)
+        assert_one_line_error(result, EXIT_UNAVAILABLE, "cannot connect to database", reason)
+        assert "--dsn" in result.stderr
 
 
 def test_sync_queues_and_bad_arguments_get_the_hint(db_dsn, conn, org, capsys):

@@ -1,4 +1,6 @@
-"""The installer: one transaction, idempotent, refuses edited migrations, upgrades to the same catalog."""
+"""The installer: one transaction, idempotent, refuses edited migrations, upgrades to the same
+catalog; says what privileges it needs, which application table is in its way, and which schemas
+other roles can create objects in."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ import psycopg
 import pytest
 
 from qbo_sync import __version__
-from qbo_sync.install import SQL_DIR, EditedMigrationError, InstallError, install
+from qbo_sync.install import SQL_DIR, EditedMigrationError, InstallError, PrivilegeError, install
+from tests.clitools import assert_one_line_error, run_qbo_sync
 from tests.db.catalog import snapshot
 
 
@@ -184,3 +187,120 @@ def test_upgraded_code_is_picked_up_by_a_running_backend(fresh_db, tmp_path):
         assert backend.execute("SELECT qbo_sync.python_setup()").fetchone()[0] == __version__
         install(fresh_db, python_dir=python_copy, version="9.9.9")
         assert backend.execute("SELECT qbo_sync.python_setup()").fetchone()[0] == "9.9.9"
+
+
+@pytest.fixture
+def owner_db(pg_server):
+    """A database owned by a login role that is not a superuser (the usual application owner)."""
+    suffix = uuid.uuid4().hex[:8]
+    role, name = f"app_owner_{suffix}", f"owned_{suffix}"
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute(f"CREATE DATABASE {name} OWNER {role}")
+    yield pg_server.dsn(name), pg_server.dsn(name, user=role)
+    pg_server.drop_database(name)
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+        conn.execute(f"DROP ROLE {role}")
+
+
+def test_a_non_superuser_owner_is_told_that_a_superuser_must_install(owner_db):
+    superuser_dsn, owner_dsn = owner_db
+    before = snapshot(superuser_dsn)
+    with pytest.raises(PrivilegeError) as info:
+        install(owner_dsn)
+    message = str(info.value)
+    assert "is not a superuser" in message and "plpython3u is an untrusted language" in message
+    assert "run qbo-sync install as a superuser" in message and "not enough" not in message
+    assert snapshot(superuser_dsn) == before
+
+    # a superuser creating the extension first does not make it installable by the owner
+    with psycopg.connect(superuser_dsn, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION plpython3u")
+    with pytest.raises(PrivilegeError, match="it exists here, but that is not enough"):
+        install(owner_dsn)
+    assert install(superuser_dsn).migrations_applied  # what the message says to do works
+
+
+def test_the_cli_gives_the_privilege_requirement_on_one_line(owner_db):
+    result = run_qbo_sync("install", "--dsn", owner_db[1])
+    assert_one_line_error(
+        result, 1, "qbo-sync install: cannot install qbo-sync: role app_owner_", "superuser"
+    )
+
+
+@pytest.mark.parametrize(
+    ("existing", "postgres_says", "conflict"),
+    [
+        (
+            "CREATE TABLE invoice_record (id bigint PRIMARY KEY, organization_id uuid)",
+            'detail: Key columns "invoice_id" and "id" are of incompatible types: uuid and bigint.',
+            "conflict: your table public.invoice_record already exists and its column id is "
+            "bigint, but public.invoice_line_item.invoice_id (uuid) references it: qbo-sync "
+            "needs id uuid",
+        ),
+        (
+            "CREATE TABLE invoice_record (id uuid, organization_id uuid)",
+            'there is no unique constraint matching given keys for referenced table "invoice_record"',
+            "conflict: your table public.invoice_record already exists and its column id is "
+            "neither its primary key nor unique",
+        ),
+    ],
+)
+def test_an_application_table_in_the_way_is_named_with_postgres_detail(
+    fresh_db, existing, postgres_says, conflict
+):
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute(existing)
+    before = snapshot(fresh_db)
+    with pytest.raises(InstallError) as info:
+        install(fresh_db)
+    message = str(info.value)
+    first, where = message.splitlines()[:2]
+    assert first.startswith("installation failed, nothing was changed: ")
+    assert postgres_says in message and conflict in message
+    # the file, the line of the failing statement, and the table it creates
+    migration = "001_qbo_application_tables.sql"
+    assert where.startswith(f"in: sql/incremental/{migration} line ")
+    assert where.endswith(", table public.invoice_line_item")
+    line = int(where.split(" line ")[1].split(",")[0])
+    text = (SQL_DIR / "incremental" / migration).read_text().splitlines()
+    assert text[line - 1] == "CREATE TABLE IF NOT EXISTS public.invoice_line_item ("
+    assert snapshot(fresh_db) == before
+
+
+def test_install_warns_about_schemas_other_roles_can_create_in(pg_server, fresh_db):
+    role = "schema_writer_" + uuid.uuid4().hex[:8]
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role}")
+    try:
+        clean = run_qbo_sync("install", "--dsn", fresh_db)
+        assert clean.returncode == 0 and "warning" not in clean.stderr, clean.stderr
+        with psycopg.connect(fresh_db, autocommit=True) as conn:
+            conn.execute(f"GRANT CREATE ON SCHEMA public, qbo_sync TO {role}")
+        warned = run_qbo_sync("install", "--dsn", fresh_db)
+        assert warned.returncode == 0 and "nothing new" in warned.stdout
+        warnings = warned.stderr.strip().splitlines()
+        assert warnings == [
+            f"warning: {role} can create objects in schema public; only its owner and superusers"
+            " should, since an object planted there can shadow one the application or qbo-sync"
+            f" uses; fix: REVOKE CREATE ON SCHEMA public FROM {role};",
+            f"warning: {role} can create objects in schema qbo_sync; only its owner and superusers"
+            " should, since an object planted there can shadow one the application or qbo-sync"
+            f" uses; fix: REVOKE CREATE ON SCHEMA qbo_sync FROM {role};",
+        ]
+        with psycopg.connect(fresh_db, autocommit=True) as conn:
+            conn.execute("GRANT CREATE ON SCHEMA public TO PUBLIC")
+            conn.execute(f"REVOKE CREATE ON SCHEMA qbo_sync FROM {role}")
+        assert install(fresh_db).warnings == [
+            f"PUBLIC, {role} can create objects in schema public; only its owner and superusers"
+            " should, since an object planted there can shadow one the application or qbo-sync"
+            f" uses; fix: REVOKE CREATE ON SCHEMA public FROM PUBLIC, {role};"
+        ]
+        with psycopg.connect(fresh_db, autocommit=True) as conn:
+            conn.execute(f"REVOKE CREATE ON SCHEMA public FROM PUBLIC, {role}")
+        assert install(fresh_db).warnings == []
+    finally:
+        with psycopg.connect(fresh_db, autocommit=True) as conn:
+            conn.execute(f"REVOKE ALL ON SCHEMA public, qbo_sync FROM {role}")
+        with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+            conn.execute(f"DROP ROLE {role}")

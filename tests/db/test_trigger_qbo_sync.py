@@ -120,3 +120,16 @@ def test_scheduled_sync_queues_only_active_connections(conn, org):
     assert queued == 2
     rows = conn.execute("SELECT DISTINCT organization_id, source FROM qbo_sync_queue").fetchall()
     assert rows == [(org, "schedule")]
+
+
+@pytest.mark.parametrize("argument", ["entity", "direction", "priority"])
+def test_a_huge_argument_is_not_echoed_back_or_logged_in_full(conn, org, pg_server, argument):
+    """A 1 MB argument was repeated in full in the error (and so in the server log)."""
+    values = {"entity": "items", "direction": "pull", "priority": "urgent"}
+    values[argument] = "x" * 1_000_000
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as info:
+        conn.execute(CALL, (org, values["entity"], values["direction"], values["priority"]))
+    message = info.value.diag.message_primary
+    assert message == f"unknown {argument} '{'x' * 40}'... (1000000 characters)"
+    log = (pg_server.base_dir / "postgresql.log").read_text(errors="replace")
+    assert "x" * 1000 not in log

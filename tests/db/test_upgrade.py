@@ -1,8 +1,10 @@
-"""An upgrade from the previous release (0.1.0, frozen in tests/fixtures/) keeps the data and
-ends with the same catalog as a fresh install."""
+"""An upgrade from the previous release keeps the data and ends with the same catalog as a fresh
+install. The release's sql/ and plpython/ are frozen in tests/fixtures/release-0.1.0.tar.gz
+(`git archive` of commit 1762821), so the test needs no repository history."""
 
 from __future__ import annotations
 
+import tarfile
 import uuid
 from pathlib import Path
 
@@ -11,14 +13,16 @@ import psycopg
 from qbo_sync.install import install
 from tests.db.catalog import snapshot
 
-RELEASE_0_1_0 = Path(__file__).resolve().parents[1] / "fixtures" / "release-0.1.0"
+RELEASE_0_1_0 = Path(__file__).resolve().parents[1] / "fixtures" / "release-0.1.0.tar.gz"
 
 
-def test_upgrading_release_0_1_0_keeps_data_and_matches_a_fresh_install(pg_server):
+def test_upgrading_release_0_1_0_keeps_data_and_matches_a_fresh_install(pg_server, tmp_path):
+    with tarfile.open(RELEASE_0_1_0) as archive:
+        archive.extractall(tmp_path, filter="data")
     names = ["old_" + uuid.uuid4().hex[:8], "fresh_" + uuid.uuid4().hex[:8]]
     old, fresh = (pg_server.create_database(name) for name in names)
     try:
-        install(old, sql_dir=RELEASE_0_1_0 / "sql", python_dir=RELEASE_0_1_0 / "plpython")
+        install(old, sql_dir=tmp_path / "sql", python_dir=tmp_path / "plpython")
         with psycopg.connect(old, autocommit=True) as conn:
             org = conn.execute(
                 "INSERT INTO organizations (name) VALUES ('Kept') RETURNING id"

@@ -56,7 +56,8 @@ GRANT INSERT (body, payload, signature, signature_valid, content_type, remote_ad
 GRANT USAGE ON SCHEMA qbo_sync TO qbo_sync_monitor;
 GRANT EXECUTE ON FUNCTION qbo_sync.setting(text), qbo_sync.setting_numeric(text),
                           qbo_sync.version() TO qbo_sync_monitor;
-GRANT SELECT ON qbo_sync.settings, qbo_sync.installation, qbo_sync.migration, qbo_sync.migrations
+GRANT SELECT ON qbo_sync.settings, qbo_sync.installation, qbo_sync.migration, qbo_sync.migrations,
+                qbo_sync.entity, qbo_sync.error_code
     TO qbo_sync_monitor;
 GRANT SELECT ON public.organizations, public.qbo_sync_queue, public.qbo_sync_history,
                 public.qbo_webhook_log, public.qbo_webhook_processed, public.qbo_sync_cursor,

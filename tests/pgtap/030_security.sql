@@ -4,7 +4,7 @@
 SET search_path = tap, public, qbo_sync;
 
 BEGIN;
-SELECT plan(142);
+SELECT plan(147);
 
 -- ---------------------------------------------------------------- roles
 SELECT has_role(r, 'role ' || r || ' exists')
@@ -190,6 +190,9 @@ SELECT table_privs_are(s, t, r, privs, r || ' on ' || s || '.' || t || ': ' || c
     ('qbo_sync', 'migrations',          'qbo_sync_monitor', ARRAY['SELECT']),
     ('qbo_sync', 'python_module',       'qbo_sync_monitor', ARRAY[]::text[]),
     ('qbo_sync', 'local_deletion',      'qbo_sync_monitor', ARRAY[]::text[]),
+    ('qbo_sync', 'entity',              'qbo_sync_monitor', ARRAY['SELECT']),
+    ('qbo_sync', 'error_code',          'qbo_sync_monitor', ARRAY['SELECT']),
+    ('qbo_sync', 'organization_lock',   'qbo_sync_monitor', ARRAY[]::text[]),
     -- application: its organization's data; queue work; reads history, status, conflicts
     ('public', 'organizations',         'qbo_sync_app', ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE']),
     ('public', 'customer_profile',      'qbo_sync_app', ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE']),
@@ -207,8 +210,10 @@ SELECT table_privs_are(s, t, r, privs, r || ' on ' || s || '.' || t || ': ' || c
     ('public', 'qbo_oauth_state',       'qbo_sync_app', ARRAY[]::text[]),
     ('public', 'qbo_sync_cursor',       'qbo_sync_app', ARRAY[]::text[]),
     ('qbo_sync', 'settings',            'qbo_sync_app', ARRAY['SELECT']),
-    ('qbo_sync', 'python_module',       'qbo_sync_app', ARRAY[]::text[])
-  ) AS x(s, t, r, privs);                                                                -- 45
+    ('qbo_sync', 'python_module',       'qbo_sync_app', ARRAY[]::text[]),
+    ('qbo_sync', 'entity',              'qbo_sync_app', ARRAY[]::text[]),
+    ('qbo_sync', 'organization_lock',   'qbo_sync_app', ARRAY[]::text[])
+  ) AS x(s, t, r, privs);                                                                -- 50
 
 -- ---------------------------------------------------------------- column privileges
 SELECT set_eq($$SELECT a.attname::text FROM pg_attribute AS a

@@ -49,6 +49,7 @@ SELECT orgs.ids[1 + g % {organizations}],
        (SELECT array_agg(id ORDER BY id) AS ids FROM public.organizations) AS orgs
 """
 
+
 @dataclass
 class WorkerSpec:
     """What one worker does: `kind` is update (baseline), single, single_tx or batch."""

@@ -12,7 +12,14 @@ import psycopg
 import pytest
 
 from qbo_sync import __version__
-from qbo_sync.install import SQL_DIR, EditedMigrationError, InstallError, PrivilegeError, install
+from qbo_sync.install import (
+    SQL_DIR,
+    EditedMigrationError,
+    InstallError,
+    PrivilegeError,
+    install,
+    migration_files,
+)
 from tests.clitools import assert_one_line_error, run_qbo_sync
 from tests.db.catalog import snapshot
 
@@ -130,7 +137,7 @@ def test_upgrading_an_older_schema_gives_the_same_catalog_as_a_fresh_install(
         install(fresh)
         install(old, migration_limit=applied_before, migrations_only=True)
         report = install(old)
-        assert len(report.migrations_applied) == 3 - applied_before
+        assert len(report.migrations_applied) == len(migration_files(SQL_DIR)) - applied_before
         assert snapshot(old) == snapshot(fresh)
     finally:
         pg_server.drop_database(fresh_name)
@@ -164,15 +171,44 @@ def test_code_and_schema_version_mismatch_is_detected_never_run(fresh_db):
     install(fresh_db)
     with psycopg.connect(fresh_db, autocommit=True) as conn:
         conn.execute("UPDATE qbo_sync.python_module SET version = '0.0.1'")
-        with pytest.raises(
-            psycopg.errors.InternalError_, match="do not match the installed schema"
-        ):
+        with pytest.raises(psycopg.Error, match="do not match the installed schema") as failure:
             conn.execute("SELECT qbo_sync.secret('QBO_SYNC_TOKEN_KEY')")
+        assert failure.value.sqlstate == "QS001"  # an explicit SQLSTATE, never retried
+        assert not conn.execute("SELECT qbo_sync.error_is_retryable('QS001')").fetchone()[0]
     install(fresh_db)  # a reinstall repairs it
     with psycopg.connect(fresh_db, autocommit=True) as conn:
         assert conn.execute("SELECT qbo_sync.secret('QBO_SYNC_TOKEN_KEY') IS NOT NULL").fetchone()[
             0
         ]
+
+
+def test_changed_code_under_the_same_version_is_picked_up_by_a_running_backend(fresh_db, tmp_path):
+    """A re-install of changed in-database Python under an unchanged version reaches backends
+    that imported the old code (they compare a hash of the installed sources on every call)."""
+    install(fresh_db)
+    python_copy = tmp_path / "plpython"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "plpython", python_copy)
+    probe = python_copy / "qbo_sync_db" / "probe_for_test.py"
+    probe.write_text("MARK = 'first'\n")
+    install(fresh_db, python_dir=python_copy)
+    with psycopg.connect(fresh_db, autocommit=True) as backend:
+        backend.execute(
+            """CREATE FUNCTION qbo_sync.probe() RETURNS text LANGUAGE plpython3u AS $$
+if not SD.get("qbo_sync_ready"):
+    if "qbo_sync_load" not in GD:
+        plpy.execute("SELECT qbo_sync.python_loader()")
+    SD["qbo_sync_ready"] = GD["qbo_sync_load"](plpy) is not None
+from qbo_sync_db import probe_for_test
+return probe_for_test.MARK
+$$"""
+        )
+        assert backend.execute("SELECT qbo_sync.probe()").fetchone()[0] == "first"
+        assert backend.execute("SELECT qbo_sync.probe()").fetchone()[0] == "first"  # fast path
+        probe.write_text("MARK = 'second'\n")
+        report = install(fresh_db, python_dir=python_copy)
+        assert report.python_changed and report.previous_version == report.version  # same version
+        assert backend.execute("SELECT qbo_sync.probe()").fetchone()[0] == "second"
+        assert backend.execute("SELECT qbo_sync.python_setup()").fetchone()[0] == __version__
 
 
 def test_upgraded_code_is_picked_up_by_a_running_backend(fresh_db, tmp_path):

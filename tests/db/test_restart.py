@@ -7,7 +7,6 @@ shared test cluster is not disturbed.
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 
 import psycopg

@@ -22,7 +22,7 @@ def test_upgrading_release_0_1_0_keeps_data_and_matches_a_fresh_install(pg_serve
     names = ["old_" + uuid.uuid4().hex[:8], "fresh_" + uuid.uuid4().hex[:8]]
     old, fresh = (pg_server.create_database(name) for name in names)
     try:
-        install(old, sql_dir=tmp_path / "sql", python_dir=tmp_path / "plpython")
+        install(old, sql_dir=tmp_path / "sql", python_dir=tmp_path / "plpython", version="0.1.0")
         with psycopg.connect(old, autocommit=True) as conn:
             org = conn.execute(
                 "INSERT INTO organizations (name) VALUES ('Kept') RETURNING id"
@@ -41,6 +41,7 @@ def test_upgrading_release_0_1_0_keeps_data_and_matches_a_fresh_install(pg_serve
             conn.execute("DELETE FROM customer_profile")
 
         report = install(old)
+        assert report.previous_version == "0.1.0" and report.version != "0.1.0"
         assert report.migrations_applied == ["004_qbo_entity_registry_and_hardening"]
         install(fresh)
         assert snapshot(old) == snapshot(fresh)

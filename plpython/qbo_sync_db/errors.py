@@ -73,6 +73,7 @@ class QboReconnectNeeded(QboSyncError):
 
 
 #: every concrete error class, for the agreement test with qbo_sync.error_code
+#: (qbo_sync_db.lease.LeaseLost, QS003, is checked there too)
 ERROR_CLASSES: tuple[type[QboSyncError], ...] = (
     InstallationMismatch,
     ConfigurationError,

@@ -50,7 +50,8 @@ INSERT INTO qbo_sync.error_code AS c (sqlstate, name, retryable, description) VA
     ('QB403', 'qbo_forbidden', false, 'QBO refused access to the company or the operation'),
     ('QB410', 'qbo_reconnect_needed', false, 'the refresh token is no longer valid (invalid_grant): a person must reconnect'),
     ('QS001', 'installation_mismatch', false, 'the in-database code does not match the installed schema'),
-    ('QS002', 'configuration_error', false, 'a secret or setting qbo-sync needs is missing or unreadable')
+    ('QS002', 'configuration_error', false, 'a secret or setting qbo-sync needs is missing or unreadable'),
+    ('QS003', 'lease_lost', false, 'the job was reclaimed, requeued or cancelled while it ran; its worker stopped')
 ON CONFLICT (sqlstate) DO UPDATE
    SET name = EXCLUDED.name, retryable = EXCLUDED.retryable, description = EXCLUDED.description;
 

@@ -396,15 +396,78 @@ def test_a_long_job_that_extends_its_lease_is_not_reclaimed(conn, connect, db_ds
 
 
 def test_the_error_code_table_agrees_with_the_in_database_error_classes(conn):
-    from qbo_sync_db import errors
+    from qbo_sync_db import errors, lease
 
     table = {
         code: retryable
         for code, retryable in conn.execute("SELECT sqlstate, retryable FROM qbo_sync.error_code")
     }
-    assert table == {cls.sqlstate: cls.retryable for cls in errors.ERROR_CLASSES}
+    classes = (*errors.ERROR_CLASSES, lease.LeaseLost)
+    assert table == {cls.sqlstate: cls.retryable for cls in classes}
     for code, retryable in table.items():
         assert (
             conn.execute("SELECT qbo_sync.error_is_retryable(%s)", (code,)).fetchone()[0]
             is retryable
         )
+
+
+LOADER = """
+if not SD.get("qbo_sync_ready"):
+    if "qbo_sync_load" not in GD:
+        plpy.execute("SELECT qbo_sync.python_loader()")
+    SD["qbo_sync_ready"] = GD["qbo_sync_load"](plpy) is not None
+from qbo_sync_db.lease import LeaseKeeper
+"""
+
+
+def test_a_python_job_keeps_its_lease_as_it_goes(conn, org, handlers):
+    """The in-database LeaseKeeper, as a long pull uses it: a job running past its lease keeps
+    extending it and completes."""
+    handlers(
+        "items",
+        LOADER
+        + """
+keeper = LeaseKeeper(plpy, job["id"], job["lease_id"], 0.2)
+for page in range(5):
+    keeper.keep()
+    plpy.execute("SELECT pg_sleep(0.05)")
+until = plpy.execute("SELECT locked_until > clock_timestamp() AS ok FROM public.qbo_sync_queue"
+                     " WHERE id = '%s'" % job["id"])[0]["ok"]
+return '{"success_count": 1, "extensions": %d, "lease_ahead": %s}' % (
+    keeper.extensions, "true" if until else "false")
+""",
+        language="plpython3u",
+    )
+    conn.execute("UPDATE qbo_sync.settings SET value = '0.2' WHERE key = 'queue.lease_seconds'")
+    try:
+        job_id = conn.execute("SELECT trigger_qbo_sync(%s, 'items')", (org,)).fetchone()[0]
+        run_worker(conn, max_jobs=1)
+    finally:
+        conn.execute("UPDATE qbo_sync.settings SET value = '300' WHERE key = 'queue.lease_seconds'")
+    row = job_row(conn, job_id)
+    assert row["status"] == "completed", row["last_error"]
+    assert row["result"]["extensions"] >= 2 and row["result"]["lease_ahead"] is True
+
+
+def test_a_python_job_whose_lease_was_taken_back_stops(conn, connect, db_dsn, org, handlers):
+    handlers(
+        "items",
+        LOADER
+        + f"""
+keeper = LeaseKeeper(plpy, job["id"], job["lease_id"], 0.003)
+plpy.execute("SELECT pg_advisory_xact_lock({HOLD_KEY})")  # the test cancels the job meanwhile
+keeper.keep()
+plpy.execute("INSERT INTO public.handler_calls (direction) VALUES ('after the lease')")
+return '{{}}'
+""",
+        language="plpython3u",
+    )
+    job_id = conn.execute("SELECT trigger_qbo_sync(%s, 'items')", (org,)).fetchone()[0]
+    held = HeldJob(db_dsn, conn, connect())
+    held.start()
+    assert conn.execute("SELECT qbo_sync_cancel(%s)", (job_id,)).fetchone()[0] is True
+    held.finish()
+    assert conn.execute("SELECT count(*) FROM handler_calls").fetchone()[0] == 0
+    [(status, error)] = history(conn)
+    assert status == "lease_lost"
+    assert "lease lost: queue job" in error and "QS003" in error and "now cancelled" in error

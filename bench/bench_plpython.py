@@ -29,8 +29,7 @@ FUNCTIONS = {
     "in-memory check only": 'GD.setdefault("bench_marker", 1)\nreturn GD["bench_marker"]',
     "entry point as shipped (SD fast path)": (
         'if not SD.get("qbo_sync_ready"):\n'
-        '    if "qbo_sync_load" not in GD:\n'
-        '        plpy.execute("SELECT qbo_sync.python_loader()")\n'
+        '    plpy.execute("SELECT qbo_sync.python_loader()")\n'
         '    SD["qbo_sync_ready"] = GD["qbo_sync_load"](plpy) is not None\n'
         "from qbo_sync_db import secrets\n"
         "return 1"

@@ -37,6 +37,12 @@ class ConfigurationError(QboSyncError):
     sqlstate = "QS002"
 
 
+class RelationsReplaced(QboSyncError):
+    """A table the owner's code works on is no longer qbo-sync's (replaced in public)."""
+
+    sqlstate = "QS004"
+
+
 class QboThrottled(QboSyncError):
     sqlstate = "QB429"
     retryable = True
@@ -77,6 +83,7 @@ class QboReconnectNeeded(QboSyncError):
 ERROR_CLASSES: tuple[type[QboSyncError], ...] = (
     InstallationMismatch,
     ConfigurationError,
+    RelationsReplaced,
     QboThrottled,
     QboServerError,
     QboUnreachable,

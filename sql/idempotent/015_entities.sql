@@ -55,3 +55,57 @@ AS $$
         ELSE quote_literal(left(value, max_chars)) || format('... (%s characters)', length(value))
     END
 $$;
+
+-- Code that runs as the owner (pg_cron's jobs, the worker, the SECURITY DEFINER entry points)
+-- reaches qbo-sync's tables in `public`, a schema another role may own (on PostgreSQL 15 the
+-- database owner owns it) and so may DROP them and put a view or a table with its own triggers in
+-- their place. Before such code touches them, it locks them (a replacement then has to wait for it)
+-- and checks that each is still a table owned by qbo-sync's owner; `read_only` relations the
+-- owner's code only reads (the application's tables, which the application may own) must be
+-- tables, which run no code when read. Raises QS004, and changes nothing, when one is not.
+CREATE OR REPLACE FUNCTION qbo_sync.lock_own_relations(read_only text[] DEFAULT '{}')
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    owned constant text[] := ARRAY['qbo_sync_queue', 'qbo_sync_history', 'qbo_webhook_log',
+                                   'qbo_webhook_processed', 'qbo_connection', 'qbo_oauth_state',
+                                   'qbo_sync_cursor', 'qbo_sync_conflict'];
+    relation text;
+    problems text;
+BEGIN
+    FOREACH relation IN ARRAY owned || read_only LOOP
+        IF to_regclass(format('public.%I', relation)) IS NOT NULL THEN
+            EXECUTE format('LOCK TABLE public.%I IN ACCESS SHARE MODE', relation);
+        END IF;
+    END LOOP;
+    SELECT string_agg(format('public.%s %s', r.name, r.problem), '; ')
+      INTO problems
+      FROM (SELECT x.name,
+                   CASE WHEN c.oid IS NULL THEN 'is missing'
+                        WHEN c.relkind NOT IN ('r', 'p') THEN 'is no longer a table'
+                        WHEN x.must_own AND c.relowner <> n.nspowner
+                            THEN format('is owned by %s, not by %s', c.relowner::regrole, n.nspowner::regrole)
+                   END AS problem
+              FROM (SELECT o, true FROM unnest(owned) AS o
+                    UNION ALL SELECT r, false FROM unnest(read_only) AS r) AS x(name, must_own)
+              CROSS JOIN pg_namespace AS n
+              LEFT JOIN pg_class AS c
+                     ON c.relname = x.name AND c.relnamespace = 'public'::regnamespace
+             WHERE n.nspname = 'qbo_sync') AS r
+     WHERE r.problem IS NOT NULL;
+    IF problems IS NULL AND EXISTS (
+        SELECT FROM pg_type AS t JOIN pg_namespace AS n ON n.nspname = 'qbo_sync'
+         WHERE t.oid = to_regtype('public.qbo_sync_priority') AND t.typowner <> n.nspowner) THEN
+        problems := 'public.qbo_sync_priority changed hands';
+    END IF;
+    IF problems IS NOT NULL THEN
+        RAISE EXCEPTION 'qbo-sync will not run as its owner on relations it does not own: %', problems
+            USING ERRCODE = 'QS004',
+                  HINT = 'someone who owns schema public (on PostgreSQL 15: the database owner) or can '
+                         'create there replaced them; restore them, make the installing role own '
+                         'schema public, and run qbo-sync install';
+    END IF;
+END
+$$;

@@ -5,14 +5,15 @@
 -- install and every change of the stored modules does), then imports from qbo_sync_db, passing
 -- plpy in explicitly:
 --     if not SD.get("qbo_sync_ready"):
---         if "qbo_sync_load" not in GD:
---             plpy.execute("SELECT qbo_sync.python_loader()")
+--         plpy.execute("SELECT qbo_sync.python_loader()")
 --         SD["qbo_sync_ready"] = GD["qbo_sync_load"](plpy) is not None
 --     from qbo_sync_db import secrets
 -- bench/bench_plpython.py measures what this costs per call.
 
--- Leaves the loader in GD (once per backend). It never fails: the checks run when the loader is
--- called, from the caller's own Python, so their errors reach the user as they are.
+-- Leaves the loader in GD; called whenever a function's SD is empty (once per backend and function
+-- after each install), so a backend also picks up a changed loader. The loader's state (the
+-- finder it installed) carries over. It never fails: the checks run when the loader is called,
+-- from the caller's own Python, so their errors reach the user as they are.
 CREATE OR REPLACE FUNCTION qbo_sync.python_loader()
 RETURNS void
 LANGUAGE plpython3u
@@ -22,65 +23,64 @@ import sys
 import importlib.abc
 import importlib.util
 
-# The loader lives in GD (once per backend). Each call costs one prepared query: the installed
-# version and the hash of the installed sources. When either changed since this backend imported
-# the package (an upgrade, or a re-install of changed code under the same version), the old
-# modules are dropped and the new ones imported.
-if "qbo_sync_load" not in GD:
-    state = {"plan": None, "finder": None}
+# A call of the loader costs one prepared query: the installed version and the hash of the
+# installed sources. When either changed since this backend imported the package (an upgrade, or
+# a re-install of changed code under the same version), the old modules are dropped and the new
+# ones imported.
+state = GD.setdefault("qbo_sync_load_state", {"plan": None, "finder": None})
 
-    class TableFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-        def __init__(self, modules):
-            self.modules = modules
+class TableFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def __init__(self, modules):
+        self.modules = modules
 
-        def find_spec(self, fullname, path=None, target=None):
-            if fullname not in self.modules:
-                return None
-            return importlib.util.spec_from_loader(
-                fullname, self, is_package=self.modules[fullname][1])
-
-        def create_module(self, spec):
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname not in self.modules:
             return None
+        return importlib.util.spec_from_loader(
+            fullname, self, is_package=self.modules[fullname][1])
 
-        def exec_module(self, module):
-            source, is_package = self.modules[module.__name__]
-            if is_package:
-                module.__path__ = []
-            exec(compile(source, "<qbo_sync_db:%s>" % module.__name__, "exec"), module.__dict__)
+    def create_module(self, spec):
+        return None
 
-    def load(plpy):
-        if state["plan"] is None:
-            state["plan"] = plpy.prepare("SELECT version, code_hash FROM qbo_sync.installation")
-        rows = plpy.execute(state["plan"])
-        if not rows:
-            plpy.error("qbo-sync is not installed in this database", sqlstate="QS001",
-                       hint="run qbo-sync install")
-        version, code_hash = rows[0]["version"], rows[0]["code_hash"]
-        finder = state["finder"]
-        if finder is not None and finder.key == (version, code_hash):
-            return sys.modules["qbo_sync_db"]
-        for name in [m for m in sys.modules if m == "qbo_sync_db" or m.startswith("qbo_sync_db.")]:
-            del sys.modules[name]
-        if finder is not None and finder in sys.meta_path:
-            sys.meta_path.remove(finder)
-        state["finder"] = None
-        modules = plpy.execute("SELECT name, source, is_package, version FROM qbo_sync.python_module")
-        if not modules or any(m["version"] != version for m in modules):
-            plpy.error("qbo-sync Python modules do not match the installed schema version %s" % version,
-                       sqlstate="QS001", hint="run qbo-sync install again")
-        finder = TableFinder({m["name"]: (m["source"], m["is_package"]) for m in modules})
-        finder.key = (version, code_hash)
-        sys.meta_path.insert(0, finder)
-        import qbo_sync_db
-        if qbo_sync_db.__version__ != version:
-            sys.meta_path.remove(finder)
-            plpy.error("qbo_sync_db %s does not match schema version %s"
-                       % (qbo_sync_db.__version__, version), sqlstate="QS001",
-                       hint="run qbo-sync install again")
-        state["finder"] = finder
-        return qbo_sync_db
+    def exec_module(self, module):
+        source, is_package = self.modules[module.__name__]
+        if is_package:
+            module.__path__ = []
+        exec(compile(source, "<qbo_sync_db:%s>" % module.__name__, "exec"), module.__dict__)
 
-    GD["qbo_sync_load"] = load
+def load(plpy):
+    if state["plan"] is None:
+        state["plan"] = plpy.prepare("SELECT version, code_hash FROM qbo_sync.installation")
+    rows = plpy.execute(state["plan"])
+    if not rows:
+        plpy.error("qbo-sync is not installed in this database", sqlstate="QS001",
+                   hint="run qbo-sync install")
+    version, code_hash = rows[0]["version"], rows[0]["code_hash"]
+    finder = state["finder"]
+    if finder is not None and finder.key == (version, code_hash):
+        return sys.modules["qbo_sync_db"]
+    for name in [m for m in sys.modules if m == "qbo_sync_db" or m.startswith("qbo_sync_db.")]:
+        del sys.modules[name]
+    if finder is not None and finder in sys.meta_path:
+        sys.meta_path.remove(finder)
+    state["finder"] = None
+    modules = plpy.execute("SELECT name, source, is_package, version FROM qbo_sync.python_module")
+    if not modules or any(m["version"] != version for m in modules):
+        plpy.error("qbo-sync Python modules do not match the installed schema version %s" % version,
+                   sqlstate="QS001", hint="run qbo-sync install again")
+    finder = TableFinder({m["name"]: (m["source"], m["is_package"]) for m in modules})
+    finder.key = (version, code_hash)
+    sys.meta_path.insert(0, finder)
+    import qbo_sync_db
+    if qbo_sync_db.__version__ != version:
+        sys.meta_path.remove(finder)
+        plpy.error("qbo_sync_db %s does not match schema version %s"
+                   % (qbo_sync_db.__version__, version), sqlstate="QS001",
+                   hint="run qbo-sync install again")
+    state["finder"] = finder
+    return qbo_sync_db
+
+GD["qbo_sync_load"] = load
 $$;
 
 -- Imports the in-database package (or notices it changed) and returns its version.
@@ -89,8 +89,7 @@ RETURNS text
 LANGUAGE plpython3u
 SET search_path = pg_catalog, pg_temp
 AS $$
-if "qbo_sync_load" not in GD:
-    plpy.execute("SELECT qbo_sync.python_loader()")
+plpy.execute("SELECT qbo_sync.python_loader()")
 return GD["qbo_sync_load"](plpy).__version__
 $$;
 
@@ -102,8 +101,7 @@ LANGUAGE plpython3u
 SET search_path = pg_catalog, pg_temp
 AS $$
 if not SD.get("qbo_sync_ready"):
-    if "qbo_sync_load" not in GD:
-        plpy.execute("SELECT qbo_sync.python_loader()")
+    plpy.execute("SELECT qbo_sync.python_loader()")
     SD["qbo_sync_ready"] = GD["qbo_sync_load"](plpy) is not None
 from qbo_sync_db import secrets
 return secrets.get_secret(plpy, secret_name)

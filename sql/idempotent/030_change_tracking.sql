@@ -122,6 +122,32 @@ $$;
 DROP TRIGGER IF EXISTS qbo_track_invoice_line_change ON public.invoice_line_item;
 DROP FUNCTION IF EXISTS qbo_sync.track_invoice_line_change();
 
+-- Deleting an organization removes its queue, history, webhook keys, cursors and conflicts (those
+-- tables do not reference organizations by foreign key: see migration 004). SECURITY DEFINER:
+-- the application deletes its organization but has no write access to those tables.
+CREATE OR REPLACE FUNCTION qbo_sync.forget_organization()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '5s'
+AS $$
+BEGIN
+    PERFORM qbo_sync.lock_own_relations();
+    DELETE FROM public.qbo_sync_queue AS q WHERE q.organization_id = OLD.id;
+    DELETE FROM public.qbo_sync_history AS h WHERE h.organization_id = OLD.id;
+    DELETE FROM public.qbo_webhook_processed AS p WHERE p.organization_id = OLD.id;
+    DELETE FROM public.qbo_sync_cursor AS c WHERE c.organization_id = OLD.id;
+    DELETE FROM public.qbo_sync_conflict AS c WHERE c.organization_id = OLD.id;
+    DELETE FROM qbo_sync.organization_lock AS l WHERE l.organization_id = OLD.id;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER qbo_forget_organization
+    AFTER DELETE ON public.organizations
+    FOR EACH ROW EXECUTE FUNCTION qbo_sync.forget_organization();
+
 -- For the rest of the current transaction, application rows written count as the sync's own
 -- writes (pulled changes, push bookkeeping), not as local changes.
 CREATE OR REPLACE FUNCTION qbo_sync.begin_applying_remote()

@@ -246,6 +246,7 @@ AS $$
 DECLARE
     job public.qbo_sync_queue;
 BEGIN
+    PERFORM qbo_sync.lock_own_relations();
     SELECT q.* INTO job FROM public.qbo_sync_queue AS q WHERE q.id = job_id;
     IF job.id IS NULL OR NOT qbo_sync.may_act_for(job.organization_id) THEN
         RETURN NULL;
@@ -253,7 +254,7 @@ BEGIN
     SELECT q.* INTO job FROM public.qbo_sync_queue AS q WHERE q.id = job_id FOR UPDATE;
     RETURN job;
 EXCEPTION WHEN lock_not_available THEN
-    RAISE EXCEPTION 'queue job % is busy: its worker holds it while extending its lease', job_id
+    RAISE EXCEPTION 'queue job % is busy: another session holds it (a worker extending its lease)', job_id
         USING ERRCODE = 'lock_not_available',
               HINT = 'try again in a moment: the worker lets go when the job''s current step commits';
 END

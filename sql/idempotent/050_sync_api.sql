@@ -72,8 +72,10 @@ RETURNS uuid
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '2s'
 AS $$
 BEGIN
+    PERFORM qbo_sync.lock_own_relations(ARRAY['organizations']);
     PERFORM qbo_sync.validate_sync_request(organization_id, entity, direction, priority);
     RETURN qbo_sync.enqueue(organization_id, entity, direction,
                             priority::public.qbo_sync_priority, NULL, 'manual', '{}', true);
@@ -95,11 +97,13 @@ RETURNS uuid[]
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '2s'
 AS $$
 DECLARE
     entity text;
     job_ids uuid[] := '{}';
 BEGIN
+    PERFORM qbo_sync.lock_own_relations(ARRAY['organizations']);
     IF entities IS NOT NULL AND cardinality(entities) = 0 THEN
         RAISE EXCEPTION 'entities must name at least one entity'
             USING ERRCODE = 'invalid_parameter_value',
@@ -126,12 +130,14 @@ CREATE OR REPLACE FUNCTION qbo_sync.schedule_sync(
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '5s'
 AS $$
 DECLARE
     connection record;
     entity text;
     queued integer := 0;
 BEGIN
+    PERFORM qbo_sync.lock_own_relations();
     FOR connection IN SELECT c.organization_id FROM public.qbo_connection AS c WHERE c.is_active LOOP
         FOREACH entity IN ARRAY entities LOOP
             PERFORM qbo_sync.enqueue(connection.organization_id, entity, direction, priority, NULL, 'schedule');
@@ -144,33 +150,45 @@ $$;
 
 -- pg_cron 'qbo-push-local-changes': queue a push for every entity with rows changed locally
 -- (or deleted locally after reaching QBO) in organizations with an active connection, in
--- dependency order. The tables come from the registry.
+-- dependency order. The tables come from the registry. An application table another session
+-- holds locked is skipped this time (with a warning), never waited for.
 CREATE OR REPLACE FUNCTION qbo_sync.push_local_changes()
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '5s'
 AS $$
 DECLARE
     e qbo_sync.entity;
     pending record;
     queued integer := 0;
+    saved_timeout text := current_setting('lock_timeout');
 BEGIN
+    PERFORM qbo_sync.lock_own_relations();
     FOR e IN SELECT * FROM qbo_sync.entity ORDER BY dependency_order, entity LOOP
-        FOR pending IN EXECUTE format(
-            'SELECT c.organization_id
-               FROM public.qbo_connection AS c
-              WHERE c.is_active
-                AND (EXISTS (SELECT FROM public.%I AS t
-                              WHERE t.organization_id = c.organization_id
-                                AND t.qbo_local_version > t.qbo_synced_version)
-                     OR EXISTS (SELECT FROM qbo_sync.local_deletion AS d
-                                 WHERE d.organization_id = c.organization_id
-                                   AND d.entity = $1 AND d.pushed_at IS NULL))
-              ORDER BY c.organization_id', e.app_table) USING e.entity
-        LOOP
-            PERFORM qbo_sync.enqueue(pending.organization_id, e.entity, 'push', 'normal', NULL, 'schedule');
-            queued := queued + 1;
-        END LOOP;
+        BEGIN
+            PERFORM set_config('lock_timeout', '200ms', true);
+            PERFORM qbo_sync.lock_own_relations(ARRAY[e.app_table]);
+            PERFORM set_config('lock_timeout', saved_timeout, true);
+            FOR pending IN EXECUTE format(
+                'SELECT c.organization_id
+                   FROM public.qbo_connection AS c
+                  WHERE c.is_active
+                    AND (EXISTS (SELECT FROM public.%I AS t
+                                  WHERE t.organization_id = c.organization_id
+                                    AND t.qbo_local_version > t.qbo_synced_version)
+                         OR EXISTS (SELECT FROM qbo_sync.local_deletion AS d
+                                     WHERE d.organization_id = c.organization_id
+                                       AND d.entity = $1 AND d.pushed_at IS NULL))
+                  ORDER BY c.organization_id', e.app_table) USING e.entity
+            LOOP
+                PERFORM qbo_sync.enqueue(pending.organization_id, e.entity, 'push', 'normal', NULL, 'schedule');
+                queued := queued + 1;
+            END LOOP;
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE WARNING 'qbo-sync: public.% is locked by another session: its pushes wait for the next run',
+                          e.app_table;
+        END;
     END LOOP;
     RETURN queued;
 END
@@ -183,11 +201,13 @@ CREATE OR REPLACE FUNCTION qbo_sync.check_token_expiry()
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '5s'
 AS $$
 DECLARE
     connection record;
     refreshed integer := 0;
 BEGIN
+    PERFORM qbo_sync.lock_own_relations();
     FOR connection IN
         SELECT c.organization_id
           FROM public.qbo_connection AS c

@@ -51,7 +51,8 @@ INSERT INTO qbo_sync.error_code AS c (sqlstate, name, retryable, description) VA
     ('QB410', 'qbo_reconnect_needed', false, 'the refresh token is no longer valid (invalid_grant): a person must reconnect'),
     ('QS001', 'installation_mismatch', false, 'the in-database code does not match the installed schema'),
     ('QS002', 'configuration_error', false, 'a secret or setting qbo-sync needs is missing or unreadable'),
-    ('QS003', 'lease_lost', false, 'the job was reclaimed, requeued or cancelled while it ran; its worker stopped')
+    ('QS003', 'lease_lost', false, 'the job was reclaimed, requeued or cancelled while it ran; its worker stopped'),
+    ('QS004', 'relations_replaced', false, 'a table qbo-sync''s owner works on is no longer qbo-sync''s (replaced in public)')
 ON CONFLICT (sqlstate) DO UPDATE
    SET name = EXCLUDED.name, retryable = EXCLUDED.retryable, description = EXCLUDED.description;
 
@@ -82,7 +83,7 @@ AS $$
          entity_count, success_count, failure_count, started_at, completed_at, error_summary, summary)
     VALUES
         (job.organization_id, job.id, job.source, job.direction, ARRAY[job.sync_endpoint],
-         CASE WHEN outcome IN ('failed', 'lease_lost') THEN outcome
+         CASE WHEN outcome IN ('failed', 'lease_lost', 'unconfirmed') THEN outcome
               WHEN coalesce((summary ->> 'failure_count')::integer, 0) > 0 THEN 'partial'
               ELSE 'completed' END,
          coalesce((summary ->> 'entity_count')::integer, 0),
@@ -125,11 +126,13 @@ SET search_path = pg_catalog, pg_temp
 AS $$ SELECT (state ->> 'stop')::boolean $$;
 
 -- Step 1, its own transaction: give back expired leases, turn new webhooks into work, claim one
--- job. With nothing to do, pause (or stop, with stop_when_idle).
+-- job. With nothing to do, pause (or stop, with stop_when_idle). Webhook processing cannot keep
+-- jobs from being claimed: its failure is reported as a warning and the claim goes on.
 CREATE OR REPLACE FUNCTION qbo_sync.worker_claim(state jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '5s'  -- also while this body is first compiled; then worker.lock_timeout_ms
 AS $$
 DECLARE
     deadline timestamptz := (state ->> 'deadline')::timestamptz;
@@ -140,8 +143,14 @@ BEGIN
         RETURN state || '{"stop": true, "job": null}';
     END IF;
     PERFORM set_config('lock_timeout', qbo_sync.setting_numeric('worker.lock_timeout_ms')::bigint || 'ms', true);
+    PERFORM qbo_sync.lock_own_relations();
     PERFORM qbo_sync.reclaim_expired();
-    PERFORM qbo_sync.process_webhooks(500);
+    BEGIN
+        PERFORM qbo_sync.process_webhooks(500);
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'qbo-sync: webhook processing failed, jobs are claimed anyway: % (SQLSTATE %)',
+                      SQLERRM, SQLSTATE;
+    END;
     SELECT * INTO job FROM qbo_sync.claim(1, 'qbo_sync_worker pid ' || pg_backend_pid());
     IF job.id IS NOT NULL THEN
         -- the row the job's run will lock; inserted here, in a transaction that ends at once
@@ -159,15 +168,24 @@ END
 $$;
 
 -- Step 2, its own transaction: run the claimed job under the organization's lock, record its
--- outcome truthfully (completed, failed, or lease lost) and its history.
+-- outcome truthfully and its history:
+-- * completed (or partial) — the handler succeeded and the job is marked done;
+-- * failed — the handler failed; retried later when the error is transient;
+-- * lease_lost — the job was reclaimed, requeued or cancelled while it ran (its committed work is
+--   kept: it records what QBO now holds);
+-- * unconfirmed — the job ran (or failed) but another session held its queue row past the lock
+--   timeout, so the outcome could not be written; the job runs again when its lease ends.
 CREATE OR REPLACE FUNCTION qbo_sync.worker_run(state jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '5s'
 AS $$
 DECLARE
     job public.qbo_sync_queue;
     summary jsonb;
+    succeeded boolean;
+    recorded boolean;
     error_message text;
     error_state text;
     retryable boolean;
@@ -179,6 +197,7 @@ BEGIN
     job := jsonb_populate_record(NULL::public.qbo_sync_queue, state -> 'job');
     state := state || '{"job": null}';
     PERFORM set_config('lock_timeout', qbo_sync.setting_numeric('worker.lock_timeout_ms')::bigint || 'ms', true);
+    PERFORM qbo_sync.lock_own_relations();
 
     -- One backend per organization. A row lock on a table only the owner can lock (an advisory
     -- lock could be held by any role); SKIP LOCKED, so a busy organization never makes us wait.
@@ -192,27 +211,46 @@ BEGIN
 
     BEGIN
         summary := qbo_sync.run_job(job);
-        IF qbo_sync.complete(job.id, job.lease_id, summary) THEN
-            PERFORM qbo_sync.record_history(job, 'completed', summary, NULL);
-        ELSE
-            -- The work stays committed (it recorded what QBO now holds); the job runs again.
-            PERFORM qbo_sync.record_history(job, 'lease_lost', summary, qbo_sync.lost_lease_reason(job.id));
-        END IF;
+        succeeded := true;
     EXCEPTION WHEN OTHERS OR query_canceled THEN
         -- query_canceled is a statement timeout or a cancel request: recorded like any failure
         -- (and retried); after a cancel request the worker stops.
         GET STACKED DIAGNOSTICS error_message = MESSAGE_TEXT, error_state = RETURNED_SQLSTATE;
+        succeeded := false;
         IF error_state = '57014' THEN
             state := state || '{"stop": true}';
         END IF;
+    END;
+
+    -- Recording the outcome is apart from the handler's work: a lock held on the job's row
+    -- (bounded by lock_timeout) leaves the outcome unconfirmed but never undoes the work.
+    IF succeeded THEN
+        BEGIN
+            recorded := qbo_sync.complete(job.id, job.lease_id, summary);
+        EXCEPTION WHEN lock_not_available THEN
+            recorded := NULL;
+        END;
+        IF recorded THEN
+            PERFORM qbo_sync.record_history(job, 'completed', summary, NULL);
+        ELSIF recorded IS NULL THEN
+            PERFORM qbo_sync.record_history(job, 'unconfirmed', summary,
+                'the job ran, but another session held its queue row: it runs again when its lease ends');
+        ELSE
+            PERFORM qbo_sync.record_history(job, 'lease_lost', summary, qbo_sync.lost_lease_reason(job.id));
+        END IF;
+    ELSE
         error_message := format('%s (SQLSTATE %s)', left(error_message, 3800), error_state);
         retryable := qbo_sync.error_is_retryable(error_state);
         BEGIN
             new_status := qbo_sync.fail(job.id, job.lease_id, error_message, retryable, error_state);
+            recorded := true;
         EXCEPTION WHEN lock_not_available THEN
-            new_status := NULL;  -- another session holds the job's row: its lease will end
+            recorded := false;
         END;
-        IF new_status IS NULL THEN
+        IF NOT recorded THEN
+            PERFORM qbo_sync.record_history(job, 'unconfirmed', NULL,
+                error_message || '; another session held the queue row: the job runs again when its lease ends');
+        ELSIF new_status IS NULL THEN
             PERFORM qbo_sync.record_history(job, 'lease_lost', NULL,
                                             error_message || '; ' || qbo_sync.lost_lease_reason(job.id));
         ELSE
@@ -221,12 +259,39 @@ BEGIN
                                                    CASE WHEN retryable THEN 'retryable' ELSE 'not retryable' END,
                                                    new_status));
         END IF;
-    END;
+    END IF;
     RETURN jsonb_set(state, '{done}', to_jsonb((state ->> 'done')::integer + 1));
 END
 $$;
 
--- The loop. No expression of its own (see the top of this file): qualified calls only.
+-- A step that failed as a whole (a lock held past its timeout, a replaced table): reported, and
+-- the worker goes on after a pause; after three failed steps in a row it stops (pg_cron starts
+-- it again within the minute). The job of a failed run step keeps its lease and comes back.
+CREATE OR REPLACE FUNCTION qbo_sync.worker_step_failed(state jsonb, step text, error_state text, error_message text)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    failures integer := coalesce((state ->> 'failed_steps')::integer, 0) + 1;
+BEGIN
+    RAISE WARNING 'qbo-sync worker: the % step failed: % (SQLSTATE %)', step, error_message, error_state;
+    IF failures >= 3 THEN
+        RETURN state || jsonb_build_object('stop', true, 'failed_steps', failures, 'job', NULL);
+    END IF;
+    PERFORM pg_sleep(qbo_sync.setting_numeric('worker.idle_sleep_seconds')::double precision);
+    RETURN state || jsonb_build_object('failed_steps', failures, 'job', NULL);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION qbo_sync.worker_step_succeeded(state jsonb)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT state || '{"failed_steps": 0}' $$;
+
+-- The loop. No expression of its own (see the top of this file): qualified calls only. A step
+-- that fails is rolled back and reported, and the loop goes on with the next job.
 CREATE OR REPLACE PROCEDURE qbo_sync.worker(
     max_seconds numeric DEFAULT NULL,
     max_jobs integer DEFAULT NULL,
@@ -238,10 +303,18 @@ DECLARE
     state pg_catalog.jsonb := qbo_sync.worker_begin(max_seconds, max_jobs, stop_when_idle);
 BEGIN
     LOOP
-        state := qbo_sync.worker_claim(state);
+        BEGIN
+            state := qbo_sync.worker_claim(state);
+        EXCEPTION WHEN OTHERS THEN
+            state := qbo_sync.worker_step_failed(state, 'claim', SQLSTATE, SQLERRM);
+        END;
         COMMIT;
         EXIT WHEN qbo_sync.worker_should_stop(state);
-        state := qbo_sync.worker_run(state);
+        BEGIN
+            state := qbo_sync.worker_step_succeeded(qbo_sync.worker_run(state));
+        EXCEPTION WHEN OTHERS THEN
+            state := qbo_sync.worker_step_failed(state, 'run', SQLSTATE, SQLERRM);
+        END;
         COMMIT;
         EXIT WHEN qbo_sync.worker_should_stop(state);
     END LOOP;

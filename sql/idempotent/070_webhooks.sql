@@ -46,7 +46,8 @@ AS $$
                                      THEN n -> 'dataChangeEvent' -> 'entities' ELSE '[]' END) AS e
      WHERE jsonb_typeof(payload) = 'object'
     UNION ALL
-    SELECT 'cloudevent:' || (ev ->> 'id'),
+    SELECT 'cloudevent:' || CASE WHEN length(ev ->> 'id') <= 200 THEN ev ->> 'id'
+                                 ELSE 'md5:' || md5(ev ->> 'id') END,  -- a key fits its index
            ev ->> 'intuitaccountid',
            split_part(ev ->> 'type', '.', 2),
            ev ->> 'intuitentityid',
@@ -84,37 +85,28 @@ AS $$
         entity_id text, operation text, occurred_at timestamptz, deleted_id text)
 $$;
 
--- Turn up to `max_rows` received webhook log rows into queue work. Returns the rows handled.
--- Each organization's events are queued in a subtransaction under a short lock timeout: when a
--- session holds a lock that organization's enqueue needs, its log rows stay 'received' for the
--- next pass and every other organization's events go through at once.
-CREATE OR REPLACE FUNCTION qbo_sync.process_webhooks(max_rows integer DEFAULT 500)
+-- Turn the webhook log rows `log_ids` into queue work; returns how many were handled (the
+-- others wait: their organization was busy). Each organization's events are queued in a
+-- subtransaction under a short lock timeout: when a session holds a lock that organization's
+-- enqueue needs, its rows wait queue.busy_retry_seconds (next_attempt_at) and every other
+-- organization's events go through at once.
+CREATE OR REPLACE FUNCTION qbo_sync.process_webhook_rows(log_ids bigint[])
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    log_ids bigint[];
     org uuid;
     deferred uuid[] := '{}';
     item record;
     saved_timeout text := current_setting('lock_timeout');
     events jsonb;
 BEGIN
-    SELECT array_agg(l.id ORDER BY l.id) INTO log_ids
-      FROM (SELECT w.id FROM public.qbo_webhook_log AS w
-             WHERE w.status = 'received' AND w.signature_valid
-             ORDER BY w.id
-             LIMIT max_rows
-               FOR UPDATE SKIP LOCKED) AS l;
-    IF log_ids IS NULL THEN
-        RETURN 0;
-    END IF;
-
     SELECT coalesce(jsonb_agg(jsonb_build_object(
                'log_id', l.id, 'organization_id', c.organization_id, 'event_key', e.event_key,
                'realm_id', e.realm_id, 'entity', r.entity, 'entity_id', e.entity_id,
-               'operation', e.operation, 'occurred_at', e.occurred_at, 'deleted_id', e.deleted_id)), '[]')
+               'operation', coalesce(e.operation, 'Unknown'), 'occurred_at', e.occurred_at,
+               'deleted_id', e.deleted_id)), '[]')
       INTO events
       FROM public.qbo_webhook_log AS l
      CROSS JOIN LATERAL qbo_sync.webhook_events(l.payload) AS e
@@ -155,10 +147,17 @@ BEGIN
     PERFORM set_config('lock_timeout', saved_timeout, true);
 
     UPDATE public.qbo_webhook_log AS l
+       SET next_attempt_at = now() + make_interval(
+               secs => qbo_sync.setting_numeric('queue.busy_retry_seconds')::double precision)
+     WHERE l.id = ANY (log_ids)
+       AND EXISTS (SELECT FROM qbo_sync.webhook_event_rows(events) AS ev
+                    WHERE ev.log_id = l.id AND ev.organization_id = ANY (deferred));
+
+    UPDATE public.qbo_webhook_log AS l
        SET status = CASE WHEN qbo_sync.webhook_format(l.payload) = 'unknown' THEN 'error' ELSE 'processed' END,
            error = CASE WHEN l.payload IS NULL THEN 'body is not JSON'
                         WHEN qbo_sync.webhook_format(l.payload) = 'unknown' THEN 'payload is neither legacy nor CloudEvents'
-                        WHEN unknown.realms IS NOT NULL THEN 'no connection for realm ' || unknown.realms
+                        WHEN unknown.realms IS NOT NULL THEN left('no connection for realm ' || unknown.realms, 1000)
                         END,
            payload_format = qbo_sync.webhook_format(l.payload),
            event_count = (SELECT count(*) FROM qbo_sync.webhook_events(l.payload)),
@@ -174,7 +173,57 @@ BEGIN
        AND NOT EXISTS (SELECT FROM qbo_sync.webhook_event_rows(events) AS ev
                         WHERE ev.log_id = l.id AND ev.organization_id = ANY (deferred));
 
-    RETURN cardinality(log_ids) - (SELECT count(DISTINCT ev.log_id)::integer FROM qbo_sync.webhook_event_rows(events) AS ev
+    RETURN cardinality(log_ids) - (SELECT count(DISTINCT ev.log_id)::integer
+                                     FROM qbo_sync.webhook_event_rows(events) AS ev
                                     WHERE ev.organization_id = ANY (deferred));
+END
+$$;
+
+-- Turn up to `max_rows` received, signed webhook log rows that are due into queue work. Returns
+-- the rows handled. A row that cannot be processed (a payload no code expected) is marked
+-- 'error' with the reason, alone: the batch is retried row by row, so one bad row never holds up
+-- the others.
+CREATE OR REPLACE FUNCTION qbo_sync.process_webhooks(max_rows integer DEFAULT 500)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '5s'
+AS $$
+DECLARE
+    log_ids bigint[];
+    log_id bigint;
+    handled integer := 0;
+    error_message text;
+    error_state text;
+BEGIN
+    PERFORM qbo_sync.lock_own_relations();
+    SELECT array_agg(l.id ORDER BY l.id) INTO log_ids
+      FROM (SELECT w.id FROM public.qbo_webhook_log AS w
+             WHERE w.status = 'received' AND w.signature_valid
+               AND (w.next_attempt_at IS NULL OR w.next_attempt_at <= now())
+             ORDER BY w.id
+             LIMIT max_rows
+               FOR UPDATE SKIP LOCKED) AS l;
+    IF log_ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    BEGIN
+        RETURN qbo_sync.process_webhook_rows(log_ids);
+    EXCEPTION WHEN OTHERS THEN
+        NULL;  -- one row is bad: find it below
+    END;
+    FOREACH log_id IN ARRAY log_ids LOOP
+        BEGIN
+            handled := handled + qbo_sync.process_webhook_rows(ARRAY[log_id]);
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS error_message = MESSAGE_TEXT, error_state = RETURNED_SQLSTATE;
+            UPDATE public.qbo_webhook_log AS l
+               SET status = 'error', processed_at = now(),
+                   error = left(format('could not be processed: %s (SQLSTATE %s)', error_message, error_state), 1000)
+             WHERE l.id = log_id;
+            handled := handled + 1;
+        END;
+    END LOOP;
+    RETURN handled;
 END
 $$;

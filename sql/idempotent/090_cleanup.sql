@@ -1,6 +1,7 @@
 -- Cleanup functions for the daily pg_cron jobs; retention comes from qbo_sync.settings.
 -- Each returns the number of rows removed. They live in qbo_sync (pg_cron's owner calls them, so
--- they are not in a schema other roles may create in).
+-- they are not in a schema other roles may create in), check that the tables they delete from
+-- are still qbo-sync's (qbo_sync.lock_own_relations), and wait for a lock at most 5 s.
 
 DROP FUNCTION IF EXISTS public.qbo_cleanup_webhook_logs();
 DROP FUNCTION IF EXISTS public.qbo_cleanup_webhook_processed();
@@ -9,62 +10,79 @@ DROP FUNCTION IF EXISTS public.qbo_cleanup_sync_history();
 
 CREATE OR REPLACE FUNCTION qbo_sync.cleanup_webhook_logs()
 RETURNS integer
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '5s'
 AS $$
-    WITH removed AS (
-        DELETE FROM public.qbo_webhook_log
-         WHERE status <> 'received'   -- never drop a webhook that was not turned into work
-           AND received_at < now() - make_interval(
-                   days => qbo_sync.setting_numeric('retention.webhook_log_days')::integer)
-        RETURNING 1)
-    SELECT count(*)::integer FROM removed
+DECLARE
+    removed integer;
+BEGIN
+    PERFORM qbo_sync.lock_own_relations();
+    DELETE FROM public.qbo_webhook_log
+     WHERE status <> 'received'   -- never drop a webhook that was not turned into work
+       AND received_at < now() - make_interval(
+               days => qbo_sync.setting_numeric('retention.webhook_log_days')::integer);
+    GET DIAGNOSTICS removed = ROW_COUNT;
+    RETURN removed;
+END
 $$;
 
 CREATE OR REPLACE FUNCTION qbo_sync.cleanup_webhook_processed()
 RETURNS integer
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '5s'
 AS $$
-    WITH removed AS (
-        DELETE FROM public.qbo_webhook_processed
-         WHERE processed_at < now() - make_interval(
-                   days => qbo_sync.setting_numeric('retention.webhook_processed_days')::integer)
-        RETURNING 1)
-    SELECT count(*)::integer FROM removed
+DECLARE
+    removed integer;
+BEGIN
+    PERFORM qbo_sync.lock_own_relations();
+    DELETE FROM public.qbo_webhook_processed
+     WHERE processed_at < now() - make_interval(
+               days => qbo_sync.setting_numeric('retention.webhook_processed_days')::integer);
+    GET DIAGNOSTICS removed = ROW_COUNT;
+    RETURN removed;
+END
 $$;
 
--- Finished queue jobs, plus expired or consumed OAuth states.
+-- Finished queue jobs, plus expired or consumed OAuth states (not counted).
 CREATE OR REPLACE FUNCTION qbo_sync.cleanup_sync_jobs()
 RETURNS integer
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '5s'
 AS $$
-    WITH removed AS (
-        DELETE FROM public.qbo_sync_queue
-         WHERE (status IN ('completed', 'cancelled')
-                AND completed_at < now() - make_interval(
-                        days => qbo_sync.setting_numeric('retention.sync_jobs_days')::integer))
-            OR (status = 'failed'
-                AND completed_at < now() - make_interval(
-                        days => qbo_sync.setting_numeric('retention.failed_jobs_days')::integer))
-        RETURNING 1
-    ), states AS (
-        DELETE FROM public.qbo_oauth_state
-         WHERE expires_at < now() - interval '1 day'
-        RETURNING 1)
-    SELECT (SELECT count(*) FROM removed)::integer
+DECLARE
+    removed integer;
+BEGIN
+    PERFORM qbo_sync.lock_own_relations();
+    DELETE FROM public.qbo_sync_queue
+     WHERE (status IN ('completed', 'cancelled')
+            AND completed_at < now() - make_interval(
+                    days => qbo_sync.setting_numeric('retention.sync_jobs_days')::integer))
+        OR (status = 'failed'
+            AND completed_at < now() - make_interval(
+                    days => qbo_sync.setting_numeric('retention.failed_jobs_days')::integer));
+    GET DIAGNOSTICS removed = ROW_COUNT;
+    DELETE FROM public.qbo_oauth_state WHERE expires_at < now() - interval '1 day';
+    RETURN removed;
+END
 $$;
 
 CREATE OR REPLACE FUNCTION qbo_sync.cleanup_sync_history()
 RETURNS integer
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '5s'
 AS $$
-    WITH removed AS (
-        DELETE FROM public.qbo_sync_history
-         WHERE completed_at < now() - make_interval(
-                   days => qbo_sync.setting_numeric('retention.sync_history_days')::integer)
-        RETURNING 1)
-    SELECT count(*)::integer FROM removed
+DECLARE
+    removed integer;
+BEGIN
+    PERFORM qbo_sync.lock_own_relations();
+    DELETE FROM public.qbo_sync_history
+     WHERE completed_at < now() - make_interval(
+               days => qbo_sync.setting_numeric('retention.sync_history_days')::integer);
+    GET DIAGNOSTICS removed = ROW_COUNT;
+    RETURN removed;
+END
 $$;

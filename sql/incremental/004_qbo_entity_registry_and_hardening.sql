@@ -55,10 +55,25 @@ UPDATE public.qbo_webhook_log
 ALTER TABLE public.qbo_webhook_log
     ADD CONSTRAINT qbo_webhook_log_unsigned_is_rejected CHECK (signature_valid OR status = 'rejected');
 
--- The history says so when a worker lost a job's lease (reclaimed, requeued or cancelled under it).
+-- The history says so when a worker lost a job's lease (reclaimed, requeued or cancelled under it),
+-- and when a job ran but its outcome could not be recorded (another session held its queue row).
 ALTER TABLE public.qbo_sync_history DROP CONSTRAINT qbo_sync_history_status_check,
     ADD CONSTRAINT qbo_sync_history_status_check
-        CHECK (status IN ('running', 'completed', 'partial', 'failed', 'lease_lost'));
+        CHECK (status IN ('running', 'completed', 'partial', 'failed', 'lease_lost', 'unconfirmed'));
+
+-- A webhook row whose organization was busy waits until this time before it is tried again, so
+-- rows of one busy organization never sit at the head of every pass.
+ALTER TABLE public.qbo_webhook_log ADD COLUMN next_attempt_at timestamptz;
+
+-- The tables the worker writes on every job no longer reference organizations: a foreign-key
+-- check takes a KEY SHARE lock on the organization's row, so an application holding its own
+-- organization row FOR UPDATE made the worker wait, and every other organization's jobs with it.
+-- Deleting an organization still removes its rows (qbo_sync.forget_organization, a trigger).
+ALTER TABLE public.qbo_sync_queue DROP CONSTRAINT qbo_sync_queue_organization_id_fkey;
+ALTER TABLE public.qbo_sync_history DROP CONSTRAINT qbo_sync_history_organization_id_fkey;
+ALTER TABLE public.qbo_webhook_processed DROP CONSTRAINT qbo_webhook_processed_organization_id_fkey;
+ALTER TABLE public.qbo_sync_cursor DROP CONSTRAINT qbo_sync_cursor_organization_id_fkey;
+ALTER TABLE public.qbo_sync_conflict DROP CONSTRAINT qbo_sync_conflict_organization_id_fkey;
 
 -- The SQLSTATE a job failed with, so retry decisions and monitoring can be checked afterwards.
 ALTER TABLE public.qbo_sync_queue ADD COLUMN last_error_code text;

@@ -413,8 +413,7 @@ def test_the_error_code_table_agrees_with_the_in_database_error_classes(conn):
 
 LOADER = """
 if not SD.get("qbo_sync_ready"):
-    if "qbo_sync_load" not in GD:
-        plpy.execute("SELECT qbo_sync.python_loader()")
+    plpy.execute("SELECT qbo_sync.python_loader()")
     SD["qbo_sync_ready"] = GD["qbo_sync_load"](plpy) is not None
 from qbo_sync_db.lease import LeaseKeeper
 """
@@ -471,3 +470,40 @@ return '{{}}'
     [(status, error)] = history(conn)
     assert status == "lease_lost"
     assert "lease lost: queue job" in error and "QS003" in error and "now cancelled" in error
+
+
+def test_an_outcome_another_session_holds_back_is_unconfirmed_and_the_work_kept(
+    conn, connect, db_dsn, org, handlers
+):
+    """The finding: an application that cancelled its running job in a transaction it kept open
+    made the worker record lease_lost and roll back the handler's work. Now the work is kept, the
+    outcome is recorded as unconfirmed after a bounded wait, and the job comes back after its
+    lease when the cancel was rolled back."""
+    handlers(
+        "items",
+        f"""BEGIN
+            PERFORM pg_advisory_xact_lock({HOLD_KEY});
+            INSERT INTO public.handler_calls (direction) VALUES ('done');
+            RETURN jsonb_build_object('success_count', 1);
+        END""",
+    )
+    conn.execute("UPDATE qbo_sync.settings SET value = '300' WHERE key = 'worker.lock_timeout_ms'")
+    try:
+        job_id = conn.execute("SELECT trigger_qbo_sync(%s, 'items')", (org,)).fetchone()[0]
+        held = HeldJob(db_dsn, conn, connect())
+        held.start()
+        app = connect(autocommit=False)
+        assert app.execute("SELECT qbo_sync_cancel(%s)", (job_id,)).fetchone()[0] is True
+        held.finish()  # the worker waited 0.3 s for the job's row, then went on
+        app.rollback()
+    finally:
+        conn.execute(
+            "UPDATE qbo_sync.settings SET value = '5000' WHERE key = 'worker.lock_timeout_ms'"
+        )
+    assert conn.execute("SELECT count(*) FROM handler_calls").fetchone()[0] == 1
+    [(status, error)] = history(conn)
+    assert status == "unconfirmed" and "another session held its queue row" in error
+    row = job_row(conn, job_id)
+    assert row["status"] == "processing"  # the cancel was rolled back; the lease brings it back
+    conn.execute("UPDATE qbo_sync_queue SET locked_until = now() - interval '1 second'")
+    assert conn.execute("SELECT qbo_sync.reclaim_expired()").fetchone()[0] == 1

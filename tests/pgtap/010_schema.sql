@@ -3,7 +3,7 @@
 SET search_path = tap, public, qbo_sync;
 
 BEGIN;
-SELECT plan(181);
+SELECT plan(182);
 
 -- Schemas and extensions
 SELECT has_schema('qbo_sync');
@@ -52,9 +52,17 @@ SELECT col_is_unique('public', 'qbo_connection', ARRAY['realm_id']::name[], 'one
 -- Foreign keys to organizations (ON DELETE CASCADE)
 SELECT fk_ok('public', t, 'organization_id', 'public', 'organizations', 'id', t || '.organization_id references organizations')
   FROM unnest(ARRAY['customer_profile', 'item_record', 'invoice_record', 'invoice_line_item',
-                    'invoice_payment', 'qbo_webhook_processed', 'qbo_sync_queue',
-                    'qbo_sync_history', 'qbo_connection', 'qbo_oauth_state', 'qbo_sync_cursor',
-                    'qbo_sync_conflict']) AS t;                                     -- 12
+                    'invoice_payment', 'qbo_connection', 'qbo_oauth_state']) AS t;  -- 7
+-- The tables the worker writes on every job do not (a foreign-key check locks the organization's
+-- row, which its application may hold); a trigger removes their rows with the organization.
+SELECT is_empty(format($$SELECT conname FROM pg_constraint
+                          WHERE contype = 'f' AND confrelid = 'public.organizations'::regclass
+                            AND conrelid = %L::regclass$$, 'public.' || t),
+                t || ' does not reference organizations (it never waits for an organization row)')
+  FROM unnest(ARRAY['qbo_webhook_processed', 'qbo_sync_queue', 'qbo_sync_history',
+                    'qbo_sync_cursor', 'qbo_sync_conflict']) AS t;                  -- 5
+SELECT has_trigger('public', 'organizations', 'qbo_forget_organization',
+                   'deleting an organization removes its qbo-sync rows');
 SELECT fk_ok('public', 'invoice_line_item', 'invoice_id', 'public', 'invoice_record', 'id', 'line -> invoice');
 SELECT fk_ok('public', 'invoice_line_item', 'item_id', 'public', 'item_record', 'id', 'line -> item');
 SELECT fk_ok('public', 'invoice_record', 'customer_id', 'public', 'customer_profile', 'id', 'invoice -> customer');

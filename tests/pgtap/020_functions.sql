@@ -9,7 +9,7 @@ SELECT plan(98);
 SELECT functions_are('qbo_sync', ARRAY[
     'setting', 'setting_numeric', 'current_organization_id', 'applying_remote', 'version',
     'calling_role', 'caller_is_operator', 'may_act_for',
-    'entity_names', 'quote_for_message',
+    'entity_names', 'quote_for_message', 'lock_own_relations', 'forget_organization',
     'python_loader', 'python_setup', 'secret', 'encrypt_token', 'decrypt_token', 'refresh_code_hash',
     'fields_changed', 'track_local_change', 'track_line_change', 'track_local_deletion',
     'begin_applying_remote',
@@ -18,6 +18,7 @@ SELECT functions_are('qbo_sync', ARRAY[
     'validate_sync_request', 'schedule_sync', 'push_local_changes', 'check_token_expiry',
     'run_job', 'error_is_retryable', 'record_history', 'lost_lease_reason',
     'worker_begin', 'worker_should_stop', 'worker_claim', 'worker_run', 'worker',
+    'worker_step_failed', 'worker_step_succeeded', 'process_webhook_rows',
     'try_timestamptz', 'webhook_events', 'webhook_format', 'webhook_event_rows', 'process_webhooks',
     'cleanup_webhook_logs', 'cleanup_webhook_processed', 'cleanup_sync_jobs', 'cleanup_sync_history'
 ]::name[], 'qbo_sync has exactly the expected functions');

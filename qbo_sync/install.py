@@ -5,9 +5,14 @@ edited already-applied migration is refused), then every file of `sql/idempotent
 views, grants, cron jobs; re-applied each time), then the in-database Python package
 (`plpython/qbo_sync_db`) stored in `qbo_sync.python_module`. Any failure rolls everything back.
 
-SQL files run one statement at a time, so a failure names its file, line and table. Before
-anything runs, the connecting role's privileges are checked (`qbo_sync.privileges`); afterwards,
-schemas where other roles can create objects are reported as warnings.
+SQL files run one statement at a time, so a failure names its file, line and table.
+
+The transaction first pins its search path to `pg_catalog, pg_temp`: the installer runs as a
+superuser, and a function another role planted in public (its owner can, on PostgreSQL 15: the
+database owner) would otherwise be picked over a built-in that needs a cast, such as
+`unnest(anyarray)`, and run as that superuser. Then it takes the install lock and checks the
+connecting role's privileges (`qbo_sync.privileges`); afterwards, schemas where other roles can
+create objects are reported as warnings.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
-from psycopg import errors
+from psycopg import errors, sql
 
 from qbo_sync import __version__
 from qbo_sync.privileges import PRIVILEGE_ADVICE, missing_privileges, open_schema_warnings
@@ -31,6 +36,16 @@ PYTHON_PACKAGE = "qbo_sync_db"
 
 #: Serializes concurrent installs into the same database.
 INSTALL_LOCK_KEY = 0x71B0_5C1C
+
+#: The installation's search path, for the whole transaction: nothing another role can create in.
+#: Every name of the installer's SQL outside pg_catalog is qualified.
+PIN_SEARCH_PATH = "SET LOCAL search_path = pg_catalog, pg_temp"
+
+#: Extensions created, qualified, before migration 001 runs its unqualified CREATE EXTENSION
+#: (which, under the pinned search path, would put a relocatable extension in pg_catalog), when
+#: the database has none yet: name, schema. plpython3u needs no entry: its control file fixes its
+#: schema (pg_catalog) whatever the search path.
+EXTENSIONS_FIRST = {"pgcrypto": "public"}
 
 BOOTSTRAP_SQL = """
 CREATE SCHEMA IF NOT EXISTS qbo_sync;
@@ -170,10 +185,10 @@ def install(
         try:
             report = _install(conn, sql_dir, python_dir, version, migration_limit, migrations_only)
         except StatementFailed as failure:
-            conn.rollback()
+            roll_back(conn)
             raise InstallError(describe_failure(conn, failure)) from failure.error
         except psycopg.Error as exc:
-            conn.rollback()
+            roll_back(conn)
             raise InstallError(_describe(exc)) from exc
         except InstallError:
             conn.rollback()
@@ -181,6 +196,28 @@ def install(
         conn.commit()
     report.notices = [n for n in notices if n.startswith("qbo-sync")]
     return report
+
+
+def roll_back(conn: psycopg.Connection) -> None:
+    """Roll the installation back, and pin the search path of the transaction that describes
+    the failure (it reads the catalog as the same superuser)."""
+    conn.rollback()
+    conn.execute(PIN_SEARCH_PATH)
+
+
+def create_extensions_first(conn: psycopg.Connection) -> None:
+    """Create each of EXTENSIONS_FIRST in its schema, by name, when the database has none (one
+    already installed, in whatever schema, is kept; the SQL files find it there)."""
+    for name, schema in EXTENSIONS_FIRST.items():
+        row = conn.execute(
+            "SELECT EXISTS (SELECT FROM pg_extension WHERE extname = %s)", (name,)
+        ).fetchone()
+        if row and not row[0]:
+            conn.execute(
+                sql.SQL("CREATE EXTENSION {} SCHEMA {}").format(
+                    sql.Identifier(name), sql.Identifier(schema)
+                )
+            )
 
 
 def _describe(exc: psycopg.Error) -> str:
@@ -283,11 +320,14 @@ def _install(
     migration_limit: int | None,
     migrations_only: bool = False,
 ) -> InstallReport:
-    conn.execute("SELECT pg_advisory_xact_lock(%s)", (INSTALL_LOCK_KEY,))
+    # the search path first: the install lock's call would find a planted function too
+    conn.execute(PIN_SEARCH_PATH)
+    conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s::bigint)", (INSTALL_LOCK_KEY,))
     conn.execute("SET LOCAL client_min_messages = notice")
     problems = missing_privileges(conn)
     if problems:
         raise PrivilegeError(f"cannot install qbo-sync: {'; '.join(problems)}; {PRIVILEGE_ADVICE}")
+    create_extensions_first(conn)
     conn.execute(BOOTSTRAP_SQL)
     row = conn.execute("SELECT version FROM qbo_sync.installation").fetchone()
     report = InstallReport(version=version, previous_version=row[0] if row else None)

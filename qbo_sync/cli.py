@@ -133,6 +133,11 @@ def database_error(exc: psycopg.Error) -> CommandError:
     return CommandError(message, EXIT_ERROR)
 
 
+def print_warnings(warnings: list[str]) -> None:
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+
+
 def cmd_install(args: argparse.Namespace) -> int:
     from qbo_sync.install import InstallError, install
 
@@ -141,12 +146,12 @@ def cmd_install(args: argparse.Namespace) -> int:
     try:
         report = install(dsn)
     except InstallError as exc:
+        print_warnings(exc.warnings)  # what the check before the installation found
         raise CommandError(str(exc), EXIT_ERROR) from exc
     except psycopg.OperationalError as exc:
         raise cannot_connect(dsn, exc) from exc
     print("\n".join(report.lines()))
-    for warning in report.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+    print_warnings(report.warnings)
     return EXIT_OK
 
 

@@ -10,9 +10,9 @@ SQL files run one statement at a time, so a failure names its file, line and tab
 The transaction first pins its search path to `pg_catalog, pg_temp`: the installer runs as a
 superuser, and a function another role planted in public (its owner can, on PostgreSQL 15: the
 database owner) would otherwise be picked over a built-in that needs a cast, such as
-`unnest(anyarray)`, and run as that superuser. Then it takes the install lock and checks the
-connecting role's privileges (`qbo_sync.privileges`); afterwards, schemas where other roles can
-create objects are reported as warnings.
+`unnest(anyarray)`, and run as that superuser. Then it takes the install lock, checks the
+connecting role's privileges, and collects the warnings about roles that own or can create in
+the schemas and tables qbo-sync uses (`qbo_sync.privileges`), all before anything changes.
 """
 
 from __future__ import annotations
@@ -71,7 +71,15 @@ CREATE TABLE IF NOT EXISTS qbo_sync.installation (
 
 
 class InstallError(Exception):
-    """The installation was refused or failed; the database is unchanged."""
+    """The installation was refused or failed; the database is unchanged.
+
+    `warnings` are those of the check made before anything ran (`privileges.open_schema_warnings`),
+    when it was reached.
+    """
+
+    def __init__(self, message: str, warnings: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.warnings = warnings or []
 
 
 class EditedMigrationError(InstallError):
@@ -102,7 +110,8 @@ class InstallReport:
     python_modules: list[str] = field(default_factory=list)
     python_changed: bool = False
     notices: list[str] = field(default_factory=list)
-    #: things to fix that did not stop the installation (schemas other roles can create in)
+    #: things to fix that did not stop the installation (roles that own or can create in the
+    #: schemas qbo-sync uses, or own its application tables), found before anything ran
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -180,22 +189,39 @@ def install(
     the state an upgrade meets in a database whose schema is older (used by the tests).
     """
     notices: list[str] = []
+    warnings: list[str] = []
     with psycopg.connect(dsn, autocommit=False) as conn:
         conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
         try:
+            warnings = begin(conn)
             report = _install(conn, sql_dir, python_dir, version, migration_limit, migrations_only)
         except StatementFailed as failure:
             roll_back(conn)
-            raise InstallError(describe_failure(conn, failure)) from failure.error
+            raise InstallError(describe_failure(conn, failure), warnings) from failure.error
         except psycopg.Error as exc:
             roll_back(conn)
-            raise InstallError(_describe(exc)) from exc
-        except InstallError:
+            raise InstallError(_describe(exc), warnings) from exc
+        except InstallError as exc:
             conn.rollback()
+            exc.warnings = warnings
             raise
         conn.commit()
     report.notices = [n for n in notices if n.startswith("qbo-sync")]
+    report.warnings = warnings
     return report
+
+
+def begin(conn: psycopg.Connection) -> list[str]:
+    """Start the installation's transaction: pin the search path (before anything else, the
+    install lock's call included), take the install lock, refuse a role that may not install;
+    returns the warnings about the database as it is, before any change."""
+    conn.execute(PIN_SEARCH_PATH)
+    conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s::bigint)", (INSTALL_LOCK_KEY,))
+    conn.execute("SET LOCAL client_min_messages = notice")
+    problems = missing_privileges(conn)
+    if problems:
+        raise PrivilegeError(f"cannot install qbo-sync: {'; '.join(problems)}; {PRIVILEGE_ADVICE}")
+    return open_schema_warnings(conn)
 
 
 def roll_back(conn: psycopg.Connection) -> None:
@@ -320,13 +346,6 @@ def _install(
     migration_limit: int | None,
     migrations_only: bool = False,
 ) -> InstallReport:
-    # the search path first: the install lock's call would find a planted function too
-    conn.execute(PIN_SEARCH_PATH)
-    conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s::bigint)", (INSTALL_LOCK_KEY,))
-    conn.execute("SET LOCAL client_min_messages = notice")
-    problems = missing_privileges(conn)
-    if problems:
-        raise PrivilegeError(f"cannot install qbo-sync: {'; '.join(problems)}; {PRIVILEGE_ADVICE}")
     create_extensions_first(conn)
     conn.execute(BOOTSTRAP_SQL)
     row = conn.execute("SELECT version FROM qbo_sync.installation").fetchone()
@@ -389,5 +408,4 @@ def _install(
             )
         report.python_changed = True
     report.python_modules = [name for name, _, _ in modules]
-    report.warnings = open_schema_warnings(conn)
     return report

@@ -1,8 +1,10 @@
 """The installer under a hostile database owner: code planted in `public` never runs as the
-installing superuser."""
+installing superuser; the owner of `public` and of the application tables is named in a
+warning."""
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -10,7 +12,8 @@ from dataclasses import dataclass
 import psycopg
 import pytest
 
-from qbo_sync.install import install
+from qbo_sync.install import SQL_DIR, InstallError, install
+from tests.clitools import run_qbo_sync
 
 
 @dataclass
@@ -126,3 +129,57 @@ def test_pgcrypto_already_in_another_schema_stays_there(fresh_install_db):
                 "SELECT pg_get_functiondef('qbo_sync.encrypt_token(text)'::regprocedure)"
             ).fetchone()[0]
         )
+
+
+def test_a_database_owned_by_another_role_is_named_with_the_fix(owned_db):
+    role = owned_db.role
+    with psycopg.connect(owned_db.owner_dsn, autocommit=True) as owner:
+        owner.execute("CREATE TABLE public.organizations (id uuid PRIMARY KEY, name text NOT NULL)")
+    warnings = install(owned_db.superuser_dsn).warnings
+    assert warnings == [
+        f"{role} owns schema public (as the database owner, through pg_database_owner), so it can "
+        "drop qbo-sync's tables there and put its own in their place, which qbo-sync's jobs would "
+        "then use as postgres; fix: ALTER SCHEMA public OWNER TO postgres;",
+        f"{role} owns table public.organizations, so its triggers and rules run with the rights "
+        "of whoever writes it, the sync included (postgres); "
+        "fix: ALTER TABLE public.organizations OWNER TO postgres;",
+    ]
+    with psycopg.connect(owned_db.superuser_dsn, autocommit=True) as conn:
+        conn.execute("ALTER SCHEMA public OWNER TO postgres")
+        conn.execute("ALTER TABLE public.organizations OWNER TO postgres")
+    assert install(owned_db.superuser_dsn).warnings == []
+
+
+def test_create_on_public_through_pg_database_owner_is_named(owned_db):
+    """public owned by the installer, but the database owner may still create in it."""
+    with psycopg.connect(owned_db.superuser_dsn, autocommit=True) as conn:
+        conn.execute("ALTER SCHEMA public OWNER TO postgres")
+        conn.execute("GRANT CREATE ON SCHEMA public TO pg_database_owner")
+    assert install(owned_db.superuser_dsn).warnings == [
+        f"{owned_db.role} (as the database owner, through pg_database_owner) can create objects "
+        "in schema public; only its owner and superusers should, since an object planted there "
+        "can shadow one the application or qbo-sync uses; "
+        "fix: REVOKE CREATE ON SCHEMA public FROM pg_database_owner;"
+    ]
+
+
+def test_the_check_runs_before_anything_else_and_a_failed_install_keeps_it(owned_db, tmp_path):
+    """The warnings come from the database as it was, and reach the user even when the
+    installation then fails."""
+    broken = tmp_path / "sql"
+    shutil.copytree(SQL_DIR, broken)
+    (broken / "idempotent" / "999_broken.sql").write_text("SELECT 1 / 0;\n")
+    with pytest.raises(InstallError, match="division by zero") as info:
+        install(owned_db.superuser_dsn, sql_dir=broken)
+    assert [w.split(",")[0] for w in info.value.warnings] == [
+        f"{owned_db.role} owns schema public (as the database owner"
+    ]
+    result = run_qbo_sync("install", "--dsn", owned_db.superuser_dsn)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.startswith(f"warning: {owned_db.role} owns schema public"), result.stderr
+
+
+def test_no_warning_when_the_installer_owns_the_database_and_public(fresh_install_db):
+    assert install(fresh_install_db).warnings == []
+    result = run_qbo_sync("install", "--dsn", fresh_install_db)
+    assert result.returncode == 0 and "warning" not in result.stderr, result.stderr

@@ -16,6 +16,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from qbo_sync import __version__
+from qbo_sync.install import DEFAULT_LOCK_TIMEOUT
 
 if TYPE_CHECKING:
     from qbo_sync.pgserver import Cluster
@@ -138,13 +139,24 @@ def print_warnings(warnings: list[str]) -> None:
         print(f"warning: {warning}", file=sys.stderr)
 
 
+def seconds(text: str) -> float:
+    """An argparse type: a number of seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more)")
+    return value
+
+
 def cmd_install(args: argparse.Namespace) -> int:
     from qbo_sync.install import InstallError, install
 
     dsn = args.dsn or default_dsn()
     describe_dsn(dsn)  # an invalid connection string is a usage error, not a failed install
     try:
-        report = install(dsn)
+        report = install(dsn, lock_timeout=args.lock_timeout)
     except InstallError as exc:
         print_warnings(exc.warnings)  # what the check before the installation found
         raise CommandError(str(exc), EXIT_ERROR) from exc
@@ -222,6 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     install = sub.add_parser("install", help="install or upgrade qbo-sync in a database")
     install.add_argument("--dsn", help="target database (default: $QBO_SYNC_DSN or the local one)")
+    install.add_argument(
+        "--lock-timeout",
+        type=seconds,
+        default=DEFAULT_LOCK_TIMEOUT,
+        metavar="SECONDS",
+        help="how long a statement waits for a lock another session holds before the "
+        f"installation stops and changes nothing (default {DEFAULT_LOCK_TIMEOUT:g}; 0: no limit)",
+    )
     install.set_defaults(func=cmd_install)
 
     db = sub.add_parser("db", help="the local development PostgreSQL cluster")

@@ -10,14 +10,17 @@ SQL files run one statement at a time, so a failure names its file, line and tab
 The transaction first pins its search path to `pg_catalog, pg_temp`: the installer runs as a
 superuser, and a function another role planted in public (its owner can, on PostgreSQL 15: the
 database owner) would otherwise be picked over a built-in that needs a cast, such as
-`unnest(anyarray)`, and run as that superuser. Then it takes the install lock, checks the
-connecting role's privileges, and collects the warnings about roles that own or can create in
-the schemas and tables qbo-sync uses (`qbo_sync.privileges`), all before anything changes.
+`unnest(anyarray)`, and run as that superuser. Then it takes the install lock, bounds every lock
+wait with `lock_timeout` (a session idle in a transaction would otherwise stall the installation
+and everything queued behind it), checks the connecting role's privileges, and collects the
+warnings about roles that own or can create in the schemas and tables qbo-sync uses
+(`qbo_sync.privileges`), all before anything changes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +29,7 @@ import psycopg
 from psycopg import errors, sql
 
 from qbo_sync import __version__
+from qbo_sync.lockwait import describe_lock_timeout
 from qbo_sync.privileges import PRIVILEGE_ADVICE, missing_privileges, open_schema_warnings
 from qbo_sync.sqlfile import Statement, sql_statements
 
@@ -40,6 +44,9 @@ INSTALL_LOCK_KEY = 0x71B0_5C1C
 #: The installation's search path, for the whole transaction: nothing another role can create in.
 #: Every name of the installer's SQL outside pg_catalog is qualified.
 PIN_SEARCH_PATH = "SET LOCAL search_path = pg_catalog, pg_temp"
+
+#: How long, in seconds, a statement of the installation waits for a lock before it gives up.
+DEFAULT_LOCK_TIMEOUT = 10.0
 
 #: Extensions created, qualified, before migration 001 runs its unqualified CREATE EXTENSION
 #: (which, under the pinned search path, would put a relocatable extension in pg_catalog), when
@@ -182,25 +189,31 @@ def install(
     version: str = __version__,
     migration_limit: int | None = None,
     migrations_only: bool = False,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
 ) -> InstallReport:
     """Install or upgrade qbo-sync in the database at `dsn`; returns what was done.
 
+    `lock_timeout` (seconds; 0 waits without limit) bounds each lock wait: past it the
+    installation stops, changes nothing, and names the session holding the lock.
     `migration_limit` and `migrations_only` apply only the first N migrations and nothing else:
     the state an upgrade meets in a database whose schema is older (used by the tests).
     """
+    if lock_timeout < 0:
+        raise ValueError(f"lock_timeout must be 0 (no limit) or more seconds, not {lock_timeout}")
     notices: list[str] = []
     warnings: list[str] = []
     with psycopg.connect(dsn, autocommit=False) as conn:
         conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
         try:
-            warnings = begin(conn)
+            warnings = begin(conn, lock_timeout)
             report = _install(conn, sql_dir, python_dir, version, migration_limit, migrations_only)
         except StatementFailed as failure:
             roll_back(conn)
-            raise InstallError(describe_failure(conn, failure), warnings) from failure.error
+            message = describe_failure(conn, failure, lock_timeout)
+            raise InstallError(message, warnings) from failure.error
         except psycopg.Error as exc:
             roll_back(conn)
-            raise InstallError(_describe(exc), warnings) from exc
+            raise InstallError(describe_error(conn, exc, lock_timeout), warnings) from exc
         except InstallError as exc:
             conn.rollback()
             exc.warnings = warnings
@@ -211,12 +224,16 @@ def install(
     return report
 
 
-def begin(conn: psycopg.Connection) -> list[str]:
+def begin(conn: psycopg.Connection, lock_timeout: float) -> list[str]:
     """Start the installation's transaction: pin the search path (before anything else, the
-    install lock's call included), take the install lock, refuse a role that may not install;
-    returns the warnings about the database as it is, before any change."""
+    install lock's call included), take the install lock, bound lock waits, refuse a role that
+    may not install; returns the warnings about the database as it is, before any change."""
     conn.execute(PIN_SEARCH_PATH)
     conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s::bigint)", (INSTALL_LOCK_KEY,))
+    conn.execute(
+        "SELECT pg_catalog.set_config('lock_timeout', %s, true)",
+        (str(math.ceil(lock_timeout * 1000)),),
+    )
     conn.execute("SET LOCAL client_min_messages = notice")
     problems = missing_privileges(conn)
     if problems:
@@ -244,6 +261,13 @@ def create_extensions_first(conn: psycopg.Connection) -> None:
                     sql.Identifier(name), sql.Identifier(schema)
                 )
             )
+
+
+def describe_error(conn: psycopg.Connection, exc: psycopg.Error, lock_timeout: float) -> str:
+    """The message for a failure outside the SQL files (after the rollback)."""
+    if isinstance(exc, errors.LockNotAvailable):
+        return describe_lock_timeout(conn, exc, None, None, lock_timeout)
+    return _describe(exc)
 
 
 def _describe(exc: psycopg.Error) -> str:
@@ -290,14 +314,19 @@ def source_name(path: Path) -> str:
     return str(Path(path.parent.parent.name, path.parent.name, path.name))
 
 
-def describe_failure(conn: psycopg.Connection, failure: StatementFailed) -> str:
+def describe_failure(
+    conn: psycopg.Connection, failure: StatementFailed, lock_timeout: float
+) -> str:
     """PostgreSQL's message, then where it failed (file, line, table, column) and, for a foreign
-    key that the database's own tables cannot satisfy, which table and column are in the way.
+    key that the database's own tables cannot satisfy, which table and column are in the way;
+    for a lock wait that timed out, one line naming who holds the lock (`lockwait`).
 
     Runs after the rollback, so the catalog is the database as it was before the installation.
     """
     exc, statement = failure.error, failure.statement
     where = f"{source_name(failure.path)} line {statement.line}"
+    if isinstance(exc, errors.LockNotAvailable):
+        return describe_lock_timeout(conn, exc, statement.text, where, lock_timeout)
     target = TARGET_TABLE.match(statement.text)
     table = exc.diag.table_name or (target.group(1) if target else None)
     if table:

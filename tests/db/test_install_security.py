@@ -1,6 +1,7 @@
-"""The installer under a hostile database owner: code planted in `public` never runs as the
-installing superuser; the owner of `public` and of the application tables is named in a
-warning."""
+"""The installer under a hostile database owner or a busy application: code planted in `public`
+never runs as the installing superuser; the owner of `public` and of the application tables is
+named in a warning; a session holding a lock ends the installation after `lock_timeout`, with
+the session named and nothing changed."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import psycopg
 import pytest
 
 from qbo_sync.install import SQL_DIR, InstallError, install
-from tests.clitools import run_qbo_sync
+from tests.clitools import assert_one_line_error, run_qbo_sync
+from tests.db.catalog import snapshot
 
 
 @dataclass
@@ -183,3 +185,46 @@ def test_no_warning_when_the_installer_owns_the_database_and_public(fresh_instal
     assert install(fresh_install_db).warnings == []
     result = run_qbo_sync("install", "--dsn", fresh_install_db)
     assert result.returncode == 0 and "warning" not in result.stderr, result.stderr
+
+
+@pytest.fixture
+def reader_holding_the_queue(fresh_install_db) -> Iterator[tuple[str, int]]:
+    """An installed database and a session idle in a transaction that read qbo_sync_queue (it
+    holds ACCESS SHARE on it until it ends): (dsn, its pid)."""
+    install(fresh_install_db)
+    reader = psycopg.connect(fresh_install_db, application_name="idle_reader")
+    reader.execute("SELECT count(*) FROM qbo_sync_queue")
+    pid = reader.info.backend_pid
+    try:
+        yield fresh_install_db, pid
+    finally:
+        reader.rollback()
+        reader.close()
+
+
+def test_an_idle_transaction_ends_the_upgrade_after_the_lock_timeout(reader_holding_the_queue):
+    dsn, pid = reader_holding_the_queue
+    before = snapshot(dsn)
+    with pytest.raises(InstallError) as info:
+        install(dsn, version="9.9.9", lock_timeout=0.5)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("installation failed, nothing was changed: ")
+    assert "waited 0.5 s for a lock on public.qbo_sync_queue" in message
+    assert f"pid {pid} (application_name idle_reader, user postgres, idle in transaction" in message
+    assert f"pg_terminate_backend({pid})" in message and "--lock-timeout" in message
+    assert snapshot(dsn) == before
+
+
+def test_the_cli_takes_a_lock_timeout_and_fails_on_one_line(reader_holding_the_queue):
+    dsn, pid = reader_holding_the_queue
+    with psycopg.connect(dsn, autocommit=True) as conn:  # an upgrade: something to change
+        conn.execute("UPDATE qbo_sync.installation SET version = '0.0.9'")
+    result = run_qbo_sync("install", "--dsn", dsn, "--lock-timeout", "0.3")
+    assert_one_line_error(
+        result,
+        1,
+        "qbo-sync install: installation failed, nothing was changed: waited 0.3 s for a lock",
+        f"pid {pid} (application_name idle_reader",
+        "run qbo-sync install again",
+    )

@@ -12,7 +12,7 @@ BEGIN
                      current_database(), coalesce(current_setting('cron.database_name', true), 'unset');
         RETURN;
     END IF;
-    CREATE EXTENSION IF NOT EXISTS pg_cron;
+    CREATE EXTENSION IF NOT EXISTS pg_cron SCHEMA pg_catalog;
 
     PERFORM cron.schedule('process-qbo-sync-queue', '* * * * *', 'CALL qbo_sync.worker()');
     PERFORM cron.schedule('qbo-check-token-expiry', '*/5 * * * *', 'SELECT qbo_sync.check_token_expiry()');

@@ -195,8 +195,7 @@ def test_changed_code_under_the_same_version_is_picked_up_by_a_running_backend(f
         backend.execute(
             """CREATE FUNCTION qbo_sync.probe() RETURNS text LANGUAGE plpython3u AS $$
 if not SD.get("qbo_sync_ready"):
-    if "qbo_sync_load" not in GD:
-        plpy.execute("SELECT qbo_sync.python_loader()")
+    plpy.execute("SELECT qbo_sync.python_loader()")
     SD["qbo_sync_ready"] = GD["qbo_sync_load"](plpy) is not None
 from qbo_sync_db import probe_for_test
 return probe_for_test.MARK

@@ -19,7 +19,8 @@ INSERT INTO qbo_sync.settings (key, value, description) VALUES
     ('retention.webhook_processed_days', '30', 'webhook idempotency keys kept this long'),
     ('retention.sync_jobs_days', '7', 'completed and cancelled queue jobs kept this long'),
     ('retention.failed_jobs_days', '30', 'failed queue jobs kept this long'),
-    ('retention.sync_history_days', '90', 'sync history kept this long')
+    ('retention.sync_history_days', '90', 'sync history kept this long'),
+    ('retention.oauth_state_days', '1', 'OAuth states kept this long after they expire')
 ON CONFLICT (key) DO UPDATE SET description = EXCLUDED.description;
 
 CREATE OR REPLACE FUNCTION qbo_sync.setting(setting_key text)

@@ -8,7 +8,12 @@ DROP FUNCTION IF EXISTS public.qbo_cleanup_webhook_processed();
 DROP FUNCTION IF EXISTS public.qbo_cleanup_sync_jobs();
 DROP FUNCTION IF EXISTS public.qbo_cleanup_sync_history();
 
-CREATE OR REPLACE FUNCTION qbo_sync.cleanup_webhook_logs()
+-- Delete the rows of qbo-sync's table `relation` whose `age_column` is older than the retention
+-- setting (days), except those matching `keep` (an SQL condition on the row `t`, written in this
+-- file, never taken from a caller).
+CREATE OR REPLACE FUNCTION qbo_sync.delete_expired(
+    relation text, age_column text, retention_setting text, keep text DEFAULT 'false'
+)
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -18,71 +23,50 @@ DECLARE
     removed integer;
 BEGIN
     PERFORM qbo_sync.lock_own_relations();
-    DELETE FROM public.qbo_webhook_log
-     WHERE status <> 'received'   -- never drop a webhook that was not turned into work
-       AND received_at < now() - make_interval(
-               days => qbo_sync.setting_numeric('retention.webhook_log_days')::integer);
+    EXECUTE format('DELETE FROM public.%I AS t WHERE t.%I < now() - make_interval(days => $1) AND NOT (%s)',
+                   relation, age_column, keep)
+      USING qbo_sync.setting_numeric(retention_setting)::integer;
     GET DIAGNOSTICS removed = ROW_COUNT;
     RETURN removed;
 END
+$$;
+
+CREATE OR REPLACE FUNCTION qbo_sync.cleanup_webhook_logs()
+RETURNS integer
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$  -- never drop a webhook that was not turned into work
+    SELECT qbo_sync.delete_expired('qbo_webhook_log', 'received_at', 'retention.webhook_log_days',
+                                   $k$t.status = 'received'$k$)
 $$;
 
 CREATE OR REPLACE FUNCTION qbo_sync.cleanup_webhook_processed()
 RETURNS integer
-LANGUAGE plpgsql
+LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
-SET lock_timeout = '5s'
 AS $$
-DECLARE
-    removed integer;
-BEGIN
-    PERFORM qbo_sync.lock_own_relations();
-    DELETE FROM public.qbo_webhook_processed
-     WHERE processed_at < now() - make_interval(
-               days => qbo_sync.setting_numeric('retention.webhook_processed_days')::integer);
-    GET DIAGNOSTICS removed = ROW_COUNT;
-    RETURN removed;
-END
+    SELECT qbo_sync.delete_expired('qbo_webhook_processed', 'processed_at', 'retention.webhook_processed_days')
 $$;
 
--- Finished queue jobs, plus expired or consumed OAuth states (not counted).
+-- Finished queue jobs (failed ones are kept longer), plus expired OAuth states (not counted).
 CREATE OR REPLACE FUNCTION qbo_sync.cleanup_sync_jobs()
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
-SET lock_timeout = '5s'
 AS $$
-DECLARE
-    removed integer;
 BEGIN
-    PERFORM qbo_sync.lock_own_relations();
-    DELETE FROM public.qbo_sync_queue
-     WHERE (status IN ('completed', 'cancelled')
-            AND completed_at < now() - make_interval(
-                    days => qbo_sync.setting_numeric('retention.sync_jobs_days')::integer))
-        OR (status = 'failed'
-            AND completed_at < now() - make_interval(
-                    days => qbo_sync.setting_numeric('retention.failed_jobs_days')::integer));
-    GET DIAGNOSTICS removed = ROW_COUNT;
-    DELETE FROM public.qbo_oauth_state WHERE expires_at < now() - interval '1 day';
-    RETURN removed;
+    PERFORM qbo_sync.delete_expired('qbo_oauth_state', 'expires_at', 'retention.oauth_state_days');
+    RETURN qbo_sync.delete_expired('qbo_sync_queue', 'completed_at', 'retention.sync_jobs_days',
+                                   $k$t.status NOT IN ('completed', 'cancelled')$k$)
+         + qbo_sync.delete_expired('qbo_sync_queue', 'completed_at', 'retention.failed_jobs_days',
+                                   $k$t.status <> 'failed'$k$);
 END
 $$;
 
 CREATE OR REPLACE FUNCTION qbo_sync.cleanup_sync_history()
 RETURNS integer
-LANGUAGE plpgsql
+LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
-SET lock_timeout = '5s'
 AS $$
-DECLARE
-    removed integer;
-BEGIN
-    PERFORM qbo_sync.lock_own_relations();
-    DELETE FROM public.qbo_sync_history
-     WHERE completed_at < now() - make_interval(
-               days => qbo_sync.setting_numeric('retention.sync_history_days')::integer);
-    GET DIAGNOSTICS removed = ROW_COUNT;
-    RETURN removed;
-END
+    SELECT qbo_sync.delete_expired('qbo_sync_history', 'completed_at', 'retention.sync_history_days')
 $$;

@@ -20,7 +20,8 @@ SELECT functions_are('qbo_sync', ARRAY[
     'worker_begin', 'worker_should_stop', 'worker_claim', 'worker_run', 'worker',
     'worker_step_failed', 'worker_step_succeeded', 'process_webhook_rows',
     'try_timestamptz', 'webhook_events', 'webhook_format', 'webhook_event_rows', 'process_webhooks',
-    'cleanup_webhook_logs', 'cleanup_webhook_processed', 'cleanup_sync_jobs', 'cleanup_sync_history'
+    'cleanup_webhook_logs', 'cleanup_webhook_processed', 'cleanup_sync_jobs', 'cleanup_sync_history',
+    'delete_expired'
 ]::name[], 'qbo_sync has exactly the expected functions');
 
 -- Signatures: qbo_sync

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from typing import TYPE_CHECKING
 
@@ -95,11 +96,35 @@ def describe_dsn(dsn: str) -> str:
     return f"database {params.get('dbname') or params.get('user') or '?'} on {host}:{port}"
 
 
+#: a server that answered but refused the login: the --dsn is wrong, not the server down (libpq
+#: reports these at connection time as text only, with no SQLSTATE to go by)
+LOGIN_REFUSED = (
+    (re.compile(r'database "[^"]*" does not exist'), "check the database name in --dsn"),
+    (re.compile(r'role "[^"]*" does not exist'), "check the user in --dsn"),
+    (re.compile(r"password authentication failed"), "check the user and password in --dsn"),
+    (
+        re.compile(r"no pg_hba\.conf entry"),
+        "check the user and database in --dsn (and pg_hba.conf)",
+    ),
+)
+#: libpq refused an option of the connection string before connecting
+BAD_OPTION = re.compile(r"invalid [\w ]+ value|invalid connection option|invalid integer value")
+
+
 def cannot_connect(dsn: str, exc: psycopg.OperationalError) -> CommandError:
     # libpq's first line says what failed; the lines after it are its own advice, replaced by ours
     reason = one_line((str(exc).strip().splitlines() or ["no reason given"])[0])
+    where = describe_dsn(dsn)
+    for pattern, advice in LOGIN_REFUSED:
+        if pattern.search(reason):
+            return CommandError(f"cannot connect to {where} ({reason}): {advice}", EXIT_USAGE)
+    if BAD_OPTION.search(reason):
+        return CommandError(
+            f"invalid connection string for {where} ({reason}): fix the option in --dsn",
+            EXIT_USAGE,
+        )
     return CommandError(
-        f"cannot connect to {describe_dsn(dsn)} ({reason}): {NEXT_STEP_CONNECT}", EXIT_UNAVAILABLE
+        f"cannot connect to {where} ({reason}): {NEXT_STEP_CONNECT}", EXIT_UNAVAILABLE
     )
 
 
@@ -114,15 +139,27 @@ def connect(args: argparse.Namespace) -> tuple[psycopg.Connection, str]:
 
 
 def installed_version(conn: psycopg.Connection, where: str) -> str:
-    """qbo-sync's installed version; a CommandError when it is not installed there."""
-    row = conn.execute("SELECT to_regprocedure('qbo_sync.version()') IS NOT NULL").fetchone()
-    if not row or not row[0]:
+    """qbo-sync's installed version; a CommandError when it is not installed there, or when this
+    role may not use it."""
+    try:
+        row = conn.execute("SELECT to_regprocedure('qbo_sync.version()') IS NOT NULL").fetchone()
+        if not row or not row[0]:
+            raise CommandError(
+                f"qbo-sync is not installed in {where}: install it with "
+                "`qbo-sync install --dsn …` (or `make install` for the local cluster)",
+                EXIT_UNAVAILABLE,
+            )
+        version = conn.execute("SELECT qbo_sync.version()").fetchone()
+    except psycopg.errors.InsufficientPrivilege as exc:
+        user = conn.info.user
         raise CommandError(
-            f"qbo-sync is not installed in {where}: install it with "
-            "`qbo-sync install --dsn …` (or `make install` for the local cluster)",
-            EXIT_UNAVAILABLE,
-        )
-    version = conn.execute("SELECT qbo_sync.version()").fetchone()
+            f"role {user} may not use qbo-sync in {where} ({one_line(exc.diag.message_primary)}): "
+            f"grant it qbo_sync_app to queue syncs or qbo_sync_monitor to read status "
+            f"(GRANT qbo_sync_app TO {user};)",
+            EXIT_ERROR,
+        ) from exc
+    except psycopg.Error as exc:
+        raise database_error(exc) from exc
     return str(version[0]) if version else "unknown"
 
 
@@ -191,6 +228,11 @@ def cmd_sync(args: argparse.Namespace) -> int:
     with conn:
         installed_version(conn, where)
         try:
+            # the application role acts for the organization its session names (row-level
+            # security and trigger_qbo_sync read this setting); operators may act for any
+            conn.execute(
+                "SELECT set_config('qbo_sync.organization_id', %s, false)", (args.organization_id,)
+            )
             job_id = conn.execute(
                 "SELECT trigger_qbo_sync(%s::uuid, %s, %s, %s)",
                 (args.organization_id, args.entity, args.direction, args.priority),

@@ -42,7 +42,10 @@ BEGIN
        OR NOT EXISTS (SELECT FROM public.organizations AS o WHERE o.id = validate_sync_request.organization_id) THEN
         RAISE EXCEPTION 'organization % does not exist', organization_id
             USING ERRCODE = 'no_data_found',
-                  HINT = 'the application works for the organization named by the setting qbo_sync.organization_id';
+                  HINT = CASE WHEN qbo_sync.caller_is_operator()
+                              THEN 'SELECT id, name FROM organizations lists them'
+                              ELSE 'this session works for the organization named by the setting '
+                                   'qbo_sync.organization_id' END;
     END IF;
     SELECT c.is_active, c.inactive_reason INTO connection_active, connection_reason
       FROM public.qbo_connection AS c

@@ -86,9 +86,10 @@ GRANT USAGE ON SCHEMA qbo_sync TO qbo_sync_app;
 GRANT EXECUTE ON FUNCTION qbo_sync.setting(text), qbo_sync.setting_numeric(text),
                           qbo_sync.current_organization_id(),
                           qbo_sync.applying_remote(),
-                          qbo_sync.fields_changed(jsonb, jsonb, text[])
+                          qbo_sync.fields_changed(jsonb, jsonb, text[]),
+                          qbo_sync.version()
     TO qbo_sync_app;
-GRANT SELECT ON qbo_sync.settings TO qbo_sync_app;
+GRANT SELECT ON qbo_sync.settings, qbo_sync.installation TO qbo_sync_app;  -- settings, version()
 REVOKE ALL ON qbo_sync.local_deletion FROM qbo_sync_app;
 GRANT EXECUTE ON FUNCTION public.trigger_qbo_sync(uuid, text, text, text),
                           public.qbo_sync_orchestrator(uuid, text, text[], text),

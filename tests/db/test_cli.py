@@ -6,10 +6,12 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 
+import psycopg
 import pytest
 
-from qbo_sync.cli import EXIT_UNAVAILABLE, main
+from qbo_sync.cli import EXIT_ERROR, EXIT_UNAVAILABLE, EXIT_USAGE, main
 from qbo_sync.install import PROJECT_ROOT
 from tests.clitools import assert_one_line_error, run_qbo_sync
 
@@ -55,8 +57,50 @@ def test_a_wrong_database_name_or_role_says_which_and_what_to_do(pg_server, comm
         (pg_server.dsn("postgres", user="no_such_role"), 'role "no_such_role" does not exist'),
     ]:
         result = run_qbo_sync(*command, "--dsn", dsn)
-        assert_one_line_error(result, EXIT_UNAVAILABLE, "cannot connect to database", reason)
-        assert "--dsn" in result.stderr
+        # the server answered: the --dsn is wrong, not the server down (a usage error)
+        assert_one_line_error(result, EXIT_USAGE, "cannot connect to database", reason, "--dsn")
+        assert "start the database" not in result.stderr
+
+
+def test_a_malformed_connection_option_is_a_usage_error(pg_server):
+    result = run_qbo_sync("status", "--dsn", pg_server.dsn() + "?sslmode=bogus")
+    assert_one_line_error(result, EXIT_USAGE, "invalid connection string", "sslmode", "--dsn")
+
+
+@pytest.fixture
+def app_login(pg_server, db_dsn) -> Iterator[str]:
+    """A login role granted qbo_sync_app only, as the application connects."""
+    name = "cli_app_" + uuid.uuid4().hex[:8]
+    with psycopg.connect(db_dsn, autocommit=True) as su:
+        su.execute(f"CREATE ROLE {name} LOGIN IN ROLE qbo_sync_app")
+    yield db_dsn.replace("postgres@", f"{name}@")
+    with psycopg.connect(db_dsn, autocommit=True) as su:
+        su.execute(f"DROP ROLE {name}")
+
+
+def test_the_application_role_queues_a_sync_for_its_organization(app_login, conn, org):
+    result = run_qbo_sync("sync", str(org), "invoices", "--dsn", app_login)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    job_id = result.stdout.strip()
+    assert conn.execute(
+        "SELECT organization_id, sync_endpoint FROM qbo_sync_queue WHERE id = %s", (job_id,)
+    ).fetchone() == (org, "invoices")
+
+
+def test_a_role_without_qbo_sync_rights_is_told_what_to_grant(pg_server, db_dsn):
+    name = "cli_nobody_" + uuid.uuid4().hex[:8]
+    with psycopg.connect(db_dsn, autocommit=True) as su:
+        su.execute(f"CREATE ROLE {name} LOGIN")
+    try:
+        dsn = db_dsn.replace("postgres@", f"{name}@")
+        for command in (["status"], ["sync", "9af4c081-7379-4e41-8dfb-924e2518e3c6", "items"]):
+            result = run_qbo_sync(*command, "--dsn", dsn)
+            assert_one_line_error(
+                result, EXIT_ERROR, f"role {name} may not use qbo-sync", "GRANT qbo_sync_app"
+            )
+    finally:
+        with psycopg.connect(db_dsn, autocommit=True) as su:
+            su.execute(f"DROP ROLE {name}")
 
 
 def test_sync_queues_and_bad_arguments_get_the_hint(db_dsn, conn, org, capsys):

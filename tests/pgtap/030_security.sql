@@ -123,6 +123,7 @@ SELECT set_eq($$
        AND has_function_privilege('qbo_sync_app', p.oid, 'EXECUTE')$$,
     ARRAY['qbo_sync.setting(text)', 'qbo_sync.setting_numeric(text)', 'qbo_sync.current_organization_id()',
           'qbo_sync.applying_remote()', 'qbo_sync.fields_changed(jsonb, jsonb, text[])',
+          'qbo_sync.version()',
           'public.trigger_qbo_sync(uuid, text, text, text)',
           'public.qbo_sync_orchestrator(uuid, text, text[], text)',
           'public.qbo_sync_requeue(uuid)', 'public.qbo_sync_cancel(uuid)'],

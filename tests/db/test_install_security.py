@@ -131,6 +131,10 @@ def test_pgcrypto_already_in_another_schema_stays_there(fresh_install_db):
                 "SELECT pg_get_functiondef('qbo_sync.encrypt_token(text)'::regprocedure)"
             ).fetchone()[0]
         )
+        # and tokens go in and come back out through it
+        assert conn.execute(
+            "SELECT qbo_sync.decrypt_token(qbo_sync.encrypt_token(%s))", ("a-token-value",)
+        ).fetchone() == ("a-token-value",)
 
 
 def test_a_database_owned_by_another_role_is_named_with_the_fix(owned_db):

@@ -169,3 +169,30 @@ def test_worker_turns_webhooks_into_work_on_its_loop(conn, org):
     ).fetchone()
     assert job[:3] == ("payments", "webhook", 1)
     assert "qbo_sync.sync_payments" in job[3]
+
+
+def test_processing_itself_skips_unsigned_rows_without_the_constraint(conn, org):
+    """The table's constraint keeps unsigned rows 'rejected'; processing asks for signed rows as
+    well, so an unsigned row is never turned into work even where the constraint is missing."""
+    conn.execute("ALTER TABLE qbo_webhook_log DROP CONSTRAINT qbo_webhook_log_unsigned_is_rejected")
+    try:
+        unsigned = conn.execute(
+            "INSERT INTO qbo_webhook_log (body, payload, signature_valid, status)"
+            " VALUES ('x', %s, false, 'received') RETURNING id",
+            (legacy(realm_of(conn, org), ("Customer", "1", "Create", {})),),
+        ).fetchone()[0]
+        assert conn.execute("SELECT qbo_sync.process_webhooks()").fetchone()[0] == 0
+        assert (
+            conn.execute(
+                "SELECT status FROM qbo_webhook_log WHERE id = %s", (unsigned,)
+            ).fetchone()[0]
+            == "received"
+        )
+        assert queue(conn) == []
+        assert conn.execute("SELECT count(*) FROM qbo_webhook_processed").fetchone()[0] == 0
+    finally:
+        conn.execute("DELETE FROM qbo_webhook_log WHERE NOT signature_valid")
+        conn.execute(
+            "ALTER TABLE qbo_webhook_log ADD CONSTRAINT qbo_webhook_log_unsigned_is_rejected"
+            " CHECK (signature_valid OR status = 'rejected')"
+        )

@@ -75,11 +75,36 @@ DECLARE
     relation text;
     problems text;
 BEGIN
-    FOREACH relation IN ARRAY owned || read_only LOOP
+    -- one statement, planned once per backend (the list is `owned`)
+    LOCK TABLE public.qbo_sync_queue, public.qbo_sync_history, public.qbo_webhook_log,
+               public.qbo_webhook_processed, public.qbo_connection, public.qbo_oauth_state,
+               public.qbo_sync_cursor, public.qbo_sync_conflict
+        IN ACCESS SHARE MODE;
+    FOREACH relation IN ARRAY read_only LOOP
         IF to_regclass(format('public.%I', relation)) IS NOT NULL THEN
             EXECUTE format('LOCK TABLE public.%I IN ACCESS SHARE MODE', relation);
         END IF;
     END LOOP;
+    -- the usual answer, quickly: every one is a table and the owned ones are ours (the regclass
+    -- constants are resolved when this statement is planned, and a dropped table re-plans it)
+    IF (SELECT count(*)
+          FROM pg_class AS c
+         WHERE c.oid IN ('public.qbo_sync_queue'::regclass, 'public.qbo_sync_history'::regclass,
+                         'public.qbo_webhook_log'::regclass, 'public.qbo_webhook_processed'::regclass,
+                         'public.qbo_connection'::regclass, 'public.qbo_oauth_state'::regclass,
+                         'public.qbo_sync_cursor'::regclass, 'public.qbo_sync_conflict'::regclass)
+           AND c.relkind = 'r'
+           AND c.relowner = (SELECT n.nspowner FROM pg_namespace AS n WHERE n.oid = 'qbo_sync'::regnamespace))
+           = cardinality(owned)
+       AND (cardinality(read_only) = 0 OR NOT EXISTS (
+               SELECT FROM unnest(read_only) AS r
+                LEFT JOIN pg_class AS c ON c.oid = to_regclass(format('public.%I', r))
+                WHERE c.relkind IS NULL OR c.relkind NOT IN ('r', 'p')))
+       AND (SELECT t.typowner = n.nspowner FROM pg_type AS t, pg_namespace AS n
+             WHERE t.oid = 'public.qbo_sync_priority'::regtype AND n.oid = 'qbo_sync'::regnamespace) THEN
+        RETURN;
+    END IF;
+    -- otherwise say exactly what is wrong
     SELECT string_agg(format('public.%s %s', r.name, r.problem), '; ')
       INTO problems
       FROM (SELECT x.name,

@@ -7,11 +7,50 @@ PL/Python's defaults give no such signal (plpy.error() raises XX000, an uncaught
 
 The codes are listed in the table qbo_sync.error_code too (sql/idempotent/060_worker.sql); a
 test keeps the two in agreement. Class QB is QuickBooks' answer, class QS is qbo-sync's own.
+
+`QboApiError` is what QBO's answer said, whatever envelope it came in (qbo_sync_db.client parses
+them all into it); an error of class QB carries it as `api_error`, so a caller can act on the
+code (5010: read again; 6240: link the existing name) without parsing a message.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, NoReturn
+
+
+@dataclass(frozen=True)
+class QboErrorItem:
+    """One entry of a fault's `Error` list (a fault may hold several)."""
+
+    code: str | None
+    message: str
+    detail: str = ""
+    element: str | None = None
+
+
+@dataclass(frozen=True)
+class QboApiError:
+    """A failed call to QBO, from any envelope.
+
+    `source` says where it came from: "fault" (JSON `Fault`, also inside batch items), "gateway"
+    (the lowercase `fault` of 401/403), "oauth" (the token endpoint's `error`), "xml" (the XML
+    fault, e.g. on 429), "http" (no readable envelope: HTML, empty or unknown body), "network"
+    (no answer at all) or "local" (the request could not be sent). `code` is QBO's code as a
+    string ("6240", "3200", "invalid_grant"); `http_status` is None for a batch item and when
+    nothing answered. Every text has been cleaned of tokens and secrets before it got here.
+    """
+
+    source: str
+    http_status: int | None
+    code: str | None
+    message: str
+    detail: str = ""
+    element: str | None = None
+    fault_type: str | None = None
+    intuit_tid: str | None = None
+    retry_after: float | None = None
+    errors: tuple[QboErrorItem, ...] = ()
 
 
 class QboSyncError(Exception):
@@ -20,11 +59,19 @@ class QboSyncError(Exception):
     sqlstate = "QS000"
     retryable = False
 
-    def __init__(self, message: str, hint: str | None = None, detail: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        detail: str | None = None,
+        *,
+        api_error: QboApiError | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
         self.detail = detail
+        self.api_error = api_error
 
 
 class InstallationMismatch(QboSyncError):

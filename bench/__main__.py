@@ -15,6 +15,7 @@ BENCHMARKS = {
     "queue": "bench.bench_queue",
     "simulator": "bench.bench_simulator",
     "plpython": "bench.bench_plpython",
+    "pacing": "bench.bench_pacing",
 }
 
 

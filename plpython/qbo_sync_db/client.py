@@ -67,11 +67,11 @@ USER_AGENT = f"qbo-sync/{__version__}"
 #: a longer query goes as a POST body (URLs this long are refused by some proxies)
 MAX_GET_URL = 4000
 
-#: removing these means a sparse update to Active=false; QBO cannot delete them (§2.6)
+#: removing these means a sparse update to Active=false; QBO cannot delete them
 NAME_LIST_ENTITIES = frozenset(
     {"Customer", "Item", "Vendor", "Employee", "Account", "Term", "PaymentMethod", "TaxCode"}
 )
-#: void is `?operation=void` for an invoice, `?operation=update&include=void` for these (§2.1)
+#: void is `?operation=void` for an invoice, `?operation=update&include=void` for these
 VOID_BY_INCLUDE = frozenset({"Payment", "SalesReceipt", "BillPayment"})
 VOID_BY_OPERATION = frozenset({"Invoice"})
 

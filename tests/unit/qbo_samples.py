@@ -1,11 +1,11 @@
 """Real-shaped QBO answers for the client's unit tests (no imports beyond the standard library:
 the tests that use them also run under Debian's python3).
 
-`DOC_*` follow the samples in docs/qbo-api-notes.md (Intuit's published shapes); `SIM_*` are the
-simulator's own bodies, byte for byte as simulator/errors.py and simulator/faults.py render them
-(tests/simulator/test_qbo_client_over_http.py provokes each from the running simulator and
-checks that the client reads them the same way, so the copies cannot drift).
-Each `SIM_*` is (HTTP status, content type, body).
+`DOC_*` follow the samples of the team's QBO reference (Intuit's published shapes; digest in
+docs/qbo-api-notes.md). `SIM_*` are the simulator's own bodies, byte for byte as
+simulator/errors.py and simulator/faults.py render them (tests/simulator/test_qbo_client_over_http.py
+provokes each from the running simulator and checks that the client reads them the same way, so
+the copies cannot drift). Each `SIM_*` is (HTTP status, content type, body).
 """
 
 from __future__ import annotations

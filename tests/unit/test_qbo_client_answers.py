@@ -1,7 +1,7 @@
 """qbo_sync_db.client, reading QBO's answers: entity, query (empty `{}` and COUNT), CDC (with
 `"QueryResponse": [{}]`), batch items by bId; and every error envelope (JSON `Fault`, the
 gateway's lowercase `fault`, OAuth `error`, XML, HTML, empty) into one QboApiError, mapped onto
-the project's error classes (qbo-api notes §2.8-2.10, §1.8, §4).
+the project's error classes (docs/client.md).
 
 unittest only (no pytest): tests/unit/test_qbo_debian_python.py runs this file under Debian's
 python3 and requests too."""

@@ -1,6 +1,6 @@
 """qbo_sync_db.client, the query language: literals escaped as QBO reads them (a backslash before
 an apostrophe, and before a backslash), control characters refused, conditions and ORDERBY,
-paging by STARTPOSITION/MAXRESULTS until a page comes back short (qbo-api notes §2.7).
+paging by STARTPOSITION/MAXRESULTS until a page comes back short (docs/client.md).
 
 unittest only (no pytest): tests/unit/test_qbo_debian_python.py runs this file under Debian's
 python3 and requests too."""

@@ -1,5 +1,5 @@
 """qbo_sync_db.client, building requests: base URLs per environment, URLs with minorversion and
-requestid, headers, bodies per operation (qbo-api notes §2.1-2.4, §2.6, §2.9, §2.10, §1.4, §1.9).
+requestid, headers, bodies per operation (docs/client.md).
 
 unittest only (no pytest): tests/unit/test_qbo_debian_python.py runs this file under Debian's
 python3 and requests too."""

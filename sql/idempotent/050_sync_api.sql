@@ -197,35 +197,3 @@ BEGIN
 END
 $$;
 
--- pg_cron 'qbo-check-token-expiry': refresh every active connection whose access token expires
--- within token.refresh_margin_seconds. Returns how many were refreshed. The refresh is looked up
--- in qbo_sync only (a schema no other role can create in).
-CREATE OR REPLACE FUNCTION qbo_sync.check_token_expiry()
-RETURNS integer
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-SET lock_timeout = '5s'
-AS $$
-DECLARE
-    connection record;
-    refreshed integer := 0;
-BEGIN
-    PERFORM qbo_sync.lock_own_relations();
-    FOR connection IN
-        SELECT c.organization_id
-          FROM public.qbo_connection AS c
-         WHERE c.is_active
-           AND (c.qbo_token_expires_at IS NULL
-                OR c.qbo_token_expires_at < now() + make_interval(
-                       secs => qbo_sync.setting_numeric('token.refresh_margin_seconds')::double precision))
-    LOOP
-        IF to_regprocedure('qbo_sync.token_refresh(uuid)') IS NULL THEN
-            RAISE EXCEPTION 'qbo_sync.token_refresh(uuid) is not installed: tokens cannot be refreshed yet'
-                USING ERRCODE = 'undefined_function';
-        END IF;
-        EXECUTE 'SELECT qbo_sync.token_refresh($1)' USING connection.organization_id;
-        refreshed := refreshed + 1;
-    END LOOP;
-    RETURN refreshed;
-END
-$$;

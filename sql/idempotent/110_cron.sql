@@ -15,7 +15,7 @@ BEGIN
     CREATE EXTENSION IF NOT EXISTS pg_cron SCHEMA pg_catalog;
 
     PERFORM cron.schedule('process-qbo-sync-queue', '* * * * *', 'CALL qbo_sync.worker()');
-    PERFORM cron.schedule('qbo-check-token-expiry', '*/5 * * * *', 'SELECT qbo_sync.check_token_expiry()');
+    PERFORM cron.schedule('qbo-check-token-expiry', '*/5 * * * *', 'CALL qbo_sync.refresh_expiring_tokens()');
     PERFORM cron.schedule('qbo-push-local-changes', '*/30 * * * *', 'SELECT qbo_sync.push_local_changes()');
     PERFORM cron.schedule('qbo-sync-invoices-payments', '0 * * * *',
                           $c$SELECT qbo_sync.schedule_sync(ARRAY['invoices', 'payments'], 'both')$c$);

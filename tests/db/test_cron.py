@@ -9,7 +9,7 @@ import pytest
 
 EXPECTED_JOBS = {
     "process-qbo-sync-queue": ("* * * * *", "CALL qbo_sync.worker()"),
-    "qbo-check-token-expiry": ("*/5 * * * *", "SELECT qbo_sync.check_token_expiry()"),
+    "qbo-check-token-expiry": ("*/5 * * * *", "CALL qbo_sync.refresh_expiring_tokens()"),
     "qbo-push-local-changes": ("*/30 * * * *", "SELECT qbo_sync.push_local_changes()"),
     "qbo-sync-invoices-payments": (
         "0 * * * *",
@@ -79,7 +79,6 @@ def test_every_scheduled_command_runs_and_does_its_work(cron_dsn):
                     continue  # the worker has a test of its own, below
                 results[name] = conn.execute(command).fetchone()[0]
             assert results == {
-                "qbo-check-token-expiry": 0,
                 "qbo-push-local-changes": 1,  # the dirty customer
                 "qbo-sync-invoices-payments": 2,
                 "qbo-sync-items-customers-pull": 2,
@@ -103,26 +102,6 @@ def test_every_scheduled_command_runs_and_does_its_work(cron_dsn):
         finally:
             conn.execute("DELETE FROM organizations WHERE id = %s", (org,))
             conn.execute("DELETE FROM qbo_webhook_log WHERE body = 'old'")
-
-
-def test_token_check_fails_clearly_while_no_refresh_is_installed(cron_dsn):
-    with psycopg.connect(cron_dsn, autocommit=True) as conn:
-        org = conn.execute(
-            "INSERT INTO organizations (name) VALUES ('Expiring') RETURNING id"
-        ).fetchone()[0]
-        conn.execute(
-            "INSERT INTO qbo_connection (organization_id, realm_id, qbo_token_expires_at)"
-            " VALUES (%s, 'realm-expiring', now() + interval '1 minute')",
-            (org,),
-        )
-        try:
-            with pytest.raises(
-                psycopg.errors.UndefinedFunction,
-                match=r"qbo_sync.token_refresh\(uuid\) is not installed",
-            ):
-                conn.execute("SELECT qbo_sync.check_token_expiry()")
-        finally:
-            conn.execute("DELETE FROM organizations WHERE id = %s", (org,))
 
 
 @pytest.mark.slow  # pg_cron 1.4 starts jobs on the minute: this waits up to a minute by nature

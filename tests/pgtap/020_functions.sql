@@ -15,7 +15,8 @@ SELECT functions_are('qbo_sync', ARRAY[
     'begin_applying_remote',
     'enqueue', 'claim', 'complete', 'backoff_seconds', 'fail', 'extend_lease', 'release',
     'reclaim_expired', 'lock_job_for_caller',
-    'validate_sync_request', 'schedule_sync', 'push_local_changes', 'check_token_expiry',
+    'validate_sync_request', 'schedule_sync', 'push_local_changes',
+    'token_refresh', 'connections_to_refresh', 'token_refresh_failed', 'refresh_expiring_tokens',
     'run_job', 'error_is_retryable', 'record_history', 'lost_lease_reason',
     'worker_begin', 'worker_should_stop', 'worker_claim', 'worker_run', 'worker',
     'worker_step_failed', 'worker_step_succeeded', 'process_webhook_rows',
@@ -48,7 +49,7 @@ SELECT has_function('qbo_sync', f, args::name[], 'qbo_sync.' || f || '(' || arra
     ('fail', ARRAY['uuid', 'uuid', 'text', 'boolean', 'text']),
     ('extend_lease', ARRAY['uuid', 'uuid', 'numeric']),
     ('push_local_changes', ARRAY[]::text[]),
-    ('check_token_expiry', ARRAY[]::text[]),
+    ('token_refresh', ARRAY['uuid', 'boolean']),
     ('process_webhooks', ARRAY['integer']),
     ('cleanup_webhook_logs', ARRAY[]::text[]),
     ('cleanup_webhook_processed', ARRAY[]::text[]),
@@ -84,7 +85,7 @@ SELECT set_eq($$SELECT p.proname::text FROM pg_proc AS p
                                      WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
                                        AND d.deptype = 'e')$$,
               ARRAY['trigger_qbo_sync', 'qbo_sync_orchestrator', 'qbo_sync_requeue',
-                    'qbo_sync_cancel', 'qbo_sync_worker'],
+                    'qbo_sync_cancel', 'qbo_sync_worker', 'qbo_token_refresh'],
               'public has exactly the guide''s qbo-sync entry points (besides extensions'' functions)');
 SELECT is_procedure('qbo_sync', 'worker', ARRAY['numeric', 'integer', 'boolean']::name[],
                     'qbo_sync.worker is a procedure (it commits between jobs)');

@@ -1,0 +1,77 @@
+-- Token refresh. qbo_sync.token_refresh() refreshes one connection (one refresh per connection at
+-- a time, the outcome written and returned, never raised: see plpython/qbo_sync_db/tokens.py).
+-- pg_cron's 'qbo-check-token-expiry' runs qbo_sync.refresh_expiring_tokens(), a procedure that
+-- commits after each connection, so a rotated refresh token is stored before anything else can
+-- fail and one connection's trouble never undoes another's refresh.
+
+DROP FUNCTION IF EXISTS qbo_sync.check_token_expiry();
+
+CREATE OR REPLACE FUNCTION qbo_sync.token_refresh(organization_id uuid, force boolean DEFAULT false)
+RETURNS jsonb
+LANGUAGE plpython3u
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '10s'  -- a concurrent refresh of the same connection is waited for this long
+AS $$
+if not SD.get("qbo_sync_ready"):
+    plpy.execute("SELECT qbo_sync.python_loader()")
+    SD["qbo_sync_ready"] = GD["qbo_sync_load"](plpy) is not None
+import json
+from qbo_sync_db import tokens
+plpy.execute("SELECT qbo_sync.lock_own_relations()")
+margin = float(plpy.execute("SELECT qbo_sync.setting_numeric('token.refresh_margin_seconds') AS m")[0]["m"])
+return json.dumps(tokens.refresh(plpy, organization_id, margin, force))
+$$;
+
+-- The guide's name: refresh an organization's tokens now.
+CREATE OR REPLACE FUNCTION public.qbo_token_refresh(organization_id uuid)
+RETURNS jsonb
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT qbo_sync.token_refresh(organization_id, true) $$;
+
+-- Active connections whose access token expires within token.refresh_margin_seconds (or has
+-- expired, or was never stored).
+CREATE OR REPLACE FUNCTION qbo_sync.connections_to_refresh()
+RETURNS SETOF uuid
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT c.organization_id
+      FROM public.qbo_connection AS c
+     WHERE c.is_active
+       AND (c.qbo_token_expires_at IS NULL
+            OR c.qbo_token_expires_at < now() + make_interval(
+                   secs => qbo_sync.setting_numeric('token.refresh_margin_seconds')::double precision))
+     ORDER BY c.qbo_token_expires_at NULLS FIRST
+$$;
+
+-- Report a refresh that failed as a whole (a lock held past its timeout, an unexpected error).
+CREATE OR REPLACE FUNCTION qbo_sync.token_refresh_failed(organization_id uuid, error_state text, error_message text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE WARNING 'qbo-sync: refreshing the tokens of organization % failed: % (SQLSTATE %)',
+                  organization_id, error_message, error_state;
+END
+$$;
+
+-- pg_cron 'qbo-check-token-expiry'. No SET search_path (it commits): qualified calls only, as in
+-- qbo_sync.worker.
+CREATE OR REPLACE PROCEDURE qbo_sync.refresh_expiring_tokens()
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    organization pg_catalog.uuid;
+BEGIN
+    FOR organization IN SELECT t.o FROM qbo_sync.connections_to_refresh() AS t(o) LOOP
+        BEGIN
+            PERFORM qbo_sync.token_refresh(organization, false);
+        EXCEPTION WHEN OTHERS THEN
+            PERFORM qbo_sync.token_refresh_failed(organization, SQLSTATE, SQLERRM);
+        END;
+        COMMIT;
+    END LOOP;
+END
+$$;

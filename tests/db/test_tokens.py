@@ -1,0 +1,203 @@
+"""Token refresh inside the database, against the QBO simulator over HTTP: the rotated pair is
+stored, concurrent refreshes of one connection make one call, invalid_grant ends the connection,
+an unreachable token endpoint never does, and no token reaches a log or an error."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import psycopg
+import pytest
+import requests
+
+from tests.simulator.simtools import REALM, ThreadedServer, base_config
+
+CLIENT = {"client_id": "test-client-id", "client_secret": "test-client-secret"}  # tests/conftest.py
+
+
+@dataclass
+class Connected:
+    org: uuid.UUID
+    sim: ThreadedServer
+    access: str
+    refresh: str
+
+
+@pytest.fixture
+def simulator() -> Iterator[ThreadedServer]:
+    server = ThreadedServer(base_config(apps=[CLIENT]))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def connected(conn: psycopg.Connection, simulator: ThreadedServer) -> Connected:
+    """An organization connected to the simulator's company, with a fresh token pair."""
+    pair = simulator.state.oauth.issue_for(REALM, CLIENT["client_id"])
+    org = uuid.uuid4()
+    conn.execute("INSERT INTO organizations (id, name) VALUES (%s, 'Tokens')", (org,))
+    conn.execute(
+        """INSERT INTO qbo_connection (organization_id, realm_id, environment, api_base_url,
+                                       qbo_access_token_encrypted, qbo_refresh_token_encrypted,
+                                       qbo_token_expires_at)
+           VALUES (%s, %s, 'simulator', %s, qbo_sync.encrypt_token(%s),
+                   qbo_sync.encrypt_token(%s), now() + interval '1 hour')""",
+        (org, REALM, simulator.base_url, pair["access_token"], pair["refresh_token"]),
+    )
+    return Connected(org, simulator, pair["access_token"], pair["refresh_token"])
+
+
+def stored(conn: psycopg.Connection, org: uuid.UUID) -> dict:
+    cur = conn.execute(
+        """SELECT qbo_sync.decrypt_token(qbo_access_token_encrypted) AS access,
+                  qbo_sync.decrypt_token(qbo_refresh_token_encrypted) AS refresh,
+                  qbo_token_expires_at > now() + interval '50 minutes' AS fresh,
+                  qbo_refresh_token_expires_at IS NOT NULL AS refresh_expiry,
+                  qbo_refresh_token_hard_expires_at IS NOT NULL AS hard_expiry,
+                  is_active, inactive_reason, last_refresh_error, refresh_failure_count
+             FROM qbo_connection WHERE organization_id = %s""",
+        (org,),
+    )
+    names = [c.name for c in cur.description or []]
+    return dict(zip(names, cur.fetchone(), strict=True))
+
+
+def works(sim: ThreadedServer, access_token: str) -> bool:
+    answer = requests.get(
+        f"{sim.base_url}/v3/company/{REALM}/companyinfo/{REALM}",
+        headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
+        timeout=10,
+    )
+    return answer.status_code == 200
+
+
+def refresh(conn: psycopg.Connection, org: uuid.UUID, force: bool = False) -> dict:
+    return conn.execute("SELECT qbo_sync.token_refresh(%s, %s)", (org, force)).fetchone()[0]
+
+
+def test_a_refresh_stores_the_new_pair_encrypted_with_its_expiries(conn, connected):
+    conn.execute("UPDATE qbo_connection SET qbo_token_expires_at = now() + interval '1 minute'")
+    assert refresh(conn, connected.org) == {
+        "refreshed": True,
+        "active": True,
+        "error": None,
+        "sqlstate": None,
+    }
+    row = stored(conn, connected.org)
+    assert row["access"] != connected.access and works(connected.sim, row["access"])
+    assert row["fresh"] and row["refresh_expiry"] and row["hard_expiry"]
+    assert (row["last_refresh_error"], row["refresh_failure_count"]) == (None, 0)
+    # the columns hold ciphertext, never the token
+    raw = conn.execute(
+        "SELECT qbo_access_token_encrypted, qbo_refresh_token_encrypted FROM qbo_connection"
+    ).fetchone()
+    assert row["access"].encode() not in bytes(raw[0]) and row["refresh"].encode() not in bytes(
+        raw[1]
+    )
+
+
+def test_a_fresh_token_is_left_alone_unless_forced(conn, connected):
+    assert refresh(conn, connected.org)["refreshed"] is False
+    assert stored(conn, connected.org)["access"] == connected.access
+    assert conn.execute("SELECT qbo_token_refresh(%s)", (connected.org,)).fetchone()[0]["refreshed"]
+    assert stored(conn, connected.org)["access"] != connected.access
+
+
+def test_the_rotated_refresh_token_replaces_the_old_one(conn, connected):
+    connected.sim.state.clock.advance(2 * 86400)  # past the rotation window
+    assert refresh(conn, connected.org, force=True)["refreshed"]
+    row = stored(conn, connected.org)
+    assert row["refresh"] != connected.refresh  # rotated, and the new value is the one kept
+    # the old value is dead at QBO; the stored one still refreshes
+    assert refresh(conn, connected.org, force=True)["refreshed"]
+    assert works(connected.sim, stored(conn, connected.org)["access"])
+
+
+def test_concurrent_refreshes_of_one_connection_make_one_call(conn, connect, connected):
+    conn.execute("UPDATE qbo_connection SET qbo_token_expires_at = now() - interval '1 second'")
+    first = connect(autocommit=False)
+    first.execute("SELECT qbo_sync.token_refresh(%s)", (connected.org,))  # holds the row
+    results: list[dict] = []
+    waiter = threading.Thread(target=lambda: results.append(refresh(connect(), connected.org)))
+    waiter.start()
+    waiter.join(0.5)
+    assert waiter.is_alive()  # waiting for the first refresh, not refreshing on its own
+    first.commit()
+    waiter.join(15)
+    assert results == [{"refreshed": False, "active": True, "error": None, "sqlstate": None}]
+    assert works(connected.sim, stored(conn, connected.org)["access"])
+
+
+def test_invalid_grant_ends_the_connection_with_the_reason(conn, connected):
+    connected.sim.state.oauth.revoke_realm(REALM)
+    result = refresh(conn, connected.org, force=True)
+    assert (result["refreshed"], result["active"], result["sqlstate"]) == (False, False, "QB410")
+    row = stored(conn, connected.org)
+    assert row["is_active"] is False and row["inactive_reason"].startswith("invalid_grant")
+    assert "reconnect" in row["inactive_reason"]
+    with pytest.raises(
+        psycopg.errors.ObjectNotInPrerequisiteState, match="not active: invalid_grant"
+    ):
+        conn.execute("SELECT trigger_qbo_sync(%s, 'items')", (connected.org,))
+
+
+def test_an_unreachable_token_endpoint_never_ends_the_connection(conn, connected):
+    conn.execute("UPDATE qbo_connection SET api_base_url = 'http://127.0.0.1:9'")  # nothing there
+    result = refresh(conn, connected.org, force=True)
+    assert (result["refreshed"], result["active"], result["sqlstate"]) == (False, True, "QB504")
+    row = stored(conn, connected.org)
+    assert row["is_active"] and row["refresh_failure_count"] == 1
+    assert row["refresh"] == connected.refresh  # nothing lost
+    conn.execute("UPDATE qbo_connection SET api_base_url = %s", (connected.sim.base_url,))
+    assert refresh(conn, connected.org, force=True)["refreshed"]  # recovers by itself
+    assert stored(conn, connected.org)["refresh_failure_count"] == 0
+
+
+def test_the_token_job_commits_each_connection_on_its_own(conn, connect, connected, simulator):
+    """A connection whose refresh fails as a whole (its row held past the lock timeout) does not
+    undo the refresh of another connection in the same run."""
+    other = uuid.uuid4()
+    pair = simulator.state.oauth.issue_for(REALM + "1", CLIENT["client_id"])
+    conn.execute("INSERT INTO organizations (id, name) VALUES (%s, 'Held')", (other,))
+    conn.execute(
+        """INSERT INTO qbo_connection (organization_id, realm_id, environment, api_base_url,
+                                       qbo_refresh_token_encrypted, qbo_token_expires_at)
+           VALUES (%s, %s, 'simulator', %s, qbo_sync.encrypt_token(%s), now() - interval '1 hour')""",
+        (other, REALM + "1", simulator.base_url, pair["refresh_token"]),
+    )
+    conn.execute(
+        "UPDATE qbo_connection SET qbo_token_expires_at = now() WHERE organization_id = %s",
+        (connected.org,),
+    )
+    holder = connect(autocommit=False)
+    holder.execute("SELECT FROM qbo_connection WHERE organization_id = %s FOR UPDATE", (other,))
+    notices: list[str] = []
+    conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
+    conn.execute("SET lock_timeout = '300ms'")
+    try:
+        conn.execute("CALL qbo_sync.refresh_expiring_tokens()")
+    finally:
+        conn.execute("RESET lock_timeout")
+    holder.rollback()
+    assert stored(conn, connected.org)["fresh"]  # refreshed and committed
+    assert any(f"organization {other} failed" in n and "55P03" in n for n in notices), notices
+
+
+def test_no_token_reaches_the_server_log_or_an_error(conn, connected, pg_server):
+    tokens = [connected.access, connected.refresh]
+    conn.execute("UPDATE qbo_connection SET api_base_url = 'http://127.0.0.1:9'")
+    result = refresh(conn, connected.org, force=True)
+    connected.sim.state.oauth.revoke_realm(REALM)
+    conn.execute("UPDATE qbo_connection SET api_base_url = %s", (connected.sim.base_url,))
+    ended = refresh(conn, connected.org, force=True)
+    texts = [str(result), str(ended), str(stored(conn, connected.org))]
+    log = (pg_server.base_dir / "postgresql.log").read_text(errors="replace")
+    for token in tokens:
+        assert all(token not in text for text in texts[:2]) and token not in log
+        assert token[:12] not in log

@@ -32,10 +32,10 @@ UPDATE public.qbo_connection AS c
    SET qbo_access_token_encrypted = qbo_sync.encrypt_token($2),
        qbo_refresh_token_encrypted = qbo_sync.encrypt_token($3),
        qbo_token_expires_at = now() + make_interval(secs => $4::double precision),
-       qbo_refresh_token_expires_at = CASE WHEN $5::integer IS NULL THEN c.qbo_refresh_token_expires_at
-                                           ELSE now() + make_interval(secs => $5::double precision) END,
-       qbo_refresh_token_hard_expires_at = CASE WHEN $6::integer IS NULL THEN c.qbo_refresh_token_hard_expires_at
-                                                ELSE now() + make_interval(secs => $6::double precision) END,
+       qbo_refresh_token_expires_at = coalesce(
+           now() + make_interval(secs => $5::double precision), c.qbo_refresh_token_expires_at),
+       qbo_refresh_token_hard_expires_at = coalesce(
+           now() + make_interval(secs => $6::double precision), c.qbo_refresh_token_hard_expires_at),
        last_refreshed_at = now(), last_refresh_error = NULL, refresh_failure_count = 0,
        updated_at = now()
  WHERE c.organization_id = $1"""

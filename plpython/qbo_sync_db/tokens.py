@@ -35,7 +35,8 @@ UPDATE public.qbo_connection AS c
        qbo_refresh_token_expires_at = coalesce(
            now() + make_interval(secs => $5::double precision), c.qbo_refresh_token_expires_at),
        qbo_refresh_token_hard_expires_at = coalesce(
-           now() + make_interval(secs => $6::double precision), c.qbo_refresh_token_hard_expires_at),
+           now() + make_interval(secs => $6::double precision),
+           c.qbo_refresh_token_hard_expires_at),
        last_refreshed_at = now(), last_refresh_error = NULL, refresh_failure_count = 0,
        updated_at = now()
  WHERE c.organization_id = $1"""

@@ -399,7 +399,9 @@ def test_tables_replaced_in_public_are_refused_not_used(owned_database, table):
         su.execute("SELECT trigger_qbo_sync(%s, 'items')", (org,))
     with psycopg.connect(dsn, autocommit=True, user=owner) as attacker:
         attacker.execute(f"DROP TABLE public.{table} CASCADE")
-        attacker.execute(f"CREATE TABLE public.{table} (id uuid, organization_id uuid, status text)")
+        attacker.execute(
+            f"CREATE TABLE public.{table} (id uuid, organization_id uuid, status text)"
+        )
         attacker.execute(ESCALATE.format(owner=owner))
         attacker.execute(
             f"CREATE TRIGGER escalate BEFORE INSERT OR UPDATE OR DELETE ON public.{table}"

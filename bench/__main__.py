@@ -1,7 +1,7 @@
 """`python -m bench`: run every benchmark (queue, and the simulator's when present).
 
-`--only queue`, `--only simulator` or `--only plpython` runs one; any further arguments go to
-that benchmark.
+`--only NAME` (queue, simulator, plpython, pacing) runs one; any further arguments go to that
+benchmark.
 """
 
 from __future__ import annotations

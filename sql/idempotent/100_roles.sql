@@ -93,8 +93,12 @@ GRANT SELECT ON qbo_sync.settings, qbo_sync.installation TO qbo_sync_app;  -- se
 REVOKE ALL ON qbo_sync.local_deletion FROM qbo_sync_app;
 GRANT EXECUTE ON FUNCTION public.trigger_qbo_sync(uuid, text, text, text),
                           public.qbo_sync_orchestrator(uuid, text, text[], text),
-                          public.qbo_sync_requeue(uuid), public.qbo_sync_cancel(uuid)
+                          public.qbo_sync_requeue(uuid), public.qbo_sync_cancel(uuid),
+                          public.qbo_oauth_initiate(uuid, text, text, text),
+                          qbo_sync.disconnect(uuid, text)
     TO qbo_sync_app;
+-- The listener completes the OAuth redirect it receives.
+GRANT EXECUTE ON FUNCTION public.qbo_oauth_callback(text, text, text) TO qbo_sync_listener;
 GRANT SELECT, INSERT, UPDATE, DELETE ON public.organizations, public.customer_profile,
       public.item_record, public.invoice_record, public.invoice_line_item, public.invoice_payment
     TO qbo_sync_app;

@@ -15,7 +15,12 @@ import requests
 
 from tests.simulator.simtools import REALM, ThreadedServer, base_config
 
-CLIENT = {"client_id": "test-client-id", "client_secret": "test-client-secret"}  # tests/conftest.py
+#: the app tests/conftest.py's secrets name, as the simulator knows it
+CLIENT = {
+    "client_id": "test-client-id",
+    "client_secret": "test-client-secret",
+    "redirect_uris": ["http://localhost/oauth/callback"],
+}
 
 
 @dataclass

@@ -37,7 +37,7 @@ SELECT col_is_pk('public', t, 'id', t || ' PK (id)')
                     'qbo_sync_queue', 'qbo_sync_history']) AS t;                    -- 9
 SELECT col_is_pk('public', 'qbo_webhook_processed', ARRAY['organization_id', 'event_key']::name[], 'qbo_webhook_processed PK (organization_id, event_key)');
 SELECT col_is_pk('public', 'qbo_connection', 'organization_id', 'qbo_connection PK (organization_id)');
-SELECT col_is_pk('public', 'qbo_oauth_state', 'state', 'qbo_oauth_state PK (state)');
+SELECT col_is_pk('public', 'qbo_oauth_state', 'state_hash', 'qbo_oauth_state PK (state_hash: the state is never stored)');
 SELECT col_is_pk('public', 'qbo_sync_cursor', ARRAY['organization_id', 'entity']::name[], 'qbo_sync_cursor PK (organization_id, entity)');
 SELECT col_is_pk('public', 'qbo_sync_conflict', ARRAY['organization_id', 'id']::name[], 'qbo_sync_conflict PK (organization_id, id)');
 

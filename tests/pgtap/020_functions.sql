@@ -17,6 +17,7 @@ SELECT functions_are('qbo_sync', ARRAY[
     'reclaim_expired', 'lock_job_for_caller',
     'validate_sync_request', 'schedule_sync', 'push_local_changes',
     'token_refresh', 'connections_to_refresh', 'token_refresh_failed', 'refresh_expiring_tokens',
+    'disconnect', 'create_connected_organization',
     'run_job', 'error_is_retryable', 'record_history', 'lost_lease_reason',
     'worker_begin', 'worker_should_stop', 'worker_claim', 'worker_run', 'worker',
     'worker_step_failed', 'worker_step_succeeded', 'process_webhook_rows',
@@ -85,7 +86,8 @@ SELECT set_eq($$SELECT p.proname::text FROM pg_proc AS p
                                      WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
                                        AND d.deptype = 'e')$$,
               ARRAY['trigger_qbo_sync', 'qbo_sync_orchestrator', 'qbo_sync_requeue',
-                    'qbo_sync_cancel', 'qbo_sync_worker', 'qbo_token_refresh'],
+                    'qbo_sync_cancel', 'qbo_sync_worker', 'qbo_token_refresh',
+                    'qbo_oauth_initiate', 'qbo_oauth_callback'],
               'public has exactly the guide''s qbo-sync entry points (besides extensions'' functions)');
 SELECT is_procedure('qbo_sync', 'worker', ARRAY['numeric', 'integer', 'boolean']::name[],
                     'qbo_sync.worker is a procedure (it commits between jobs)');

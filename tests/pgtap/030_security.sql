@@ -97,14 +97,15 @@ SELECT is_empty($$
 SELECT schema_privs_are('qbo_sync', 'public', ARRAY[]::text[], 'PUBLIC has no privilege on schema qbo_sync');
 
 -- Each role executes exactly what it needs.
-SELECT is_empty($$
+SELECT set_eq($$
     SELECT p.oid::regprocedure::text
       FROM pg_proc AS p
      WHERE (p.pronamespace = 'qbo_sync'::regnamespace
             OR (p.pronamespace = 'public'::regnamespace
                 AND (p.proname LIKE 'qbo\_%' OR p.proname = 'trigger_qbo_sync')))
        AND has_function_privilege('qbo_sync_listener', p.oid, 'EXECUTE')$$,
-    'the listener executes no qbo-sync function');
+    ARRAY['qbo_oauth_callback(text,text,text)'],
+    'the listener executes only qbo_oauth_callback (it completes the OAuth redirect)');
 SELECT set_eq($$
     SELECT p.pronamespace::regnamespace || '.' || p.proname || '(' || oidvectortypes(p.proargtypes) || ')'
       FROM pg_proc AS p
@@ -126,7 +127,8 @@ SELECT set_eq($$
           'qbo_sync.version()',
           'public.trigger_qbo_sync(uuid, text, text, text)',
           'public.qbo_sync_orchestrator(uuid, text, text[], text)',
-          'public.qbo_sync_requeue(uuid)', 'public.qbo_sync_cancel(uuid)'],
+          'public.qbo_sync_requeue(uuid)', 'public.qbo_sync_cancel(uuid)',
+          'public.qbo_oauth_initiate(uuid, text, text, text)', 'qbo_sync.disconnect(uuid, text)'],
     'the application executes only the sync API and what it calls');
 SELECT function_privs_are('qbo_sync', f, args::name[], r, ARRAY[]::text[], r || ' cannot execute qbo_sync.' || f)
   FROM unnest(ARRAY['qbo_sync_listener', 'qbo_sync_monitor', 'qbo_sync_app']) AS r,

@@ -167,6 +167,50 @@ BEGIN
 END
 $$;
 
+-- Between the steps, its own transaction: refresh the job's tokens when they expire within
+-- token.refresh_margin_seconds, and commit that before the job runs, so a job that then fails
+-- can never roll back a rotated refresh token. A job whose connection is not active (or stops
+-- being active here: invalid_grant) fails at once with the reason, never retried.
+CREATE OR REPLACE FUNCTION qbo_sync.worker_prepare(state jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '10s'
+AS $$
+DECLARE
+    job public.qbo_sync_queue;
+    connection record;
+    message text;
+BEGIN
+    IF state -> 'job' IS NULL OR jsonb_typeof(state -> 'job') = 'null' THEN
+        RETURN state;
+    END IF;
+    job := jsonb_populate_record(NULL::public.qbo_sync_queue, state -> 'job');
+    PERFORM qbo_sync.lock_own_relations();
+    SELECT c.is_active, c.inactive_reason,
+           c.qbo_token_expires_at IS NULL
+           OR c.qbo_token_expires_at < now() + make_interval(
+                  secs => qbo_sync.setting_numeric('token.refresh_margin_seconds')::double precision) AS due
+      INTO connection
+      FROM public.qbo_connection AS c
+     WHERE c.organization_id = job.organization_id;
+    IF connection.is_active AND connection.due THEN
+        PERFORM qbo_sync.token_refresh(job.organization_id, false);
+        SELECT c.is_active, c.inactive_reason INTO connection
+          FROM public.qbo_connection AS c WHERE c.organization_id = job.organization_id;
+    END IF;
+    IF connection.is_active IS DISTINCT FROM true THEN
+        message := format('the QuickBooks connection is not active: %s (SQLSTATE QB410)',
+                          coalesce(connection.inactive_reason, 'the organization has no connection'));
+        IF qbo_sync.fail(job.id, job.lease_id, message, false, 'QB410') IS NOT NULL THEN
+            PERFORM qbo_sync.record_history(job, 'failed', NULL, message || '; not retryable, job is now failed');
+        END IF;
+        RETURN state || '{"job": null}';
+    END IF;
+    RETURN state;
+END
+$$;
+
 -- Step 2, its own transaction: run the claimed job under the organization's lock, record its
 -- outcome truthfully and its history:
 -- * completed (or partial) — the handler succeeded and the job is marked done;
@@ -310,6 +354,12 @@ BEGIN
         END;
         COMMIT;
         EXIT WHEN qbo_sync.worker_should_stop(state);
+        BEGIN
+            state := qbo_sync.worker_prepare(state);
+        EXCEPTION WHEN OTHERS THEN
+            state := qbo_sync.worker_step_failed(state, 'prepare', SQLSTATE, SQLERRM);
+        END;
+        COMMIT;
         BEGIN
             state := qbo_sync.worker_step_succeeded(qbo_sync.worker_run(state));
         EXCEPTION WHEN OTHERS THEN

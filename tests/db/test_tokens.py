@@ -206,3 +206,43 @@ def test_no_token_reaches_the_server_log_or_an_error(conn, connected, pg_server)
     for token in tokens:
         assert all(token not in text for text in texts[:2]) and token not in log
         assert token[:12] not in log
+
+
+def test_a_job_that_fails_after_a_refresh_leaves_a_working_refresh_token(conn, connected):
+    """The worker refreshes an expiring token in a step of its own, committed before the job
+    runs: the job's failure cannot roll back the rotated refresh token QBO already replaced."""
+    connected.sim.state.clock.advance(2 * 86400)  # the next refresh rotates the refresh token
+    conn.execute("UPDATE qbo_connection SET qbo_token_expires_at = now() + interval '1 minute'")
+    conn.execute(
+        "CREATE FUNCTION qbo_sync.sync_items(job qbo_sync_queue) RETURNS jsonb LANGUAGE plpgsql"
+        " AS $$ BEGIN RAISE EXCEPTION 'the job fails right after the refresh'; END $$"
+    )
+    try:
+        job_id = conn.execute("SELECT trigger_qbo_sync(%s, 'items')", (connected.org,)).fetchone()[
+            0
+        ]
+        conn.execute("CALL qbo_sync_worker(10, 1, true)")
+    finally:
+        conn.execute("DROP FUNCTION qbo_sync.sync_items(qbo_sync_queue)")
+    status, error = conn.execute(
+        "SELECT status, last_error FROM qbo_sync_queue WHERE id = %s", (job_id,)
+    ).fetchone()
+    assert status == "failed" and "fails right after the refresh" in error
+    row = stored(conn, connected.org)
+    assert row["refresh"] != connected.refresh and row["fresh"]  # rotated, and kept
+    assert works(connected.sim, row["access"])
+    assert refresh(conn, connected.org, force=True)["refreshed"]  # the kept one still works
+
+
+def test_a_job_of_a_connection_that_ended_fails_at_once_with_the_reason(conn, connected):
+    connected.sim.state.oauth.revoke_realm(REALM)
+    conn.execute("UPDATE qbo_connection SET qbo_token_expires_at = now() + interval '1 minute'")
+    job_id = conn.execute("SELECT trigger_qbo_sync(%s, 'items')", (connected.org,)).fetchone()[0]
+    conn.execute("CALL qbo_sync_worker(10, 1, true)")
+    status, attempts, code, error = conn.execute(
+        "SELECT status, attempts, last_error_code, last_error FROM qbo_sync_queue WHERE id = %s",
+        (job_id,),
+    ).fetchone()
+    assert (status, attempts, code) == ("failed", 1, "QB410")
+    assert "not active: invalid_grant" in error
+    assert stored(conn, connected.org)["is_active"] is False

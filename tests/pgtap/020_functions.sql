@@ -19,7 +19,7 @@ SELECT functions_are('qbo_sync', ARRAY[
     'token_refresh', 'connections_to_refresh', 'token_refresh_failed', 'refresh_expiring_tokens',
     'disconnect', 'create_connected_organization',
     'run_job', 'error_is_retryable', 'record_history', 'lost_lease_reason',
-    'worker_begin', 'worker_should_stop', 'worker_claim', 'worker_run', 'worker',
+    'worker_begin', 'worker_should_stop', 'worker_claim', 'worker_prepare', 'worker_run', 'worker',
     'worker_step_failed', 'worker_step_succeeded', 'process_webhook_rows',
     'try_timestamptz', 'webhook_events', 'webhook_format', 'webhook_event_rows', 'process_webhooks',
     'cleanup_webhook_logs', 'cleanup_webhook_processed', 'cleanup_sync_jobs', 'cleanup_sync_history',

@@ -15,6 +15,8 @@ INSERT INTO qbo_sync.settings (key, value, description) VALUES
     ('worker.webhook_lock_timeout_ms', '50', 'longest lock wait while turning one organization''s webhooks into work'),
     ('token.refresh_margin_seconds', '900', 'refresh access tokens that expire within this many seconds'),
     ('token.expiring_soon_seconds', '600', 'qbo_sync_status shows expiring_soon within this many seconds'),
+    ('token.refresh_token_renew_days', '30', 'refresh a connection whose refresh token expires within this many days'),
+    ('token.hard_expiry_warning_days', '30', 'warn this many days before a refresh token expires for good (reconnect)'),
     ('retention.webhook_log_days', '30', 'processed or rejected webhook log rows kept this long'),
     ('retention.webhook_processed_days', '30', 'webhook idempotency keys kept this long'),
     ('retention.sync_jobs_days', '7', 'completed and cancelled queue jobs kept this long'),

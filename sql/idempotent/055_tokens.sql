@@ -30,7 +30,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$ SELECT qbo_sync.token_refresh(organization_id, true) $$;
 
 -- Active connections whose access token expires within token.refresh_margin_seconds (or has
--- expired, or was never stored).
+-- expired, or was never stored), or whose refresh token expires within
+-- token.refresh_token_renew_days.
 CREATE OR REPLACE FUNCTION qbo_sync.connections_to_refresh()
 RETURNS SETOF uuid
 LANGUAGE sql STABLE
@@ -41,8 +42,51 @@ AS $$
      WHERE c.is_active
        AND (c.qbo_token_expires_at IS NULL
             OR c.qbo_token_expires_at < now() + make_interval(
-                   secs => qbo_sync.setting_numeric('token.refresh_margin_seconds')::double precision))
+                   secs => qbo_sync.setting_numeric('token.refresh_margin_seconds')::double precision)
+            -- a refresh token not renewed for long (its rolling expiry comes near)
+            OR c.qbo_refresh_token_expires_at < now() + make_interval(
+                   days => qbo_sync.setting_numeric('token.refresh_token_renew_days')::integer))
      ORDER BY c.qbo_token_expires_at NULLS FIRST
+$$;
+
+-- Whether the connection's refresh token itself needs renewing (so a refresh is forced even if the
+-- access token is still good).
+CREATE OR REPLACE FUNCTION qbo_sync.refresh_token_due(organization_id uuid)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(c.qbo_refresh_token_expires_at < now() + make_interval(
+                        days => qbo_sync.setting_numeric('token.refresh_token_renew_days')::integer), false)
+      FROM public.qbo_connection AS c
+     WHERE c.organization_id = refresh_token_due.organization_id
+$$;
+
+-- A history row per connection and day while its refresh token nears its hard expiry (the
+-- warning qbo_sync_status shows too). Returns how many were written.
+CREATE OR REPLACE FUNCTION qbo_sync.record_token_warnings()
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '5s'
+AS $$
+DECLARE
+    written integer;
+BEGIN
+    PERFORM qbo_sync.lock_own_relations();
+    INSERT INTO public.qbo_sync_history
+        (organization_id, sync_type, status, completed_at, error_summary, summary)
+    SELECT c.organization_id, 'token', 'completed', now(), w.warning,
+           jsonb_build_object('warning', 'reconnect', 'reconnect_by', c.qbo_refresh_token_hard_expires_at)
+      FROM public.qbo_connection AS c
+     CROSS JOIN LATERAL (SELECT qbo_sync.token_warning(c.is_active, c.qbo_refresh_token_hard_expires_at)) AS w(warning)
+     WHERE w.warning IS NOT NULL
+       AND NOT EXISTS (SELECT FROM public.qbo_sync_history AS h
+                        WHERE h.organization_id = c.organization_id AND h.sync_type = 'token'
+                          AND h.completed_at > now() - interval '1 day');
+    GET DIAGNOSTICS written = ROW_COUNT;
+    RETURN written;
+END
 $$;
 
 -- Report a refresh that failed as a whole (a lock held past its timeout, an unexpected error).
@@ -67,11 +111,13 @@ DECLARE
 BEGIN
     FOR organization IN SELECT t.o FROM qbo_sync.connections_to_refresh() AS t(o) LOOP
         BEGIN
-            PERFORM qbo_sync.token_refresh(organization, false);
+            PERFORM qbo_sync.token_refresh(organization, qbo_sync.refresh_token_due(organization));
         EXCEPTION WHEN OTHERS THEN
             PERFORM qbo_sync.token_refresh_failed(organization, SQLSTATE, SQLERRM);
         END;
         COMMIT;
     END LOOP;
+    PERFORM qbo_sync.record_token_warnings();
+    COMMIT;
 END
 $$;

@@ -1,5 +1,20 @@
 -- Monitoring views.
 
+-- What a person must do about a connection's tokens, or NULL: Intuit's refresh tokens expire for
+-- good 5 years after the first grant, and then only connecting again helps.
+CREATE OR REPLACE FUNCTION qbo_sync.token_warning(is_active boolean, hard_expires_at timestamptz)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE
+        WHEN is_active AND hard_expires_at < now() + make_interval(
+                 days => qbo_sync.setting_numeric('token.hard_expiry_warning_days')::integer)
+        THEN format('the refresh token expires for good on %s: reconnect the organization to QuickBooks before then',
+                    to_char(hard_expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'))
+    END
+$$;
+
 CREATE OR REPLACE VIEW public.qbo_sync_status WITH (security_invoker = true) AS
 SELECT c.organization_id,
        o.name AS organization_name,
@@ -23,7 +38,9 @@ SELECT c.organization_id,
        coalesce(q.failed_jobs, 0) AS failed_jobs,
        h.last_successful_sync_at,
        h.last_sync_at,
-       h.last_sync_status
+       h.last_sync_status,
+       c.qbo_refresh_token_hard_expires_at AS reconnect_by,
+       qbo_sync.token_warning(c.is_active, c.qbo_refresh_token_hard_expires_at) AS token_warning
   FROM public.qbo_connection AS c
   JOIN public.organizations AS o ON o.id = c.organization_id
   LEFT JOIN LATERAL (

@@ -55,7 +55,9 @@ GRANT INSERT (body, payload, signature, signature_valid, content_type, remote_ad
 -- Monitor
 GRANT USAGE ON SCHEMA qbo_sync TO qbo_sync_monitor;
 GRANT EXECUTE ON FUNCTION qbo_sync.setting(text), qbo_sync.setting_numeric(text),
-                          qbo_sync.version() TO qbo_sync_monitor;
+                          qbo_sync.version(),
+                          qbo_sync.token_warning(boolean, timestamptz)  -- qbo_sync_status calls it
+    TO qbo_sync_monitor;
 GRANT SELECT ON qbo_sync.settings, qbo_sync.installation, qbo_sync.migration, qbo_sync.migrations,
                 qbo_sync.entity, qbo_sync.error_code
     TO qbo_sync_monitor;
@@ -87,7 +89,8 @@ GRANT EXECUTE ON FUNCTION qbo_sync.setting(text), qbo_sync.setting_numeric(text)
                           qbo_sync.current_organization_id(),
                           qbo_sync.applying_remote(),
                           qbo_sync.fields_changed(jsonb, jsonb, text[]),
-                          qbo_sync.version()
+                          qbo_sync.version(),
+                          qbo_sync.token_warning(boolean, timestamptz)
     TO qbo_sync_app;
 GRANT SELECT ON qbo_sync.settings, qbo_sync.installation TO qbo_sync_app;  -- settings, version()
 REVOKE ALL ON qbo_sync.local_deletion FROM qbo_sync_app;

@@ -246,3 +246,33 @@ def test_a_job_of_a_connection_that_ended_fails_at_once_with_the_reason(conn, co
     assert (status, attempts, code) == ("failed", 1, "QB410")
     assert "not active: invalid_grant" in error
     assert stored(conn, connected.org)["is_active"] is False
+
+
+def test_a_refresh_token_near_its_rolling_expiry_is_renewed_by_the_token_job(conn, connected):
+    conn.execute(
+        "UPDATE qbo_connection SET qbo_refresh_token_expires_at = now() + interval '5 days'"
+    )  # the access token is still good: only the refresh token's expiry calls for a refresh
+    conn.execute("CALL qbo_sync.refresh_expiring_tokens()")
+    assert conn.execute(
+        "SELECT qbo_refresh_token_expires_at > now() + interval '90 days',"
+        " qbo_sync.decrypt_token(qbo_access_token_encrypted) <> %s FROM qbo_connection",
+        (connected.access,),
+    ).fetchone() == (True, True)
+
+
+def test_the_hard_expiry_is_warned_in_the_status_and_once_a_day_in_history(conn, connected):
+    conn.execute(
+        "UPDATE qbo_connection SET qbo_refresh_token_hard_expires_at = now() + interval '10 days'"
+    )
+    warning = conn.execute("SELECT token_warning FROM qbo_sync_status").fetchone()[0]
+    assert "expires for good" in warning and "reconnect" in warning
+    conn.execute("CALL qbo_sync.refresh_expiring_tokens()")
+    conn.execute("CALL qbo_sync.refresh_expiring_tokens()")
+    rows = conn.execute(
+        "SELECT status, error_summary FROM qbo_sync_history WHERE sync_type = 'token'"
+    ).fetchall()
+    assert rows == [("completed", warning)]
+    conn.execute(
+        "UPDATE qbo_connection SET qbo_refresh_token_hard_expires_at = now() + interval '4 years'"
+    )
+    assert conn.execute("SELECT token_warning FROM qbo_sync_status").fetchone()[0] is None

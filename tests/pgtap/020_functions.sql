@@ -17,7 +17,8 @@ SELECT functions_are('qbo_sync', ARRAY[
     'reclaim_expired', 'lock_job_for_caller',
     'validate_sync_request', 'schedule_sync', 'push_local_changes',
     'token_refresh', 'connections_to_refresh', 'token_refresh_failed', 'refresh_expiring_tokens',
-    'disconnect', 'create_connected_organization',
+    'disconnect', 'create_connected_organization', 'token_warning', 'refresh_token_due',
+    'record_token_warnings',
     'run_job', 'error_is_retryable', 'record_history', 'lost_lease_reason',
     'worker_begin', 'worker_should_stop', 'worker_claim', 'worker_prepare', 'worker_run', 'worker',
     'worker_step_failed', 'worker_step_succeeded', 'process_webhook_rows',
@@ -144,7 +145,8 @@ SELECT columns_are('public', 'qbo_sync_status', ARRAY[
     'organization_id', 'organization_name', 'realm_id', 'company_name', 'environment', 'is_active',
     'inactive_reason', 'qbo_token_expires_at', 'qbo_refresh_token_expires_at', 'token_status',
     'last_refreshed_at', 'pending_jobs', 'processing_jobs', 'failed_jobs',
-    'last_successful_sync_at', 'last_sync_at', 'last_sync_status']::name[],
+    'last_successful_sync_at', 'last_sync_at', 'last_sync_status', 'reconnect_by',
+    'token_warning']::name[],
     'qbo_sync_status has the documented columns and no token column');
 
 -- Triggers on the application tables

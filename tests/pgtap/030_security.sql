@@ -113,8 +113,9 @@ SELECT set_eq($$
             OR (p.pronamespace = 'public'::regnamespace
                 AND (p.proname LIKE 'qbo\_%' OR p.proname = 'trigger_qbo_sync')))
        AND has_function_privilege('qbo_sync_monitor', p.oid, 'EXECUTE')$$,
-    ARRAY['qbo_sync.setting(text)', 'qbo_sync.setting_numeric(text)', 'qbo_sync.version()'],
-    'the monitor executes only setting, setting_numeric and version');
+    ARRAY['qbo_sync.setting(text)', 'qbo_sync.setting_numeric(text)', 'qbo_sync.version()',
+          'qbo_sync.token_warning(boolean, timestamp with time zone)'],
+    'the monitor executes only setting, setting_numeric, version and token_warning');
 SELECT set_eq($$
     SELECT p.pronamespace::regnamespace || '.' || p.proname || '(' || oidvectortypes(p.proargtypes) || ')'
       FROM pg_proc AS p
@@ -124,7 +125,7 @@ SELECT set_eq($$
        AND has_function_privilege('qbo_sync_app', p.oid, 'EXECUTE')$$,
     ARRAY['qbo_sync.setting(text)', 'qbo_sync.setting_numeric(text)', 'qbo_sync.current_organization_id()',
           'qbo_sync.applying_remote()', 'qbo_sync.fields_changed(jsonb, jsonb, text[])',
-          'qbo_sync.version()',
+          'qbo_sync.version()', 'qbo_sync.token_warning(boolean, timestamp with time zone)',
           'public.trigger_qbo_sync(uuid, text, text, text)',
           'public.qbo_sync_orchestrator(uuid, text, text[], text)',
           'public.qbo_sync_requeue(uuid)', 'public.qbo_sync_cancel(uuid)',

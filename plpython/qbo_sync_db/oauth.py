@@ -109,6 +109,9 @@ ON CONFLICT (organization_id) DO UPDATE
        is_active = true, inactive_reason = NULL, connected_at = now(), last_refreshed_at = now(),
        last_refresh_error = NULL, refresh_failure_count = 0, updated_at = now()"""
 
+CONNECTED_REALM = """
+SELECT c.realm_id FROM public.qbo_connection AS c WHERE c.organization_id = $1 AND c.is_active"""
+
 CONSUME_STATE = """
 UPDATE public.qbo_oauth_state AS s SET consumed_at = now(), realm_id = $2 WHERE s.state_hash = $1"""
 
@@ -182,10 +185,23 @@ def callback(
         request = client.authorization_code_request(
             ends, client_id, client_secret, code, row["redirect_uri"]
         )
-        answer = (sender or transport.default_transport()).send(request)
-        tokens = client.parse_token_response(answer.data)
+        send = (sender or transport.default_transport()).send
+        tokens = client.parse_token_response(send(request).data)
+        # The token endpoint does not say which company the tokens are for: the realmId came in
+        # the redirect's query string, which whoever holds the state could change. Reading the
+        # company with the new token proves it (a token for another company is refused).
+        company = client.Company(realm_id, ends.api_base, tokens.access_token)
+        send(client.read_request(company, "CompanyInfo", realm_id))
     except QboSyncError as exc:
         raise_error(plpy, exc)
+    connected = plpy.execute(_plan(plpy, CONNECTED_REALM, ["uuid"]), [organization_id])
+    if connected and connected[0]["realm_id"] != realm_id:
+        plpy.error(
+            f"this organization is connected to QuickBooks company {connected[0]['realm_id']}, "
+            f"not {realm_id}",
+            sqlstate="23505",
+            hint="disconnect it first (qbo_sync.disconnect): its synced rows are that company's",
+        )
     plpy.execute(
         _plan(
             plpy,

@@ -143,3 +143,26 @@ CREATE POLICY qbo_listener_inserts ON public.qbo_webhook_log FOR INSERT TO qbo_s
     WITH CHECK (status IN ('received', 'rejected'));
 DROP POLICY IF EXISTS qbo_monitor_reads_all ON public.qbo_webhook_log;
 CREATE POLICY qbo_monitor_reads_all ON public.qbo_webhook_log FOR SELECT TO qbo_sync_monitor USING (true);
+
+-- SECURITY DEFINER functions read secrets on the owner's behalf, and the secrets file is named by
+-- a setting any session could SET (or pass as a connection option): pin each such function to
+-- the value the server is configured with when installing, so no caller chooses the file the
+-- owner reads its secrets from (nor learns which files exist). Re-run qbo-sync install after
+-- moving the secrets file.
+DO $$
+DECLARE
+    configured text := coalesce(current_setting('qbo_sync.secrets_file', true), '');
+    f regprocedure;
+BEGIN
+    FOR f IN
+        SELECT p.oid::regprocedure
+          FROM pg_proc AS p
+         WHERE p.prosecdef
+           AND (p.pronamespace = 'qbo_sync'::regnamespace
+                OR (p.pronamespace = 'public'::regnamespace
+                    AND (p.proname LIKE 'qbo\_%' OR p.proname = 'trigger_qbo_sync')))
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s SET qbo_sync.secrets_file = %L', f, configured);
+    END LOOP;
+END
+$$;

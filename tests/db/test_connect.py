@@ -152,3 +152,34 @@ def test_who_may_connect_and_disconnect(conn, connect, simulator):  # noqa: F811
         listener.execute("SELECT qbo_oauth_callback('c', 's', '1')")
     with pytest.raises(errors.InsufficientPrivilege):
         listener.execute("SELECT qbo_oauth_initiate(%s, 'https://x/cb')", (org,))
+
+
+def test_the_callback_proves_the_company_the_tokens_are_for(conn, simulator):  # noqa: F811
+    """The realmId comes in the redirect's query string, which whoever holds the state can
+    change: claiming another company's realm is refused and nothing is stored."""
+    org = new_org(conn)
+    code, state, realm = consent(initiate(conn, org, simulator.base_url))
+    other_realm = "9130350000000001"
+    assert other_realm != realm
+    with pytest.raises(psycopg.Error) as failure:
+        conn.execute("SELECT qbo_oauth_callback(%s, %s, %s)", (code, state, other_realm))
+    assert failure.value.sqlstate in ("QB401", "QB403")
+    assert connection(conn, org) is None
+
+
+def test_a_session_cannot_choose_the_secrets_file_the_owner_reads(conn, connect, tmp_path):
+    """The review's finding: an application session SET qbo_sync.secrets_file to a file of its
+    own, and qbo_oauth_initiate (running as the owner) used the client id it found there. The
+    SECURITY DEFINER functions are pinned to the server's configured file."""
+    org = new_org(conn)
+    planted = tmp_path / "planted.env"
+    planted.write_text("QBO_CLIENT_ID=attacker-client-id\n")
+    planted.chmod(0o644)
+    app = connect(user="qbo_sync_app")
+    app.execute("SELECT set_config('qbo_sync.organization_id', %s, false)", (str(org),))
+    for path in (str(planted), "/nonexistent"):
+        app.execute("SELECT set_config('qbo_sync.secrets_file', %s, false)", (path,))
+        url = app.execute(
+            "SELECT qbo_oauth_initiate(%s, 'https://app.example/cb')", (org,)
+        ).fetchone()[0]
+        assert "client_id=test-client-id" in url and "attacker" not in url

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from qbo_sync_db import db
 from qbo_sync_db.errors import QboSyncError, raise_error
 
 EXTEND_LEASE = "SELECT qbo_sync.extend_lease($1, $2, $3) AS locked_until"
@@ -44,7 +45,6 @@ class LeaseKeeper:
         self.clock = clock
         self.extended_at = clock()
         self.extensions = 0
-        self._plan: Any = None
 
     def due(self) -> bool:
         return self.clock() - self.extended_at >= self.lease_seconds / 3
@@ -53,9 +53,12 @@ class LeaseKeeper:
         """Extend the lease when a third of it has passed; raise LeaseLost when it is gone."""
         if not self.due():
             return
-        if self._plan is None:
-            self._plan = self.plpy.prepare(EXTEND_LEASE, ["uuid", "uuid", "numeric"])
-        rows = self.plpy.execute(self._plan, [self.job_id, self.lease_id, self.lease_seconds])
+        rows = db.execute(
+            self.plpy,
+            EXTEND_LEASE,
+            ["uuid", "uuid", "numeric"],
+            [self.job_id, self.lease_id, self.lease_seconds],
+        )
         if not rows or rows[0]["locked_until"] is None:
             raise_error(
                 self.plpy,

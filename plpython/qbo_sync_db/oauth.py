@@ -14,7 +14,7 @@ import os
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from qbo_sync_db import client, secrets, transport
+from qbo_sync_db import client, db, secrets, transport
 from qbo_sync_db.errors import QboRequestRejected, QboSyncError, raise_error
 
 INTUIT_AUTHORIZE_URL = "https://appcenter.intuit.com/connect/oauth2"
@@ -115,18 +115,6 @@ SELECT c.realm_id FROM public.qbo_connection AS c WHERE c.organization_id = $1 A
 CONSUME_STATE = """
 UPDATE public.qbo_oauth_state AS s SET consumed_at = now(), realm_id = $2 WHERE s.state_hash = $1"""
 
-_plans: dict[str, Any] = {}
-
-
-def _plan(plpy: Any, query: str, types: list[str]) -> Any:
-    if query not in _plans:
-        _plans[query] = plpy.prepare(query, types)
-    return _plans[query]
-
-
-def _app(plpy: Any) -> tuple[str, str]:
-    return secrets.get_secret(plpy, "QBO_CLIENT_ID"), secrets.get_secret(plpy, "QBO_CLIENT_SECRET")
-
 
 def initiate(
     plpy: Any,
@@ -146,8 +134,10 @@ def initiate(
     except QboSyncError as exc:
         raise_error(plpy, exc)
     state = new_state()
-    plpy.execute(
-        _plan(plpy, INSERT_STATE, ["text", "uuid", "text", "text", "text"]),
+    db.execute(
+        plpy,
+        INSERT_STATE,
+        ["text", "uuid", "text", "text", "text"],
         [state_hash(state), organization_id, redirect_uri, environment, api_base_url],
     )
     client_id = secrets.get_secret(plpy, "QBO_CLIENT_ID")
@@ -158,7 +148,7 @@ def callback(
     plpy: Any, code: str, state: str, realm_id: str, sender: transport.Transport | None = None
 ) -> str:
     """Complete the connection the state was handed out for; returns its organization id."""
-    rows = plpy.execute(_plan(plpy, TAKE_STATE, ["text"]), [state_hash(state or "")])
+    rows = db.execute(plpy, TAKE_STATE, ["text"], [state_hash(state or "")])
     problem = None
     if not rows:
         problem = "unknown OAuth state: start again with qbo_oauth_initiate"
@@ -172,7 +162,7 @@ def callback(
         plpy.error(problem, sqlstate="22023")  # invalid_parameter_value
     row = rows[0]
     organization_id = row["organization_id"]
-    taken = plpy.execute(_plan(plpy, REALM_OWNER, ["text", "uuid"]), [realm_id, organization_id])
+    taken = db.execute(plpy, REALM_OWNER, ["text", "uuid"], [realm_id, organization_id])
     if taken:
         plpy.error(
             f"QuickBooks company {realm_id} is already connected to another organization",
@@ -181,7 +171,7 @@ def callback(
         )
     try:
         ends = client.endpoints(row["environment"], row["api_base_url"])
-        client_id, client_secret = _app(plpy)
+        client_id, client_secret = secrets.app_credentials(plpy)
         request = client.authorization_code_request(
             ends, client_id, client_secret, code, row["redirect_uri"]
         )
@@ -194,7 +184,7 @@ def callback(
         send(client.read_request(company, "CompanyInfo", realm_id))
     except QboSyncError as exc:
         raise_error(plpy, exc)
-    connected = plpy.execute(_plan(plpy, CONNECTED_REALM, ["uuid"]), [organization_id])
+    connected = db.execute(plpy, CONNECTED_REALM, ["uuid"], [organization_id])
     if connected and connected[0]["realm_id"] != realm_id:
         plpy.error(
             f"this organization is connected to QuickBooks company {connected[0]['realm_id']}, "
@@ -202,12 +192,10 @@ def callback(
             sqlstate="23505",
             hint="disconnect it first (qbo_sync.disconnect): its synced rows are that company's",
         )
-    plpy.execute(
-        _plan(
-            plpy,
-            STORE_CONNECTION,
-            ["uuid", "text", "text", "text", "text", "text", "integer", "integer", "integer"],
-        ),
+    db.execute(
+        plpy,
+        STORE_CONNECTION,
+        ["uuid", "text", "text", "text", "text", "text", "integer", "integer", "integer"],
         [
             organization_id,
             realm_id,
@@ -220,7 +208,7 @@ def callback(
             tokens.refresh_hard_expires_in,
         ],
     )
-    plpy.execute(_plan(plpy, CONSUME_STATE, ["text", "text"]), [state_hash(state), realm_id])
+    db.execute(plpy, CONSUME_STATE, ["text", "text"], [state_hash(state), realm_id])
     return organization_id
 
 
@@ -241,7 +229,7 @@ def disconnect(
 ) -> dict[str, Any]:
     """Revoke the refresh token at Intuit (which disconnects the app from the company) and
     deactivate with `reason`; a revoke that fails is said in the reason, never left half done."""
-    rows = plpy.execute(_plan(plpy, LOCK_FOR_DISCONNECT, ["uuid"]), [organization_id])
+    rows = db.execute(plpy, LOCK_FOR_DISCONNECT, ["uuid"], [organization_id])
     if not rows:
         plpy.error(f"organization {organization_id} has no QuickBooks connection", sqlstate="P0002")
     row = rows[0]
@@ -250,13 +238,13 @@ def disconnect(
     if row["refresh_token"]:
         try:
             ends = client.endpoints(row["environment"], row["api_base_url"])
-            client_id, client_secret = _app(plpy)
+            client_id, client_secret = secrets.app_credentials(plpy)
             request = client.revoke_request(ends, client_id, client_secret, row["refresh_token"])
             (sender or transport.default_transport()).send(request)
             revoked = True
         except QboSyncError as exc:
             note = f"{reason} (revoking at Intuit failed: {exc.message})"
-    plpy.execute(_plan(plpy, DEACTIVATE, ["uuid", "text"]), [organization_id, note[:1000]])
+    db.execute(plpy, DEACTIVATE, ["uuid", "text"], [organization_id, note[:1000]])
     return {"revoked": revoked, "reason": note}
 
 

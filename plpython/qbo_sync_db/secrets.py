@@ -76,3 +76,8 @@ def get_secret(plpy: Any, name: str) -> str:
             ),
         )
     return value
+
+
+def app_credentials(plpy: Any) -> tuple[str, str]:
+    """The Intuit app's client id and secret (for the OAuth endpoints)."""
+    return get_secret(plpy, "QBO_CLIENT_ID"), get_secret(plpy, "QBO_CLIENT_SECRET")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qbo_sync_db import client, secrets, transport
+from qbo_sync_db import client, db, secrets, transport
 from qbo_sync_db.errors import QboReconnectNeeded, QboSyncError
 
 LOCK_CONNECTION = """
@@ -49,14 +49,6 @@ UPDATE public.qbo_connection AS c
        updated_at = now()
  WHERE c.organization_id = $1"""
 
-_plans: dict[str, Any] = {}
-
-
-def _plan(plpy: Any, name: str, query: str, types: list[str]) -> Any:
-    if name not in _plans:
-        _plans[name] = plpy.prepare(query, types)
-    return _plans[name]
-
 
 def refresh(
     plpy: Any,
@@ -68,8 +60,7 @@ def refresh(
     """Refresh the tokens of `organization_id`'s connection unless they are good for
     `margin_seconds` more (or `force`). Returns what happened, for the caller and the history:
     {"refreshed": bool, "active": bool, "error": str | None, "sqlstate": str | None}."""
-    lock = _plan(plpy, "lock", LOCK_CONNECTION, ["uuid", "numeric"])
-    rows = plpy.execute(lock, [organization_id, margin_seconds])
+    rows = db.execute(plpy, LOCK_CONNECTION, ["uuid", "numeric"], [organization_id, margin_seconds])
     if not rows:
         return outcome(False, False, f"organization {organization_id} has no QuickBooks connection")
     row = rows[0]
@@ -79,11 +70,9 @@ def refresh(
         return outcome(False, True, None)  # refreshed meanwhile by whoever held the lock
     try:
         ends = client.endpoints(row["environment"], row["api_base_url"])
+        client_id, client_secret = secrets.app_credentials(plpy)
         request = client.refresh_token_request(
-            ends,
-            secrets.get_secret(plpy, "QBO_CLIENT_ID"),
-            secrets.get_secret(plpy, "QBO_CLIENT_SECRET"),
-            row["refresh_token"] or "",
+            ends, client_id, client_secret, row["refresh_token"] or ""
         )
         answer = (sender or transport.default_transport()).send(request)
         tokens = client.parse_token_response(answer.data)
@@ -92,14 +81,17 @@ def refresh(
         message = f"token refresh failed: {exc.message}"
         if ends_connection:
             message = f"invalid_grant: {exc.message} (reconnect the organization to QuickBooks)"
-        note = _plan(plpy, "note", NOTE_FAILURE, ["uuid", "text", "boolean"])
-        plpy.execute(note, [organization_id, message[:1000], ends_connection])
+        db.execute(
+            plpy,
+            NOTE_FAILURE,
+            ["uuid", "text", "boolean"],
+            [organization_id, message[:1000], ends_connection],
+        )
         return outcome(False, not ends_connection, message, exc.sqlstate)
-    store = _plan(
-        plpy, "store", STORE_TOKENS, ["uuid", "text", "text", "integer", "integer", "integer"]
-    )
-    plpy.execute(
-        store,
+    db.execute(
+        plpy,
+        STORE_TOKENS,
+        ["uuid", "text", "text", "integer", "integer", "integer"],
         [
             organization_id,
             tokens.access_token,

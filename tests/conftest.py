@@ -134,7 +134,7 @@ def truncate_all(conn: psycopg.Connection) -> None:
             sql.SQL(", ").join(sql.Identifier("public", t) for t in APP_TABLES)
         )
     )
-    conn.execute("TRUNCATE qbo_sync.local_deletion")
+    conn.execute("TRUNCATE qbo_sync.local_deletion, qbo_sync.pacer, qbo_sync.organization_lock")
 
 
 @pytest.fixture

@@ -83,6 +83,34 @@ def load(plpy):
 GD["qbo_sync_load"] = load
 $$;
 
+-- Keeps the hash of the stored modules current, and makes every backend notice new code: a
+-- PL/Python function whose catalog row changed is compiled again, with an empty SD (the
+-- procedures load the package on every call and need no such touch; ALTER FUNCTION refuses them).
+CREATE OR REPLACE FUNCTION qbo_sync.refresh_code_hash()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    f regprocedure;
+BEGIN
+    UPDATE qbo_sync.installation
+       SET code_hash = (SELECT md5(string_agg(m.name || ':' || m.version || ':' || md5(m.source), ','
+                                              ORDER BY m.name))
+                          FROM qbo_sync.python_module AS m);
+    FOR f IN
+        SELECT p.oid::regprocedure
+          FROM pg_proc AS p
+          JOIN pg_language AS l ON l.oid = p.prolang
+         WHERE p.pronamespace = 'qbo_sync'::regnamespace AND l.lanname = 'plpython3u'
+           AND p.prokind = 'f'
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s COST %s', f, (SELECT p.procost FROM pg_proc AS p WHERE p.oid = f));
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
 -- Imports the in-database package (or notices it changed) and returns its version.
 CREATE OR REPLACE FUNCTION qbo_sync.python_setup()
 RETURNS text

@@ -183,12 +183,21 @@ RETURNS timestamptz
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
-    UPDATE public.qbo_sync_queue AS q
-       SET locked_until = greatest(q.locked_until, clock_timestamp() + make_interval(secs => coalesce(
-                              lease_seconds, qbo_sync.setting_numeric('queue.lease_seconds'))::double precision)),
-           updated_at = now()
-     WHERE q.id = job_id AND q.lease_id = job_lease AND q.status = 'processing'
-    RETURNING q.locked_until
+    WITH extended AS (
+        UPDATE public.qbo_sync_queue AS q
+           SET locked_until = greatest(q.locked_until, clock_timestamp() + make_interval(secs => coalesce(
+                                  lease_seconds, qbo_sync.setting_numeric('queue.lease_seconds'))::double precision)),
+               updated_at = now()
+         WHERE q.id = job_id AND q.lease_id = job_lease AND q.status = 'processing'
+        RETURNING q.organization_id, q.locked_until
+    ), organization AS (
+        -- the job's hold on its organization lasts as long as its lease
+        UPDATE qbo_sync.organization_lock AS l
+           SET held_until = e.locked_until
+          FROM extended AS e
+         WHERE l.organization_id = e.organization_id AND l.job_id = extend_lease.job_id
+    )
+    SELECT e.locked_until FROM extended AS e
 $$;
 
 -- Give a claimed job back without counting the attempt (its organization was busy).

@@ -156,14 +156,14 @@ BEGIN
         -- the row the job's run will lock; inserted here, in a transaction that ends at once
         INSERT INTO qbo_sync.organization_lock (organization_id) VALUES (job.organization_id)
         ON CONFLICT DO NOTHING;
-        RETURN state || jsonb_build_object('job', to_jsonb(job));
+        RETURN state || jsonb_build_object('job', to_jsonb(job), 'failed_steps', 0);
     END IF;
     IF (state ->> 'stop_when_idle')::boolean THEN
         RETURN state || '{"stop": true, "job": null}';
     END IF;
     PERFORM pg_sleep(least(qbo_sync.setting_numeric('worker.idle_sleep_seconds')::double precision,
                            greatest(extract(epoch FROM deadline - clock_timestamp()), 0)));
-    RETURN state || '{"job": null}';
+    RETURN state || '{"job": null, "failed_steps": 0}';
 END
 $$;
 
@@ -211,15 +211,16 @@ BEGIN
 END
 $$;
 
--- Step 2, its own transaction: run the claimed job under the organization's lock, record its
--- outcome truthfully and its history:
--- * completed (or partial) — the handler succeeded and the job is marked done;
--- * failed — the handler failed; retried later when the error is transient;
--- * lease_lost — the job was reclaimed, requeued or cancelled while it ran (its committed work is
---   kept: it records what QBO now holds);
--- * unconfirmed — the job ran (or failed) but another session held its queue row past the lock
---   timeout, so the outcome could not be written; the job runs again when its lease ends.
-CREATE OR REPLACE FUNCTION qbo_sync.worker_run(state jsonb)
+-- Step 2 runs the claimed job: qbo_sync.worker_run_job, a procedure (in Python: the job commits
+-- as it goes, before every call to QBO, see plpython/qbo_sync_db/worker.py). Its SQL parts:
+-- worker_start takes the organization, worker_finish records the outcome.
+DROP FUNCTION IF EXISTS qbo_sync.worker_run(jsonb);
+
+-- Take the job's organization: one job per organization at a time. The hold is a lease (the
+-- job's own), not a row lock, since the job commits while it runs; the row is locked only for
+-- this short transaction, with SKIP LOCKED, so a busy organization is never waited for. The
+-- job is given back (not counted as an attempt) when another job holds the organization.
+CREATE OR REPLACE FUNCTION qbo_sync.worker_start(state jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -227,48 +228,58 @@ SET lock_timeout = '5s'
 AS $$
 DECLARE
     job public.qbo_sync_queue;
-    summary jsonb;
-    succeeded boolean;
-    recorded boolean;
-    error_message text;
-    error_state text;
-    retryable boolean;
-    new_status text;
+    holder record;
 BEGIN
     IF state -> 'job' IS NULL OR jsonb_typeof(state -> 'job') = 'null' THEN
         RETURN state;
     END IF;
     job := jsonb_populate_record(NULL::public.qbo_sync_queue, state -> 'job');
-    state := state || '{"job": null}';
     PERFORM set_config('lock_timeout', qbo_sync.setting_numeric('worker.lock_timeout_ms')::bigint || 'ms', true);
     PERFORM qbo_sync.lock_own_relations();
-
-    -- One backend per organization. A row lock on a table only the owner can lock (an advisory
-    -- lock could be held by any role); SKIP LOCKED, so a busy organization never makes us wait.
-    PERFORM FROM qbo_sync.organization_lock AS l
+    SELECT l.job_id, l.held_until INTO holder
+      FROM qbo_sync.organization_lock AS l
      WHERE l.organization_id = job.organization_id
        FOR UPDATE SKIP LOCKED;
-    IF NOT FOUND THEN
+    IF NOT FOUND OR (holder.job_id IS DISTINCT FROM job.id AND holder.held_until > clock_timestamp()) THEN
         PERFORM qbo_sync.release(job.id, job.lease_id, qbo_sync.setting_numeric('queue.busy_retry_seconds'));
-        RETURN state;
+        RETURN state || '{"job": null}';
     END IF;
+    UPDATE qbo_sync.organization_lock AS l
+       SET job_id = job.id,
+           held_until = greatest(job.locked_until, clock_timestamp() + make_interval(
+                            secs => qbo_sync.setting_numeric('queue.lease_seconds')::double precision))
+     WHERE l.organization_id = job.organization_id;
+    RETURN state || jsonb_build_object(
+        'handler', (SELECT e.handler FROM qbo_sync.entity AS e WHERE e.entity = job.sync_endpoint),
+        'lock_timeout_ms', qbo_sync.setting_numeric('worker.lock_timeout_ms'));
+END
+$$;
 
-    BEGIN
-        summary := qbo_sync.run_job(job);
-        succeeded := true;
-    EXCEPTION WHEN OTHERS OR query_canceled THEN
-        -- query_canceled is a statement timeout or a cancel request: recorded like any failure
-        -- (and retried); after a cancel request the worker stops.
-        GET STACKED DIAGNOSTICS error_message = MESSAGE_TEXT, error_state = RETURNED_SQLSTATE;
-        succeeded := false;
-        IF error_state = '57014' THEN
-            state := state || '{"stop": true}';
-        END IF;
-    END;
-
-    -- Recording the outcome is apart from the handler's work: a lock held on the job's row
-    -- (bounded by lock_timeout) leaves the outcome unconfirmed but never undoes the work.
-    IF succeeded THEN
+-- Record a job's outcome truthfully, with its history, and give its organization back:
+-- * completed (or partial) — the handler succeeded (error_state NULL) and the job is marked done;
+-- * failed — the handler failed; retried later when the error is transient;
+-- * lease_lost — the job was reclaimed, requeued or cancelled while it ran (its committed work is
+--   kept: it records what QBO now holds);
+-- * unconfirmed — another session held the job's queue row past the lock timeout, so the outcome
+--   could not be written; the job runs again when its lease ends.
+CREATE OR REPLACE FUNCTION qbo_sync.worker_finish(
+    state jsonb, summary jsonb, error_state text, error_message text, intuit_tid text
+)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '5s'
+AS $$
+DECLARE
+    job public.qbo_sync_queue := jsonb_populate_record(NULL::public.qbo_sync_queue, state -> 'job');
+    recorded boolean;
+    retryable boolean;
+    new_status text;
+    message text;
+BEGIN
+    PERFORM set_config('lock_timeout', qbo_sync.setting_numeric('worker.lock_timeout_ms')::bigint || 'ms', true);
+    PERFORM qbo_sync.lock_own_relations();
+    IF error_state IS NULL THEN
         BEGIN
             recorded := qbo_sync.complete(job.id, job.lease_id, summary);
         EXCEPTION WHEN lock_not_available THEN
@@ -283,29 +294,51 @@ BEGIN
             PERFORM qbo_sync.record_history(job, 'lease_lost', summary, qbo_sync.lost_lease_reason(job.id));
         END IF;
     ELSE
-        error_message := format('%s (SQLSTATE %s)', left(error_message, 3800), error_state);
+        message := format('%s (SQLSTATE %s)', left(error_message, 3800), error_state);
         retryable := qbo_sync.error_is_retryable(error_state);
         BEGIN
-            new_status := qbo_sync.fail(job.id, job.lease_id, error_message, retryable, error_state);
+            new_status := qbo_sync.fail(job.id, job.lease_id, message, retryable, error_state);
             recorded := true;
         EXCEPTION WHEN lock_not_available THEN
             recorded := false;
         END;
         IF NOT recorded THEN
-            PERFORM qbo_sync.record_history(job, 'unconfirmed', NULL,
-                error_message || '; another session held the queue row: the job runs again when its lease ends');
+            PERFORM qbo_sync.record_history(job, 'unconfirmed', summary,
+                message || '; another session held the queue row: the job runs again when its lease ends');
         ELSIF new_status IS NULL THEN
-            PERFORM qbo_sync.record_history(job, 'lease_lost', NULL,
-                                            error_message || '; ' || qbo_sync.lost_lease_reason(job.id));
+            PERFORM qbo_sync.record_history(job, 'lease_lost', summary,
+                                            message || '; ' || qbo_sync.lost_lease_reason(job.id));
         ELSE
-            PERFORM qbo_sync.record_history(job, 'failed', NULL,
-                                            format('%s; %s, job is now %s', error_message,
+            PERFORM qbo_sync.record_history(job, 'failed', summary,
+                                            format('%s; %s, job is now %s', message,
                                                    CASE WHEN retryable THEN 'retryable' ELSE 'not retryable' END,
                                                    new_status));
         END IF;
+        IF intuit_tid IS NOT NULL THEN
+            UPDATE public.qbo_sync_history AS h SET intuit_tid = worker_finish.intuit_tid
+             WHERE h.id = (SELECT h2.id FROM public.qbo_sync_history AS h2
+                            WHERE h2.queue_job_id = job.id ORDER BY h2.completed_at DESC LIMIT 1);
+        END IF;
     END IF;
-    RETURN jsonb_set(state, '{done}', to_jsonb((state ->> 'done')::integer + 1));
+    UPDATE qbo_sync.organization_lock AS l
+       SET job_id = NULL, held_until = NULL
+     WHERE l.organization_id = job.organization_id AND l.job_id = job.id;
+    RETURN jsonb_set(state - 'handler', '{done}', to_jsonb((state ->> 'done')::integer + 1))
+           || '{"job": null, "failed_steps": 0}';
 END
+$$;
+
+-- Runs the claimed job (see plpython/qbo_sync_db/worker.py): a procedure, so the job can commit
+-- before each call to QBO; no SET clause (it commits), so it pins its own search_path and
+-- lock_timeout in every transaction it starts. Errors are caught there, never escape.
+CREATE OR REPLACE PROCEDURE qbo_sync.worker_run_job(INOUT state jsonb)
+LANGUAGE plpython3u
+AS $$
+plpy.execute("SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true)")
+plpy.execute("SELECT qbo_sync.python_loader()")
+GD["qbo_sync_load"](plpy)
+from qbo_sync_db import worker
+return (worker.run(plpy, state),)
 $$;
 
 -- A step that failed as a whole (a lock held past its timeout, a replaced table): reported, and
@@ -328,11 +361,8 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION qbo_sync.worker_step_succeeded(state jsonb)
-RETURNS jsonb
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT state || '{"failed_steps": 0}' $$;
+-- Before 0.3 the run step's success was noted by its own function.
+DROP FUNCTION IF EXISTS qbo_sync.worker_step_succeeded(jsonb);
 
 -- The loop. No expression of its own (see the top of this file): qualified calls only. A step
 -- that fails is rolled back and reported, and the loop goes on with the next job.
@@ -360,11 +390,8 @@ BEGIN
             state := qbo_sync.worker_step_failed(state, 'prepare', SQLSTATE, SQLERRM);
         END;
         COMMIT;
-        BEGIN
-            state := qbo_sync.worker_step_succeeded(qbo_sync.worker_run(state));
-        EXCEPTION WHEN OTHERS THEN
-            state := qbo_sync.worker_step_failed(state, 'run', SQLSTATE, SQLERRM);
-        END;
+        -- no exception block here: the step commits inside, and catches its own errors
+        CALL qbo_sync.worker_run_job(state);
         COMMIT;
         EXIT WHEN qbo_sync.worker_should_stop(state);
     END LOOP;

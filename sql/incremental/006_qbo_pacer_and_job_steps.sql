@@ -1,0 +1,40 @@
+-- Migration 006: jobs that commit as they go, and QBO's rate limits shared by every backend.
+--
+-- * qbo_sync.pacer: one row per realm and app holding the pacing state (see docs/pacing.md); every
+--   backend that calls a company reserves its requests here, in short transactions of their own.
+-- * qbo_sync.organization_lock becomes a lease: a job now commits between its QBO calls (so a
+--   row lock would end at the first commit); the organization is held by the job until it ends
+--   or its lease runs out, like the queue row itself.
+-- * qbo_sync.entity.handler: the in-database Python that runs an entity's jobs
+--   ("qbo_sync_db.module:function"), or NULL for a SQL handler qbo_sync.sync_<entity>(job).
+-- * qbo_sync_history.intuit_tid: the transaction id QBO gave a failed call, for Intuit's support.
+
+CREATE TABLE qbo_sync.pacer (
+    realm_id   text NOT NULL,
+    app        text NOT NULL,
+    state      jsonb NOT NULL DEFAULT '{}',
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (realm_id, app)
+);
+COMMENT ON TABLE qbo_sync.pacer IS
+    'QBO rate-limit state per realm and app (the OAuth client id), shared by every backend; '
+    'written by qbo_sync_db.shared_pacer, read by qbo_sync_db.pacing. Rows may be deleted at any '
+    'time (a fresh state is allowed to start at once).';
+
+ALTER TABLE qbo_sync.organization_lock
+    ADD COLUMN job_id uuid,
+    ADD COLUMN held_until timestamptz;
+COMMENT ON TABLE qbo_sync.organization_lock IS
+    'One row per organization: the job that holds it (job_id) until held_until, extended with the '
+    'job''s lease. Taken with FOR UPDATE SKIP LOCKED in a short transaction, never waited for.';
+
+ALTER TABLE qbo_sync.entity
+    ADD COLUMN handler text
+        CHECK (handler ~ '^qbo_sync_db(\.[a-z_][a-z0-9_]*)+:[a-z_][a-z0-9_]*$');
+COMMENT ON COLUMN qbo_sync.entity.handler IS
+    'module:function of the in-database Python that runs this entity''s jobs; NULL: the SQL '
+    'function qbo_sync.sync_<entity>(job) when the owner installed one';
+
+ALTER TABLE public.qbo_sync_history ADD COLUMN intuit_tid text;
+COMMENT ON COLUMN public.qbo_sync_history.intuit_tid IS
+    'intuit_tid of the QBO answer that made the job fail (quote it to Intuit''s support)';

@@ -18,9 +18,13 @@ if TYPE_CHECKING:
 KINDS = {"500", "503", "504", "timeout", "drop_after_commit"}
 
 
-def _take_queued(state: State, request: web.Request, kinds: set[str]) -> dict[str, Any] | None:
+def _take_queued(
+    state: State, request: web.Request, kinds: set[str], named_path_only: bool = False
+) -> dict[str, Any] | None:
     for i, fault in enumerate(state.next_faults):
         if fault["kind"] not in kinds:
+            continue
+        if named_path_only and not fault.get("path_contains"):
             continue
         if fault.get("method") and fault["method"].upper() != request.method:
             continue
@@ -33,12 +37,20 @@ def _take_queued(state: State, request: web.Request, kinds: set[str]) -> dict[st
     return None
 
 
-async def before(state: State, request: web.Request) -> web.Response | None:
-    """A fault answered instead of running the call, or None."""
+async def before(state: State, request: web.Request, oauth: bool = False) -> web.Response | None:
+    """A fault answered instead of running the call, or None.
+
+    The OAuth endpoints (`oauth`) take only queued faults that name their path
+    (`path_contains`, e.g. "/oauth2/v1/tokens/bearer": the token endpoint down), never the
+    random rates, which are per API call; their 500 is an HTML page, not a QBO Fault."""
     cfg = state.cfg
-    fault = _take_queued(state, request, {"500", "503", "504", "timeout"})
+    fault = _take_queued(state, request, {"500", "503", "504", "timeout"}, named_path_only=oauth)
     kind = fault["kind"] if fault else None
-    if kind is None and (cfg.rate_500 or cfg.rate_503 or cfg.rate_504 or cfg.rate_timeout):
+    if (
+        kind is None
+        and not oauth
+        and (cfg.rate_500 or cfg.rate_503 or cfg.rate_504 or cfg.rate_timeout)
+    ):
         roll = state.fault_rng.random()
         for name, rate in (
             ("500", cfg.rate_500),
@@ -54,6 +66,12 @@ async def before(state: State, request: web.Request) -> web.Response | None:
         return None
     state.count(request.match_info.get("realm"), f"fault.{kind}")
     now = state.clock.now()
+    if kind == "500" and oauth:
+        return web.Response(
+            status=500,
+            text="<html><body>500 Internal Server Error</body></html>",
+            content_type="text/html",
+        )
     if kind == "500":
         return fault_response(
             QBOError(

@@ -19,6 +19,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from simulator import faults
 from simulator.config import AppConfig
 from simulator.errors import json_response
 
@@ -269,6 +270,9 @@ class OAuthServer:
         return json_response(body, status=status)
 
     async def token(self, request: web.Request) -> web.Response:
+        injected = await faults.before(self.state, request, oauth=True)
+        if injected is not None:
+            return injected
         app = self._client_from_basic(request)
         if app is None:
             return self._error("invalid_client", 401)

@@ -26,6 +26,7 @@ from qbo_sync_db.errors import (
     QboReconnectNeeded,
     QboSyncError,
     QboUnauthorized,
+    error_class,
 )
 from qbo_sync_db.shared_pacer import SharedPacer
 from qbo_sync_db.txn import Transaction
@@ -115,7 +116,11 @@ class Connection:
         self.expires_at = self.clock() + (float(expires_in) if expires_in is not None else 0.0)
 
     def _refresh(self, force: bool) -> None:
-        """Refresh in a transaction of its own, committed before anything else can fail."""
+        """Refresh in a transaction of its own, committed before anything else can fail.
+
+        A refresh that could not be made (the token endpoint down, a timeout) fails the call
+        with its own, retryable, error when the token is known to be refused (`force`: after a
+        401); before expiry the current token is used while it lasts."""
         self.tx.commit()
         outcome = tokens.refresh(self.plpy, self.organization_id, self.margin, force)
         self.tx.commit()
@@ -125,6 +130,10 @@ class Connection:
             raise QboReconnectNeeded(
                 outcome["error"] or "the connection is not active",
                 hint="reconnect the organization to QuickBooks",
+            )
+        if force and not outcome["refreshed"] and outcome["error"]:
+            raise error_class(outcome["sqlstate"])(
+                outcome["error"], hint="the job is retried; the connection stays active"
             )
         self._load()
 

@@ -141,6 +141,14 @@ ERROR_CLASSES: tuple[type[QboSyncError], ...] = (
 )
 
 
+def error_class(sqlstate: str | None) -> type[QboSyncError]:
+    """The class that raises `sqlstate` (QboSyncError itself for a code of no class here)."""
+    for cls in ERROR_CLASSES:
+        if cls.sqlstate == sqlstate:
+            return cls
+    return QboSyncError
+
+
 def raise_error(plpy: Any, error: QboSyncError) -> NoReturn:
     """Raise `error` in the database with its SQLSTATE (plpy.error does not return)."""
     kwargs: dict[str, str] = {"sqlstate": error.sqlstate}

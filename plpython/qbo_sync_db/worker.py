@@ -118,6 +118,9 @@ def run(plpy: Any, state_text: str) -> str:
         stop = True
     except plpy.SPIError as exc:
         error = _spi_error(exc)
+    except plpy.Error as exc:
+        # plpy.error() from the package's own code (raise_error: LeaseLost, a refused request)
+        error = _raised_error(exc)
     except Exception as exc:  # noqa: BLE001 - a handler's bug must not stop the worker
         error = api.describe(exc) if isinstance(exc, QboSyncError) else _bug(exc)
     if error is not None:
@@ -199,6 +202,15 @@ def _spi_error(exc: Any) -> dict[str, Any]:
     tid = INTUIT_TID.search(detail)
     return {
         "sqlstate": sqlstate_of(exc),
+        "message": str(exc),
+        "intuit_tid": tid.group(1) if tid else None,
+    }
+
+
+def _raised_error(exc: Any) -> dict[str, Any]:
+    tid = INTUIT_TID.search(getattr(exc, "detail", None) or "")
+    return {
+        "sqlstate": getattr(exc, "sqlstate", None) or "XX000",
         "message": str(exc),
         "intuit_tid": tid.group(1) if tid else None,
     }

@@ -4,8 +4,8 @@ the worker's real path to QBO (pacer, token refresh, 401 retry, errors) before t
 own handlers exist.
 
 Payload keys: calls (how many CompanyInfo reads, default 1), fail_after (raise after the calls),
-query (send a query instead of a read), write_marker (write a row before each call, to show what
-was committed).
+lose_lease (take the job's lease away, then keep the lease), write_marker (write a row before
+each call, to show what was committed).
 """
 
 from qbo_sync_db import client, db
@@ -25,6 +25,17 @@ def run(ctx):
         ctx.connection().send(
             lambda company: client.read_request(company, "CompanyInfo", company.realm_id)
         )
+    if payload.get("lose_lease"):
+        # as if the job had been reclaimed while it ran: its lease is someone else's now
+        db.execute(
+            ctx.plpy,
+            "UPDATE public.qbo_sync_queue SET lease_id = gen_random_uuid() WHERE id = $1",
+            ["uuid"],
+            [ctx.job["id"]],
+        )
+        ctx.tx.commit()
+        ctx.lease.extended_at -= ctx.lease.lease_seconds  # the keeper checks now
+        ctx.keep_lease()
     if payload.get("fail_after"):
         raise RuntimeError("the probe failed after its calls, as asked")
     return ctx.summary(entity_count=calls, success_count=calls)

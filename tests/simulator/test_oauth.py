@@ -317,3 +317,29 @@ async def test_registered_app_through_control_surface(sim: Sim) -> None:
 async def test_userinfo(sim: Sim) -> None:
     resp = await sim.client.get("/v1/openid_connect/userinfo", headers=sim.auth)
     assert resp.status == 200 and (await resp.json())["realmid"] == REALM
+
+
+async def test_the_token_endpoint_takes_queued_faults_that_name_it_only(sim: Sim) -> None:
+    """The token endpoint down: queued faults naming its path answer instead of it (and use
+    nothing up); faults naming no path and the random rates stay with the API."""
+    tok = await connect(sim)
+    refresh = {"grant_type": "refresh_token", "refresh_token": tok["refresh_token"]}
+    await sim.control("POST", "/_sim/faults", {"next": [{"kind": "503"}]})  # no path: API only
+    await sim.control("PATCH", "/_sim/config", {"rate_500": 1.0})
+    status, body, _ = await token(sim, refresh)
+    assert status == 200, body
+    await sim.control("PATCH", "/_sim/config", {"rate_500": 0.0})
+    await sim.control("DELETE", "/_sim/faults")
+
+    faults = [
+        {"kind": "503", "path_contains": "/oauth2/v1/tokens/bearer", "times": 2},
+        {"kind": "500", "path_contains": "/oauth2/v1/tokens/bearer"},
+    ]
+    await sim.control("POST", "/_sim/faults", {"next": faults})
+    statuses = []
+    for _ in range(3):
+        resp = await sim.client.post("/oauth2/v1/tokens/bearer", data=refresh, headers=basic())
+        statuses.append((resp.status, resp.content_type))
+    assert statuses == [(503, "text/html"), (503, "text/html"), (500, "text/html")]
+    status, body, _ = await token(sim, {**refresh, "refresh_token": body["refresh_token"]})
+    assert status == 200, body  # the refresh token was not used up by the faults

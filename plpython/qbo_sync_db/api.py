@@ -23,6 +23,7 @@ from typing import Any
 from qbo_sync_db import client, db, secrets, tokens, transport
 from qbo_sync_db.errors import (
     ConfigurationError,
+    QboApiError,
     QboReconnectNeeded,
     QboSyncError,
     QboUnauthorized,
@@ -47,6 +48,8 @@ SELECT qbo_sync.setting('pacing.limits') AS limits,
 
 #: refresh before a call when the access token has less than this left
 EXPIRY_GUARD_SECONDS = 60.0
+#: how many retried failures a job's summary keeps (the latest)
+RETRIED_KEPT = 20
 
 
 class Connection:
@@ -88,10 +91,27 @@ class Connection:
             sleep=base.sleep,
             log=base.log,
             pacer=self.pacer,
+            on_retry=self._note_retry,
         )
         self.pacer.linger_seconds = self.transport.timeout[1]
         self.calls = 0
         self.refreshes = 0
+        #: the failed attempts that were retried (the last RETRIED_KEPT), for the job's history
+        self.retried: list[dict[str, Any]] = []
+
+    def _note_retry(
+        self, request: client.Request, error: QboApiError, attempt: int, delay: float
+    ) -> None:
+        self.retried.append(
+            {
+                "request": request.label or request.path,
+                "attempt": attempt,
+                "http_status": error.http_status,
+                "code": error.code,
+                "intuit_tid": error.intuit_tid,
+            }
+        )
+        del self.retried[:-RETRIED_KEPT]
 
     def _load(self) -> None:
         rows = db.execute(self.plpy, LOAD, ["uuid"], [self.organization_id])

@@ -261,6 +261,7 @@ class Transport:
         rng: random.Random | None = None,
         log: Callable[[str], None] | None = None,
         pacer: Pacer | None = None,
+        on_retry: Callable[[client.Request, QboApiError, int, float], None] | None = None,
     ) -> None:
         if timeout[0] <= 0 or timeout[1] <= 0:
             raise ValueError("both timeouts must be positive")
@@ -273,6 +274,8 @@ class Transport:
         self.rng = rng or random.Random()
         self.log = log
         self.pacer = pacer
+        #: told of every failed attempt that is retried (request, error, attempt, delay)
+        self.on_retry = on_retry
 
     def __repr__(self) -> str:
         return f"Transport(timeout={self.timeout!r}, policy={self.policy!r})"
@@ -293,6 +296,8 @@ class Transport:
                 # raised here, outside any except block: no requests exception is chained
                 raise client.to_exception(outcome.error, request.label)
             self._log(request, outcome.error, attempt, delay)
+            if self.on_retry is not None:
+                self.on_retry(request, outcome.error, attempt, delay)
             self.sleep(delay)
 
     def _paced_attempt(self, request: client.Request, attempt: int) -> Response | Failure:

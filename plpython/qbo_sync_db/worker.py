@@ -81,6 +81,8 @@ class JobContext:
             result["qbo_calls"] = self._connection.calls
             result["token_refreshes"] = self._connection.refreshes
             result["pacer"] = dict(self._connection.pacer.stats)
+            if self._connection.retried:
+                result["retried"] = list(self._connection.retried)
         return result
 
 

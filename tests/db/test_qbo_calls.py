@@ -217,8 +217,13 @@ def test_5xx_bursts_are_retried_and_a_lasting_one_is_kept_with_its_intuit_tid(
     sim_control(connected.sim, "POST", "faults", {"next": [{"kind": "503", "times": 2}]})
     job = queue_probe(conn, connected.org, calls=2)
     run_worker(conn)
-    assert outcome(conn, job)["status"] == "completed"
+    result = outcome(conn, job)
+    assert result["status"] == "completed"
     assert counters(connected.sim).get("fault.503") == 2
+    # the retried failures are in the history too, each with its intuit_tid
+    retried = result["summary"]["retried"]
+    assert [(r["attempt"], r["http_status"]) for r in retried] == [(1, 503), (2, 503)]
+    assert all(re.fullmatch(r"1-[0-9a-f]{8}-[0-9a-f]{24}", r["intuit_tid"]) for r in retried)
 
     sim_control(connected.sim, "POST", "faults", {"next": [{"kind": "500", "times": 50}]})
     job = queue_probe(conn, connected.org, calls=1)

@@ -69,3 +69,58 @@ def test_upgrading_release_0_1_0_keeps_data_and_matches_a_fresh_install(pg_serve
     finally:
         for name in names:
             pg_server.drop_database(name)
+
+
+RELEASE_0_2_0 = Path(__file__).resolve().parents[1] / "fixtures" / "release-0.2.0.tar.gz"
+
+
+def test_upgrading_release_0_2_0_keeps_jobs_and_runs_them_with_the_new_worker(pg_server, tmp_path):
+    """0.2.0 (`git archive` of commit 170fad5) ran a job inside one function under a row lock on
+    qbo_sync.organization_lock; 0.3.0 runs it in a procedure that commits as it goes, holding
+    the organization by a lease. An organization row and a queued job made by 0.2.0 carry over."""
+    with tarfile.open(RELEASE_0_2_0) as archive:
+        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        archive.extractall(tmp_path, **safe)
+    names = ["old_" + uuid.uuid4().hex[:8], "fresh_" + uuid.uuid4().hex[:8]]
+    old, fresh = (pg_server.create_database(name) for name in names)
+    try:
+        install(old, sql_dir=tmp_path / "sql", python_dir=tmp_path / "plpython", version="0.2.0")
+        with psycopg.connect(old, autocommit=True) as conn:
+            org = conn.execute(
+                "INSERT INTO organizations (name) VALUES ('Kept') RETURNING id"
+            ).fetchone()[0]
+            conn.execute(
+                "INSERT INTO qbo_connection (organization_id, realm_id, qbo_token_expires_at)"
+                " VALUES (%s, '4620', now() + interval '1 hour')",
+                (org,),
+            )
+            conn.execute("INSERT INTO qbo_sync.organization_lock VALUES (%s)", (org,))
+            job = conn.execute("SELECT trigger_qbo_sync(%s, 'items')", (org,)).fetchone()[0]
+
+        report = install(old)
+        assert (report.previous_version, report.version) == ("0.2.0", "0.3.0")
+        assert report.migrations_applied == [
+            p.stem for p in migration_files(SQL_DIR) if p.stem[:3] > "005"
+        ]
+        install(fresh)
+        assert snapshot(old) == snapshot(fresh)
+
+        with psycopg.connect(old, autocommit=True) as conn:
+            assert conn.execute(
+                "SELECT organization_id, job_id FROM qbo_sync.organization_lock"
+            ).fetchall() == [(org, None)]
+            # the new worker takes the old job: without a handler it fails, saying so
+            conn.execute("CALL qbo_sync_worker(2, NULL, true)")
+            status, error = conn.execute(
+                "SELECT status, last_error FROM qbo_sync_queue WHERE id = %s", (job,)
+            ).fetchone()
+            assert (
+                status == "failed"
+                and "qbo_sync.sync_items(qbo_sync_queue) is not installed" in error
+            )
+            assert conn.execute(
+                "SELECT job_id FROM qbo_sync.organization_lock WHERE organization_id = %s", (org,)
+            ).fetchone() == (None,)
+    finally:
+        for name in names:
+            pg_server.drop_database(name)

@@ -331,8 +331,9 @@ def throttled(
     maximum) with equal jitter (between half and all of it), and never shorter than
     `retry_after` (seconds, from the Retry-After header, when QBO sent one). The level goes up
     once per episode: 429s of requests that started before the current backoff was decided (the
-    others in flight at the time) do not raise it again. `attempt` (the job's own count of tries)
-    is a floor for the level. `slot`, when given, is released too (one row update for both).
+    others in flight at the time) do not raise it again. `attempt` (how many times the throttled
+    request was tried) is a floor for the level. `slot`, when given, is released too (one row
+    update for both).
     `jitter` in [0, 1) picks the point in the jitter range; without it, one is derived from
     `now` and the level, so the function stays pure.
     """

@@ -68,6 +68,10 @@ class SharedPacer:
         self.sleep = sleep
         self.rng = rng or random.Random()
         self.slot: int | None = None
+        #: the request being sent and how many times it was tried (the transport resends the
+        #: same object): after a 429 that count is a floor for the backoff level, so it must not
+        #: count the job's earlier, answered calls
+        self.request: client.Request | None = None
         self.attempts = 0
         #: what the pacer did, for the job's summary and the benchmark
         self.stats = {"decisions": 0, "waits": 0, "waited_seconds": 0.0, "busy": 0, "throttled": 0}
@@ -77,6 +81,8 @@ class SharedPacer:
     def before(self, request: client.Request) -> None:
         if request.kind == "oauth":
             return
+        if request is not self.request:
+            self.request, self.attempts = request, 0
         self.attempts += 1
         waited = 0.0
         while True:

@@ -30,7 +30,8 @@ TOKEN_PATH = "/oauth2/v1/tokens/bearer"
 @dataclass(frozen=True)
 class Answer:
     """One answer the simulator gave: to what, when it arrived (real monotonic seconds and the
-    simulated clock), its HTTP status, and the OAuth `error` of a refused token request."""
+    simulated clock), its HTTP status, the OAuth `error` of a refused token request, and its
+    intuit_tid."""
 
     method: str
     path: str
@@ -39,6 +40,7 @@ class Answer:
     sim_at: float
     status: int
     error: str | None = None
+    intuit_tid: str | None = None
 
     @property
     def api(self) -> bool:
@@ -79,7 +81,17 @@ class AnswerLog:
             try:
                 response = await handler(request)
             except web.HTTPException as exc:
-                log._add(Answer(request.method, request.path, realm, arrived, sim_at, exc.status))
+                log._add(
+                    Answer(
+                        request.method,
+                        request.path,
+                        realm,
+                        arrived,
+                        sim_at,
+                        exc.status,
+                        intuit_tid=exc.headers.get("intuit_tid"),
+                    )
+                )
                 raise
             error = None
             if request.path == TOKEN_PATH and response.status >= 400:
@@ -88,7 +100,16 @@ class AnswerLog:
                 except (TypeError, ValueError, AttributeError):
                     error = None
             log._add(
-                Answer(request.method, request.path, realm, arrived, sim_at, response.status, error)
+                Answer(
+                    request.method,
+                    request.path,
+                    realm,
+                    arrived,
+                    sim_at,
+                    response.status,
+                    error,
+                    response.headers.get("intuit_tid"),
+                )
             )
             return response
 
@@ -153,6 +174,11 @@ def sim_call(sim: ThreadedServer, method: str, path: str, body: Any = None) -> d
     answer = requests.request(method, f"{sim.base_url}/_sim/{path}", json=body, timeout=10)
     assert answer.status_code < 300, answer.text
     return answer.json() if answer.content else {}
+
+
+def realm_counters(sim: ThreadedServer, realm: str = REALM) -> dict:
+    """The simulator's counters of one realm (calls by endpoint, throttled, fault.*)."""
+    return sim_call(sim, "GET", f"realms/{realm}/counters")["counters"]
 
 
 SHIFT_TOKEN_TIMES = """

@@ -7,7 +7,8 @@
 -- SKIP LOCKED, enqueue only tries its lock (or waits a bounded time), and the functions the
 -- application calls run under lock_timeout.
 
--- Before 0.2 enqueue and fail had fewer parameters.
+-- Before 0.2 enqueue and fail had fewer parameters; before 0.3 release had no reason.
+DROP FUNCTION IF EXISTS qbo_sync.release(uuid, uuid, numeric);
 DROP FUNCTION IF EXISTS qbo_sync.enqueue(uuid, text, text, public.qbo_sync_priority, text[], text, jsonb);
 DROP FUNCTION IF EXISTS qbo_sync.fail(uuid, uuid, text, boolean);
 
@@ -201,7 +202,9 @@ AS $$
 $$;
 
 -- Give a claimed job back without counting the attempt (its organization was busy).
-CREATE OR REPLACE FUNCTION qbo_sync.release(job_id uuid, job_lease uuid, delay_seconds numeric DEFAULT 0)
+CREATE OR REPLACE FUNCTION qbo_sync.release(
+    job_id uuid, job_lease uuid, delay_seconds numeric DEFAULT 0, reason text DEFAULT NULL
+)
 RETURNS boolean
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
@@ -210,6 +213,7 @@ AS $$
         UPDATE public.qbo_sync_queue AS q
            SET status = 'pending', attempts = greatest(q.attempts - 1, 0),
                run_at = now() + make_interval(secs => delay_seconds::double precision),
+               last_error = coalesce(reason, q.last_error),
                lease_id = NULL, locked_by = NULL, locked_until = NULL, updated_at = now()
          WHERE q.id = job_id AND q.lease_id = job_lease AND q.status = 'processing'
         RETURNING 1

@@ -170,7 +170,9 @@ $$;
 -- Between the steps, its own transaction: refresh the job's tokens when they expire within
 -- token.refresh_margin_seconds, and commit that before the job runs, so a job that then fails
 -- can never roll back a rotated refresh token. A job whose connection is not active (or stops
--- being active here: invalid_grant) fails at once with the reason, never retried.
+-- being active here: invalid_grant) fails at once with the reason, never retried. A job whose
+-- token has run out and cannot be refreshed now waits (token.refresh_retry_seconds), its attempt
+-- not counted.
 CREATE OR REPLACE FUNCTION qbo_sync.worker_prepare(state jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -180,6 +182,7 @@ AS $$
 DECLARE
     job public.qbo_sync_queue;
     connection record;
+    refreshed jsonb;
     message text;
 BEGIN
     IF state -> 'job' IS NULL OR jsonb_typeof(state -> 'job') = 'null' THEN
@@ -195,9 +198,19 @@ BEGIN
       FROM public.qbo_connection AS c
      WHERE c.organization_id = job.organization_id;
     IF connection.is_active AND connection.due THEN
-        PERFORM qbo_sync.token_refresh(job.organization_id, false);
-        SELECT c.is_active, c.inactive_reason INTO connection
+        refreshed := qbo_sync.token_refresh(job.organization_id, false);
+        SELECT c.is_active, c.inactive_reason,
+               coalesce(c.qbo_token_expires_at < now() + interval '60 seconds', true) AS unusable
+          INTO connection
           FROM public.qbo_connection AS c WHERE c.organization_id = job.organization_id;
+        -- The token cannot be used and could not be refreshed (the token endpoint is down or
+        -- unreachable): the job waits for it without spending an attempt, so an outage of any
+        -- length ends with the queued work done, not failed.
+        IF connection.is_active AND connection.unusable AND refreshed ->> 'error' IS NOT NULL THEN
+            PERFORM qbo_sync.release(job.id, job.lease_id, qbo_sync.setting_numeric('token.refresh_retry_seconds'),
+                                     'waiting for the token endpoint: ' || (refreshed ->> 'error'));
+            RETURN state || '{"job": null}';
+        END IF;
     END IF;
     IF connection.is_active IS DISTINCT FROM true THEN
         message := format('the QuickBooks connection is not active: %s (SQLSTATE QB410)',

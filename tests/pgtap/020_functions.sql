@@ -24,7 +24,9 @@ SELECT functions_are('qbo_sync', ARRAY[
     'worker_step_failed', 'process_webhook_rows',
     'try_timestamptz', 'webhook_events', 'webhook_format', 'webhook_event_rows', 'process_webhooks',
     'cleanup_webhook_logs', 'cleanup_webhook_processed', 'cleanup_sync_jobs', 'cleanup_sync_history',
-    'delete_expired'
+    'delete_expired',
+    'sync_token_newer', 'entity_row', 'apply_pulled', 'apply_pulled_lines', 'known_qbo_ids',
+    'apply_pulled_deletions', 'full_pull_position', 'save_full_pull'
 ]::name[], 'qbo_sync has exactly the expected functions');
 
 -- Signatures: qbo_sync
@@ -58,7 +60,7 @@ SELECT has_function('qbo_sync', f, args::name[], 'qbo_sync.' || f || '(' || arra
     ('cleanup_sync_jobs', ARRAY[]::text[]),
     ('cleanup_sync_history', ARRAY[]::text[]),
     ('worker', ARRAY['numeric', 'integer', 'boolean']),
-    ('release', ARRAY['uuid', 'uuid', 'numeric']),
+    ('release', ARRAY['uuid', 'uuid', 'numeric', 'text']),
     ('reclaim_expired', ARRAY[]::text[]),
     ('validate_sync_request', ARRAY['uuid', 'text', 'text', 'text']),
     ('schedule_sync', ARRAY['text[]', 'text', 'qbo_sync_priority']),

@@ -83,12 +83,14 @@ class Field:
     """A local column and where its value sits in the QBO object.
 
     `path` walks nested objects: ("PrimaryEmailAddr", "Address"). `read_only`: QBO computes it;
-    it is pulled, never pushed."""
+    it is pulled, never pushed. `default`: the value when QBO leaves the field out."""
 
     column: str
     path: tuple[str, ...]
     kind: Kind = TEXT
     read_only: bool = False
+    #: the local value when QBO leaves the field out (for columns that may not be NULL)
+    default: Any = None
 
 
 @dataclass(frozen=True)
@@ -196,10 +198,10 @@ CUSTOMERS = EntityMap(
         Field("billing_address", ("BillAddr",), ADDRESS),
         Field("shipping_address", ("ShipAddr",), ADDRESS),
         Field("notes", ("Notes",)),
-        Field("taxable", ("Taxable",), BOOL),
+        Field("taxable", ("Taxable",), BOOL, default=False),
         Field("currency_code", ("CurrencyRef", "value")),
-        Field("is_active", ("Active",), BOOL),
-        Field("balance", ("Balance",), DECIMAL, read_only=True),
+        Field("is_active", ("Active",), BOOL, default=True),
+        Field("balance", ("Balance",), DECIMAL, read_only=True, default=Decimal(0)),
     ),
     active_column="is_active",
 )
@@ -211,13 +213,13 @@ ITEMS = EntityMap(
         Field("name", ("Name",)),
         Field("sku", ("Sku",)),
         Field("description", ("Description",)),
-        Field("item_type", ("Type",)),
+        Field("item_type", ("Type",), default="Service"),
         Field("unit_price", ("UnitPrice",), DECIMAL),
         Field("purchase_cost", ("PurchaseCost",), DECIMAL),
         Field("income_account_ref", ("IncomeAccountRef", "value")),
         Field("expense_account_ref", ("ExpenseAccountRef", "value")),
-        Field("taxable", ("Taxable",), BOOL),
-        Field("is_active", ("Active",), BOOL),
+        Field("taxable", ("Taxable",), BOOL, default=False),
+        Field("is_active", ("Active",), BOOL, default=True),
         Field("qty_on_hand", ("QtyOnHand",), DECIMAL, read_only=True),
     ),
     active_column="is_active",
@@ -239,8 +241,10 @@ INVOICES = EntityMap(
         Field("sales_term_ref", ("SalesTermRef", "value")),
         Field("email_status", ("EmailStatus",), read_only=True),
         Field("print_status", ("PrintStatus",), read_only=True),
-        Field("tax_total", ("TxnTaxDetail", "TotalTax"), DECIMAL, read_only=True),
-        Field("total_amount", ("TotalAmt",), DECIMAL, read_only=True),
+        Field(
+            "tax_total", ("TxnTaxDetail", "TotalTax"), DECIMAL, read_only=True, default=Decimal(0)
+        ),
+        Field("total_amount", ("TotalAmt",), DECIMAL, read_only=True, default=Decimal(0)),
         Field("balance_due", ("Balance",), DECIMAL, read_only=True),
     ),
     references=(Reference("customer_id", "customers", ("CustomerRef", "value")),),
@@ -252,14 +256,14 @@ PAYMENTS = EntityMap(
     "payments",
     "Payment",
     (
-        Field("amount", ("TotalAmt",), DECIMAL),
+        Field("amount", ("TotalAmt",), DECIMAL, default=Decimal(0)),
         Field("payment_date", ("TxnDate",), DATE),
         Field("payment_method_ref", ("PaymentMethodRef", "value")),
         Field("reference_number", ("PaymentRefNum",)),
         Field("deposit_account_ref", ("DepositToAccountRef", "value")),
         Field("currency_code", ("CurrencyRef", "value")),
         Field("private_note", ("PrivateNote",)),
-        Field("unapplied_amount", ("UnappliedAmt",), DECIMAL, read_only=True),
+        Field("unapplied_amount", ("UnappliedAmt",), DECIMAL, read_only=True, default=Decimal(0)),
     ),
     references=(
         Reference("customer_id", "customers", ("CustomerRef", "value")),
@@ -273,7 +277,7 @@ ENTITIES: dict[str, EntityMap] = {m.entity: m for m in (ITEMS, CUSTOMERS, INVOIC
 #: invoice line columns, one per SalesItemLineDetail line
 LINE_FIELDS = (
     Field("description", ("Description",)),
-    Field("amount", ("Amount",), DECIMAL),
+    Field("amount", ("Amount",), DECIMAL, default=Decimal(0)),
     Field("quantity", ("SalesItemLineDetail", "Qty"), DECIMAL),
     Field("unit_price", ("SalesItemLineDetail", "UnitPrice"), DECIMAL),
     Field("tax_code_ref", ("SalesItemLineDetail", "TaxCodeRef", "value")),
@@ -296,6 +300,11 @@ def is_voided(entity: str, obj: Mapping[str, Any]) -> bool:
     return total == 0 and note.startswith("Voided")
 
 
+def _read(f: Field, obj: Mapping[str, Any]) -> Any:
+    value = f.kind.read(_get(obj, f.path))
+    return f.default if value is None else value
+
+
 def reference_key(column: str) -> str:
     return f"{column}_qbo_id"
 
@@ -303,7 +312,7 @@ def reference_key(column: str) -> str:
 def from_qbo(entity: str, obj: Mapping[str, Any]) -> dict[str, Any]:
     """The local row (columns → values) for QBO object `obj` of `entity`."""
     spec = ENTITIES[entity]
-    row: dict[str, Any] = {f.column: f.kind.read(_get(obj, f.path)) for f in spec.fields}
+    row: dict[str, Any] = {f.column: _read(f, obj) for f in spec.fields}
     for ref in spec.references:
         if ref.path:
             row[reference_key(ref.column)] = _text(_get(obj, ref.path))
@@ -345,7 +354,7 @@ def invoice_lines(invoice: Mapping[str, Any]) -> list[dict[str, Any]]:
         if line.get("DetailType") != SALES_LINE:
             continue
         position += 1
-        row = {f.column: f.kind.read(_get(line, f.path)) for f in LINE_FIELDS}
+        row = {f.column: _read(f, line) for f in LINE_FIELDS}
         row.update(
             qbo_line_id=_text(line.get("Id")),
             line_number=int(line.get("LineNum") or position),
@@ -370,8 +379,8 @@ def to_qbo(
     lines: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The QBO body for local `row`: every writable field for a create (`changed` None), or a
-    sparse update of the `changed` columns with the row's Id and SyncToken. References are taken
-    from the `<column>_qbo_id` keys; `lines` (invoices) replaces the whole Line list."""
+    sparse update of the `changed` columns with the row's Id and SyncToken. The `<column>_qbo_id`
+    keys give the references; `lines` (invoices) replaces the whole Line list."""
     spec = ENTITIES[entity]
     body: dict[str, Any] = {}
     wanted = None if changed is None else set(changed)

@@ -18,18 +18,29 @@ DROP FUNCTION IF EXISTS qbo_sync.record_history(public.qbo_sync_queue, text, jso
 
 -- Run one claimed job: its handler is qbo_sync.sync_<entity>(job), a fixed name in the
 -- installer's schema, called only when the owner of that schema owns it.
+-- The SQL handler of an entity: qbo_sync.sync_<entity>(job) when the owner of schema qbo_sync
+-- owns it, else NULL.
+CREATE OR REPLACE FUNCTION qbo_sync.sql_handler(entity text)
+RETURNS regprocedure
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT p.oid::regprocedure
+      FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace
+     WHERE p.oid = to_regprocedure(format('qbo_sync.%I(public.qbo_sync_queue)', 'sync_' || entity))
+       AND p.proowner = n.nspowner
+$$;
+
 CREATE OR REPLACE FUNCTION qbo_sync.run_job(job public.qbo_sync_queue)
 RETURNS jsonb
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    handler regprocedure := to_regprocedure(format('qbo_sync.%I(public.qbo_sync_queue)', 'sync_' || job.sync_endpoint));
+    handler regprocedure := qbo_sync.sql_handler(job.sync_endpoint);
     summary jsonb;
 BEGIN
-    IF handler IS NULL OR NOT EXISTS (
-        SELECT FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace
-         WHERE p.oid = handler AND p.proowner = n.nspowner) THEN
+    IF handler IS NULL THEN
         RAISE EXCEPTION 'no handler for sync_endpoint "%": qbo_sync.%(qbo_sync_queue) is not installed',
                         job.sync_endpoint, 'sync_' || job.sync_endpoint
             USING ERRCODE = 'undefined_function';
@@ -206,7 +217,8 @@ BEGIN
         -- The token cannot be used and could not be refreshed (the token endpoint is down or
         -- unreachable): the job waits for it without spending an attempt, so an outage of any
         -- length ends with the queued work done, not failed.
-        IF connection.is_active AND connection.unusable AND refreshed ->> 'error' IS NOT NULL THEN
+        IF connection.is_active AND connection.unusable AND refreshed ->> 'error' IS NOT NULL
+           AND qbo_sync.error_is_retryable(coalesce(refreshed ->> 'sqlstate', 'XX000')) THEN
             PERFORM qbo_sync.release(job.id, job.lease_id, qbo_sync.setting_numeric('token.refresh_retry_seconds'),
                                      'waiting for the token endpoint: ' || (refreshed ->> 'error'));
             RETURN state || '{"job": null}';
@@ -262,8 +274,11 @@ BEGIN
            held_until = greatest(job.locked_until, clock_timestamp() + make_interval(
                             secs => qbo_sync.setting_numeric('queue.lease_seconds')::double precision))
      WHERE l.organization_id = job.organization_id;
+    -- A SQL handler the owner installed (qbo_sync.sync_<entity>) runs instead of the built-in one
     RETURN state || jsonb_build_object(
-        'handler', (SELECT e.handler FROM qbo_sync.entity AS e WHERE e.entity = job.sync_endpoint),
+        'handler', CASE WHEN qbo_sync.sql_handler(job.sync_endpoint) IS NULL
+                        THEN (SELECT e.handler FROM qbo_sync.entity AS e WHERE e.entity = job.sync_endpoint)
+                   END,
         'lock_timeout_ms', qbo_sync.setting_numeric('worker.lock_timeout_ms'));
 END
 $$;

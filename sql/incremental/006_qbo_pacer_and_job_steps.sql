@@ -8,6 +8,7 @@
 -- * qbo_sync.entity.handler: the in-database Python that runs an entity's jobs
 --   ("qbo_sync_db.module:function"), or NULL for a SQL handler qbo_sync.sync_<entity>(job).
 -- * qbo_sync_history.intuit_tid: the transaction id QBO gave a failed call, for Intuit's support.
+-- * qbo_deleted_at on the synced tables and the position of a full pull in qbo_sync_cursor.
 
 CREATE TABLE qbo_sync.pacer (
     realm_id   text NOT NULL,
@@ -38,3 +39,20 @@ COMMENT ON COLUMN qbo_sync.entity.handler IS
 ALTER TABLE public.qbo_sync_history ADD COLUMN intuit_tid text;
 COMMENT ON COLUMN public.qbo_sync_history.intuit_tid IS
     'intuit_tid of the QBO answer that made the job fail (quote it to Intuit''s support)';
+
+-- Pulling (the sync engine): a row QBO deleted is kept and marked (qbo_deleted_at), and a full
+-- pass records where it is, so a pull that stops half-way resumes at its page.
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['customer_profile', 'item_record', 'invoice_record', 'invoice_payment'] LOOP
+        EXECUTE format('ALTER TABLE public.%I ADD COLUMN IF NOT EXISTS qbo_deleted_at timestamptz', t);
+    END LOOP;
+END
+$$;
+ALTER TABLE public.qbo_sync_cursor
+    ADD COLUMN full_pass_started_at timestamptz,
+    ADD COLUMN full_pass_position integer;
+COMMENT ON COLUMN public.qbo_sync_cursor.full_pass_position IS
+    'STARTPOSITION of the next page of a full pull under way (NULL: none under way)';

@@ -33,6 +33,9 @@ def probe(conn: psycopg.Connection) -> Iterator[None]:
            VALUES ('qbo_sync_db.testing_probe', %s, false, qbo_sync.version())""",
         (PROBE_SOURCE,),
     )
+    built_in = conn.execute(
+        "SELECT handler FROM qbo_sync.entity WHERE entity = 'customers'"
+    ).fetchone()[0]
     conn.execute(
         "UPDATE qbo_sync.entity SET handler = 'qbo_sync_db.testing_probe:run'"
         " WHERE entity = 'customers'"
@@ -40,7 +43,7 @@ def probe(conn: psycopg.Connection) -> Iterator[None]:
     conn.execute("CREATE TABLE public.probe_marks (job_id uuid, n integer)")
     yield
     conn.execute("DROP TABLE public.probe_marks")
-    conn.execute("UPDATE qbo_sync.entity SET handler = NULL WHERE entity = 'customers'")
+    conn.execute("UPDATE qbo_sync.entity SET handler = %s WHERE entity = 'customers'", (built_in,))
     conn.execute("DELETE FROM qbo_sync.python_module WHERE name = 'qbo_sync_db.testing_probe'")
 
 

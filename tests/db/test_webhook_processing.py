@@ -163,12 +163,13 @@ def test_worker_turns_webhooks_into_work_on_its_loop(conn, org):
     log_webhook(conn, legacy(realm_of(conn, org), ("Payment", "4", "Create", {})))
     conn.execute("CALL qbo_sync_worker(2, NULL, true)")
     assert conn.execute("SELECT status FROM qbo_webhook_log").fetchone()[0] == "processed"
-    # queued and then run by the same worker (no payments handler is installed here, so it fails)
+    # queued and then run by the same worker: the pull handler ran, and failed at once since
+    # this organization's connection has no tokens
     job = conn.execute(
         "SELECT sync_endpoint, source, attempts, last_error FROM qbo_sync_queue"
     ).fetchone()
     assert job[:3] == ("payments", "webhook", 1)
-    assert "qbo_sync.sync_payments" in job[3]
+    assert "the connection has no access token (SQLSTATE QS002)" in job[3]
 
 
 def test_processing_itself_skips_unsigned_rows_without_the_constraint(conn, org):

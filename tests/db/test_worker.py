@@ -142,8 +142,18 @@ def test_worker_runs_the_handler_completes_the_job_and_records_history(conn, org
 
 
 def test_a_missing_handler_fails_the_job_at_once_with_a_clear_error(conn, org):
-    job_id = conn.execute("SELECT trigger_qbo_sync(%s, 'payments')", (org,)).fetchone()[0]
-    run_worker(conn)
+    """An entity with neither a built-in handler (qbo_sync.entity.handler) nor a SQL one."""
+    built_in = conn.execute(
+        "SELECT handler FROM qbo_sync.entity WHERE entity = 'payments'"
+    ).fetchone()[0]
+    conn.execute("UPDATE qbo_sync.entity SET handler = NULL WHERE entity = 'payments'")
+    try:
+        job_id = conn.execute("SELECT trigger_qbo_sync(%s, 'payments')", (org,)).fetchone()[0]
+        run_worker(conn)
+    finally:
+        conn.execute(
+            "UPDATE qbo_sync.entity SET handler = %s WHERE entity = 'payments'", (built_in,)
+        )
     row = job_row(conn, job_id)
     assert (row["status"], row["attempts"], row["last_error_code"]) == ("failed", 1, "42883")
     assert 'no handler for sync_endpoint "payments"' in row["last_error"]
@@ -152,7 +162,8 @@ def test_a_missing_handler_fails_the_job_at_once_with_a_clear_error(conn, org):
 
 
 def test_a_handler_not_owned_by_the_installer_is_not_run(conn, org, connect):
-    """A function of the right name that another role owns is refused, never called."""
+    """A function of the right name that another role owns is refused, never called: the
+    built-in handler runs instead (and refuses a 'both' job: this version pulls only)."""
     conn.execute("CREATE ROLE qbo_test_other NOLOGIN")
     try:
         make_handler(conn, "items", "BEGIN RETURN '{\"planted\": true}'; END")
@@ -161,7 +172,7 @@ def test_a_handler_not_owned_by_the_installer_is_not_run(conn, org, connect):
         run_worker(conn)
         row = job_row(conn, job_id)
         assert row["status"] == "failed" and row["result"] is None
-        assert "is not installed" in row["last_error"]
+        assert "pulls only" in row["last_error"] and row["last_error_code"] == "QB400"
     finally:
         conn.execute("DROP FUNCTION IF EXISTS qbo_sync.sync_items(qbo_sync_queue)")
         conn.execute("DROP ROLE qbo_test_other")

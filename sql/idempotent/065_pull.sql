@@ -1,0 +1,268 @@
+-- Applying what a pull read from QBO to the application's tables (plpython/qbo_sync_db/pull.py
+-- reads and maps; these functions write). Set-based: one statement per table per page, whatever
+-- the page's size. Every write here is the sync's own (qbo_sync.begin_applying_remote), so change
+-- tracking marks nothing for push: no echo.
+--
+-- Rules for a pulled object:
+-- * new here → inserted, synced;
+-- * here, unchanged locally, and QBO's SyncToken is newer than the stored one → updated;
+-- * the same SyncToken (an echo of our own write, or a page read twice) or an older one (an
+--   event that arrived late) → left alone: older data never overwrites newer;
+-- * here with a local change not pushed yet → left alone and counted as held (the push, or the
+--   conflict resolution, decides; a pulled change never overwrites a local one).
+-- Owner-only, like everything in schema qbo_sync.
+
+-- Whether SyncToken a is newer than b (both decimal strings; QBO counts them up).
+CREATE OR REPLACE FUNCTION qbo_sync.sync_token_newer(a text, b text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN b IS NULL OR b !~ '^[0-9]{1,18}$' THEN true
+                WHEN a IS NULL OR a !~ '^[0-9]{1,18}$' THEN false
+                ELSE a::bigint > b::bigint END
+$$;
+
+-- The registry row of an entity, or a clear error.
+CREATE OR REPLACE FUNCTION qbo_sync.entity_row(entity_name text)
+RETURNS qbo_sync.entity
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    registered qbo_sync.entity;
+BEGIN
+    SELECT * INTO registered FROM qbo_sync.entity AS e WHERE e.entity = entity_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown entity "%"', entity_name
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'one of: ' || array_to_string(qbo_sync.entity_names(), ', ');
+    END IF;
+    RETURN registered;
+END
+$$;
+
+-- Upsert one page of pulled objects of `entity` for an organization. `objects` is a JSON array of
+-- rows as qbo_sync_db.mapping.from_qbo makes them (column → value, qbo_id, qbo_sync_token,
+-- qbo_created_at, qbo_updated_at, qbo_raw); `columns` the business columns to write (each must be
+-- a column of the table, and none of qbo-sync's bookkeeping); `refs` maps a reference column to
+-- the entity it points at ({"customer_id": "customers"}): its value is looked up from the
+-- object's "<column>_qbo_id". Returns counts and the QBO ids written (so their lines follow).
+CREATE OR REPLACE FUNCTION qbo_sync.apply_pulled(
+    organization_id uuid, entity text, objects jsonb, columns text[], refs jsonb DEFAULT '{}'
+)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    target qbo_sync.entity := qbo_sync.entity_row(entity);
+    ref_column text;
+    ref_entity text;
+    bad text;
+    insert_columns text := '';
+    select_values text := '';
+    update_sets text := '';
+    result jsonb;
+BEGIN
+    IF jsonb_typeof(objects) IS DISTINCT FROM 'array' THEN
+        RAISE EXCEPTION 'apply_pulled needs a JSON array of objects' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT c INTO bad
+      FROM unnest(columns || ARRAY(SELECT jsonb_object_keys(refs))) AS c
+     WHERE c IN ('id', 'organization_id') OR c LIKE 'qbo\_%'
+        OR NOT EXISTS (SELECT FROM pg_attribute AS a
+                        WHERE a.attrelid = format('public.%I', target.app_table)::regclass
+                          AND a.attname = c AND a.attnum > 0 AND NOT a.attisdropped)
+     LIMIT 1;
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'apply_pulled: "%" is not a business column of %', bad, target.app_table
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM qbo_sync.begin_applying_remote();
+
+    SELECT string_agg(format('%I', c), ', '), string_agg(format('i.%I', c), ', '),
+           string_agg(format('%1$I = EXCLUDED.%1$I', c), ', ')
+      INTO insert_columns, select_values, update_sets
+      FROM unnest(columns) AS c;
+    FOR ref_column, ref_entity IN SELECT key, value FROM jsonb_each_text(refs) LOOP
+        insert_columns := insert_columns || format(', %I', ref_column);
+        select_values := select_values || format(
+            ', (SELECT r.id FROM public.%I AS r WHERE r.organization_id = $1 AND r.qbo_id = i.doc ->> %L)',
+            (qbo_sync.entity_row(ref_entity)).app_table, ref_column || '_qbo_id');
+        update_sets := update_sets || format(', %1$I = EXCLUDED.%1$I', ref_column);
+    END LOOP;
+
+    EXECUTE format($sql$
+        WITH incoming AS (
+            SELECT DISTINCT ON (r.qbo_id) e.doc, r.*
+              FROM jsonb_array_elements($2) AS e(doc)
+             CROSS JOIN LATERAL jsonb_populate_record(NULL::public.%1$I, e.doc) AS r
+             WHERE r.qbo_id IS NOT NULL
+             ORDER BY r.qbo_id, length(e.doc ->> 'qbo_sync_token') DESC, e.doc ->> 'qbo_sync_token' DESC
+        ), written AS (
+            INSERT INTO public.%1$I AS t
+                (organization_id, %2$s, qbo_id, qbo_sync_token, qbo_created_at, qbo_updated_at,
+                 qbo_raw, qbo_last_synced_at, qbo_sync_status, qbo_sync_error, qbo_deleted_at)
+            SELECT $1, %3$s, i.qbo_id, i.qbo_sync_token, i.qbo_created_at, i.qbo_updated_at,
+                   i.doc -> 'qbo_raw', now(), 'synced', NULL, NULL
+              FROM incoming AS i
+            ON CONFLICT (organization_id, qbo_id) DO UPDATE
+               SET %4$s, qbo_sync_token = EXCLUDED.qbo_sync_token,
+                   qbo_created_at = EXCLUDED.qbo_created_at, qbo_updated_at = EXCLUDED.qbo_updated_at,
+                   qbo_raw = EXCLUDED.qbo_raw, qbo_last_synced_at = now(), qbo_sync_status = 'synced',
+                   qbo_sync_error = NULL, qbo_deleted_at = NULL, qbo_synced_version = t.qbo_local_version,
+                   updated_at = now()
+             WHERE t.qbo_local_version <= t.qbo_synced_version
+               AND qbo_sync.sync_token_newer(EXCLUDED.qbo_sync_token, t.qbo_sync_token)
+            RETURNING t.qbo_id, (t.xmax = 0) AS inserted
+        ), held AS (
+            SELECT i.qbo_id
+              FROM incoming AS i
+              JOIN public.%1$I AS t ON t.organization_id = $1 AND t.qbo_id = i.qbo_id
+             WHERE t.qbo_local_version > t.qbo_synced_version
+               AND qbo_sync.sync_token_newer(i.qbo_sync_token, t.qbo_sync_token)
+        )
+        SELECT jsonb_build_object(
+                   'received', (SELECT count(*) FROM incoming),
+                   'inserted', (SELECT count(*) FROM written WHERE inserted),
+                   'updated', (SELECT count(*) FROM written WHERE NOT inserted),
+                   'held', (SELECT count(*) FROM held),
+                   'held_ids', (SELECT coalesce(jsonb_agg(qbo_id), '[]') FROM held),
+                   'written_ids', (SELECT coalesce(jsonb_agg(qbo_id), '[]') FROM written))
+    $sql$, target.app_table, insert_columns, select_values, update_sets)
+    INTO result USING organization_id, objects;
+    RETURN result || jsonb_build_object(
+        'unchanged', (result ->> 'received')::integer - (result ->> 'inserted')::integer
+                     - (result ->> 'updated')::integer - (result ->> 'held')::integer);
+END
+$$;
+
+-- The lines of pulled invoices whose rows were just written (`invoice_qbo_ids`): each line is
+-- matched by its QBO line Id (updated in place), new ones are inserted, and lines QBO no longer
+-- has are deleted. `lines` is a JSON array of line rows (qbo_sync_db.mapping.invoice_lines) with
+-- "invoice_qbo_id" and "item_id_qbo_id". Returns how many lines were written.
+CREATE OR REPLACE FUNCTION qbo_sync.apply_pulled_lines(organization_id uuid, invoice_qbo_ids text[], lines jsonb)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    written integer;
+BEGIN
+    PERFORM qbo_sync.begin_applying_remote();
+    WITH incoming AS (
+        SELECT inv.id AS invoice_id, e.doc
+          FROM jsonb_array_elements(lines) AS e(doc)
+          JOIN public.invoice_record AS inv
+            ON inv.organization_id = apply_pulled_lines.organization_id
+           AND inv.qbo_id = e.doc ->> 'invoice_qbo_id'
+         WHERE inv.qbo_id = ANY (invoice_qbo_ids) AND e.doc ->> 'qbo_line_id' IS NOT NULL
+    ), removed AS (
+        DELETE FROM public.invoice_line_item AS l
+         USING public.invoice_record AS inv
+         WHERE l.invoice_id = inv.id
+           AND inv.organization_id = apply_pulled_lines.organization_id
+           AND inv.qbo_id = ANY (invoice_qbo_ids)
+           AND NOT EXISTS (SELECT FROM incoming AS i
+                            WHERE i.invoice_id = l.invoice_id AND i.doc ->> 'qbo_line_id' = l.qbo_line_id)
+        RETURNING l.id
+    )
+    INSERT INTO public.invoice_line_item AS l
+        (organization_id, invoice_id, qbo_line_id, line_number, item_id, description, quantity,
+         unit_price, amount, tax_code_ref, service_date, detail_type)
+    SELECT apply_pulled_lines.organization_id, i.invoice_id, r.qbo_line_id, r.line_number,
+           (SELECT it.id FROM public.item_record AS it
+             WHERE it.organization_id = apply_pulled_lines.organization_id
+               AND it.qbo_id = i.doc ->> 'item_id_qbo_id'),
+           r.description, r.quantity, r.unit_price, r.amount, r.tax_code_ref, r.service_date,
+           r.detail_type
+      FROM incoming AS i
+     CROSS JOIN LATERAL jsonb_populate_record(NULL::public.invoice_line_item, i.doc) AS r
+    ON CONFLICT (invoice_id, qbo_line_id) DO UPDATE
+       SET line_number = EXCLUDED.line_number, item_id = EXCLUDED.item_id,
+           description = EXCLUDED.description, quantity = EXCLUDED.quantity,
+           unit_price = EXCLUDED.unit_price, amount = EXCLUDED.amount,
+           tax_code_ref = EXCLUDED.tax_code_ref, service_date = EXCLUDED.service_date,
+           detail_type = EXCLUDED.detail_type, updated_at = now();
+    GET DIAGNOSTICS written = ROW_COUNT;
+    RETURN written;
+END
+$$;
+
+-- Which of these QBO ids of `entity` the organization already has (a pull fetches the others
+-- first, so the objects that reference them can be linked).
+CREATE OR REPLACE FUNCTION qbo_sync.known_qbo_ids(organization_id uuid, entity text, qbo_ids text[])
+RETURNS text[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    known text[];
+BEGIN
+    EXECUTE format('SELECT coalesce(array_agg(t.qbo_id), ''{}'') FROM public.%I AS t
+                     WHERE t.organization_id = $1 AND t.qbo_id = ANY ($2)',
+                   (qbo_sync.entity_row(entity)).app_table)
+       INTO known USING organization_id, qbo_ids;
+    RETURN known;
+END
+$$;
+
+-- Objects QBO deleted: the rows stay, marked (qbo_deleted_at), unless a local change waits to be
+-- pushed (held, counted like a held update). Returns how many rows were marked.
+CREATE OR REPLACE FUNCTION qbo_sync.apply_pulled_deletions(organization_id uuid, entity text, qbo_ids text[])
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    marked integer;
+BEGIN
+    PERFORM qbo_sync.begin_applying_remote();
+    EXECUTE format('UPDATE public.%I AS t
+                       SET qbo_deleted_at = now(), qbo_last_synced_at = now(), qbo_sync_status = ''synced''
+                     WHERE t.organization_id = $1 AND t.qbo_id = ANY ($2) AND t.qbo_deleted_at IS NULL
+                       AND t.qbo_local_version <= t.qbo_synced_version',
+                   (qbo_sync.entity_row(entity)).app_table)
+       USING organization_id, qbo_ids;
+    GET DIAGNOSTICS marked = ROW_COUNT;
+    RETURN marked;
+END
+$$;
+
+-- A full pull's place: started_at of the pass under way and the STARTPOSITION of its next page
+-- (both NULL when none is under way).
+CREATE OR REPLACE FUNCTION qbo_sync.full_pull_position(organization_id uuid, entity text)
+RETURNS TABLE (started_at timestamptz, next_position integer)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT c.full_pass_started_at, c.full_pass_position
+      FROM (SELECT) AS one
+      LEFT JOIN public.qbo_sync_cursor AS c
+        ON c.organization_id = full_pull_position.organization_id AND c.entity = full_pull_position.entity
+$$;
+
+-- Record a full pull's progress (in the transaction that applied the page), or its end
+-- (next_position NULL): then the pass's start is the time CDC continues from.
+CREATE OR REPLACE FUNCTION qbo_sync.save_full_pull(
+    organization_id uuid, entity text, started_at timestamptz, next_position integer
+)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO public.qbo_sync_cursor AS c
+        (organization_id, entity, full_pass_started_at, full_pass_position, last_pull_at,
+         last_full_sync_at, last_changed_since)
+    VALUES (organization_id, entity, started_at, next_position, now(),
+            CASE WHEN next_position IS NULL THEN started_at END,
+            CASE WHEN next_position IS NULL THEN started_at END)
+    ON CONFLICT ON CONSTRAINT qbo_sync_cursor_pkey DO UPDATE
+       SET full_pass_started_at = CASE WHEN EXCLUDED.full_pass_position IS NULL THEN NULL
+                                       ELSE EXCLUDED.full_pass_started_at END,
+           full_pass_position = EXCLUDED.full_pass_position,
+           last_pull_at = now(),
+           last_full_sync_at = coalesce(EXCLUDED.last_full_sync_at, c.last_full_sync_at),
+           last_changed_since = coalesce(EXCLUDED.last_changed_since, c.last_changed_since)
+$$;

@@ -1,0 +1,252 @@
+"""Full pulls from QBO into the application's tables, through the worker, against a seeded
+simulator over HTTP: every object arrives with every mapped field as QBO has it (the test walks
+the mapping), references are linked (and fetched first when missing), invoice lines match QBO's
+by line Id, nothing echoes back for push, a local change not pushed yet is never overwritten, and
+a pull that stops half-way resumes at its page."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+import pytest
+import requests
+from qbo_sync_db import client, mapping
+
+from tests.db.qbo_jobs import LoggedServer, connect_realm, setting  # noqa: F401 - fixture
+from tests.db.test_qbo_calls import outcome, run_worker, sim_control
+from tests.simulator.simtools import REALM
+
+SEEDED = {"customers": 25, "items": 8, "invoices": 30, "payments": 12}
+TABLES = {e: m.qbo_entity for e, m in mapping.ENTITIES.items()}
+APP_TABLE = {
+    "customers": "customer_profile",
+    "items": "item_record",
+    "invoices": "invoice_record",
+    "payments": "invoice_payment",
+}
+
+
+@pytest.fixture
+def seeded() -> Iterator[LoggedServer]:
+    server = LoggedServer(
+        limits_enabled=True,
+        seed_customers=SEEDED["customers"],
+        seed_items=SEEDED["items"],
+        seed_invoices=SEEDED["invoices"],
+        seed_payments=SEEDED["payments"],
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def small_pages(setting) -> None:  # noqa: F811 - the fixture imported above
+    setting("pull.page_size", "7")
+    setting("pull.page_overlap", "2")
+
+
+def qbo_objects(sim: LoggedServer, token: str, entity: str) -> list[dict[str, Any]]:
+    """Everything QBO holds of `entity`, read independently of qbo-sync (inactive ones too)."""
+    text = f"SELECT * FROM {TABLES[entity]}"
+    if entity in ("customers", "items"):
+        text += " WHERE Active IN (true, false)"
+    answer = requests.get(
+        f"{sim.base_url}/v3/company/{REALM}/query",
+        params={"query": text + " MAXRESULTS 1000", "minorversion": "75"},
+        headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    return client.parse_query(client.decode_json(answer.content), TABLES[entity]).rows
+
+
+def local_rows(conn: psycopg.Connection, entity: str, org: uuid.UUID) -> dict[str, dict]:
+    cur = conn.execute(f"SELECT * FROM {APP_TABLE[entity]} WHERE organization_id = %s", (org,))
+    names = [c.name for c in cur.description or []]
+    return {row["qbo_id"]: row for row in (dict(zip(names, r, strict=True)) for r in cur)}
+
+
+def normal(value: Any) -> Any:
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return value.normalize()
+    return value
+
+
+def pages_from(start: int, total: int, size: int = 7, overlap: int = 2) -> int:
+    """How many query pages a full pull reads from STARTPOSITION `start` on: pages of `size`,
+    each starting `overlap` before the last one ended, until one comes back short."""
+    pages, position = 0, start
+    while True:
+        pages += 1
+        if total - position + 1 < size:
+            return pages
+        position += size - overlap
+
+
+def pull(conn: psycopg.Connection, org: uuid.UUID, entity: str) -> uuid.UUID:
+    job = conn.execute("SELECT trigger_qbo_sync(%s, %s, 'pull')", (org, entity)).fetchone()[0]
+    run_worker(conn)
+    return job
+
+
+def test_a_full_pull_brings_every_object_with_every_mapped_field(conn, seeded, small_pages):
+    connected = connect_realm(conn, seeded)
+    for entity in ("customers", "items", "invoices", "payments"):
+        job = pull(conn, connected.org, entity)
+        result = outcome(conn, job)
+        assert result["status"] == "completed", result
+        expected = qbo_objects(seeded, connected.access, entity)
+        assert len(expected) >= SEEDED[entity]
+        rows = local_rows(conn, entity, connected.org)
+        assert set(rows) == {o["Id"] for o in expected}, entity
+        spec = mapping.ENTITIES[entity]
+        for obj in expected:
+            want = mapping.from_qbo(entity, obj)
+            have = rows[obj["Id"]]
+            for f in spec.fields:
+                assert normal(have[f.column]) == normal(want[f.column]), (
+                    entity,
+                    f.column,
+                    obj["Id"],
+                )
+            assert have["qbo_sync_token"] == obj["SyncToken"]
+            assert have["qbo_sync_status"] == "synced" and have["qbo_raw"]["Id"] == obj["Id"]
+            # nothing to push: the pull's own writes are not local changes
+            assert have["qbo_local_version"] == have["qbo_synced_version"]
+        summary = result["summary"]
+        # pages of 7 starting 2 early: the last page is short, and every object was read
+        assert summary["pages"] >= len(expected) // 5
+        assert summary["inserted"] >= len(expected) and summary["failure_count"] == 0
+
+
+def test_invoices_pulled_first_fetch_their_customers_and_items_and_match_lines(conn, seeded):
+    connected = connect_realm(conn, seeded)
+    job = pull(conn, connected.org, "invoices")
+    assert outcome(conn, job)["status"] == "completed"
+    invoices = qbo_objects(seeded, connected.access, "invoices")
+    customers = {
+        r["qbo_id"]: r["id"] for r in local_rows(conn, "customers", connected.org).values()
+    }
+    items = {r["qbo_id"]: r["id"] for r in local_rows(conn, "items", connected.org).values()}
+    rows = local_rows(conn, "invoices", connected.org)
+    for invoice in invoices:
+        row = rows[invoice["Id"]]
+        assert row["customer_id"] == customers[invoice["CustomerRef"]["value"]]
+        lines = conn.execute(
+            "SELECT qbo_line_id, item_id, amount, line_number FROM invoice_line_item"
+            " WHERE invoice_id = %s ORDER BY line_number",
+            (row["id"],),
+        ).fetchall()
+        want = mapping.invoice_lines(invoice)
+        assert [(line[0], line[2]) for line in lines] == [
+            (w["qbo_line_id"], w["amount"]) for w in want
+        ]
+        assert [line[1] for line in lines] == [items[w["item_id_qbo_id"]] for w in want]
+    assert outcome(conn, job)["summary"]["fetched_references"] >= 1
+
+
+def test_a_second_pull_changes_nothing_and_a_qbo_change_arrives(conn, seeded):
+    connected = connect_realm(conn, seeded)
+    pull(conn, connected.org, "customers")
+    before = local_rows(conn, "customers", connected.org)
+    some = sorted(before, key=int)[0]
+    sim_control(
+        seeded,
+        "POST",
+        f"realms/{REALM}/change",
+        {"entity": "Customer", "id": some, "fields": {"Notes": "changed in QBO"}},
+    )
+    job = pull(conn, connected.org, "customers")
+    summary = outcome(conn, job)["summary"]
+    assert (summary["updated"], summary["inserted"]) == (1, 0)
+    assert summary["unchanged"] == len(before) - 1
+    after = local_rows(conn, "customers", connected.org)
+    assert after[some]["notes"] == "changed in QBO"
+    assert int(after[some]["qbo_sync_token"]) > int(before[some]["qbo_sync_token"])
+    assert after[some]["qbo_local_version"] == after[some]["qbo_synced_version"]  # no echo
+    unchanged = [q for q in before if q != some]
+    assert all(after[q]["updated_at"] == before[q]["updated_at"] for q in unchanged)
+
+
+def test_a_local_change_not_pushed_yet_is_never_overwritten_by_a_pull(conn, seeded):
+    connected = connect_realm(conn, seeded)
+    pull(conn, connected.org, "customers")
+    some = sorted(local_rows(conn, "customers", connected.org), key=int)[1]
+    conn.execute(
+        "UPDATE customer_profile SET notes = 'changed here' WHERE organization_id = %s AND qbo_id = %s",
+        (connected.org, some),
+    )
+    sim_control(
+        seeded,
+        "POST",
+        f"realms/{REALM}/change",
+        {"entity": "Customer", "id": some, "fields": {"Notes": "changed there"}},
+    )
+    job = pull(conn, connected.org, "customers")
+    assert outcome(conn, job)["summary"]["held"] == 1
+    row = local_rows(conn, "customers", connected.org)[some]
+    assert row["notes"] == "changed here" and row["qbo_local_version"] > row["qbo_synced_version"]
+
+
+def test_an_inactive_customer_stays_inactive(conn, seeded):
+    connected = connect_realm(conn, seeded)
+    customers = qbo_objects(seeded, connected.access, "customers")
+    idle = next(c for c in customers if not c.get("Balance"))
+    sim_control(
+        seeded,
+        "POST",
+        f"realms/{REALM}/change",
+        {"entity": "Customer", "id": idle["Id"], "operation": "deactivate"},
+    )
+    pull(conn, connected.org, "customers")
+    row = local_rows(conn, "customers", connected.org)[idle["Id"]]
+    assert row["is_active"] is False and row["qbo_deleted_at"] is None
+
+
+def test_a_pull_that_stops_half_way_resumes_at_its_page(conn, seeded, small_pages):
+    connected = connect_realm(conn, seeded)
+    # the third page (STARTPOSITION 11: 1, 6, 11 with pages of 7 starting 2 early) fails for good
+    sim_control(
+        seeded,
+        "POST",
+        "faults",
+        {"next": [{"kind": "500", "path_contains": "STARTPOSITION%2011%20", "times": 50}]},
+    )
+    job = pull(conn, connected.org, "customers")
+    result = outcome(conn, job)
+    assert (result["status"], result["last_error_code"]) == ("pending", "QB500")
+    position = conn.execute(
+        "SELECT full_pass_position FROM qbo_sync_cursor WHERE organization_id = %s AND entity = 'customers'",
+        (connected.org,),
+    ).fetchone()[0]
+    assert position == 11
+    assert len(local_rows(conn, "customers", connected.org)) == 12  # two pages (1-7, 6-12) kept
+
+    sim_control(seeded, "DELETE", "faults")
+    conn.execute("UPDATE qbo_sync_queue SET run_at = now() WHERE id = %s", (job,))
+    total = len(qbo_objects(seeded, connected.access, "customers"))
+    seeded.log.answers.clear()
+    run_worker(conn)
+    queries = [a for a in seeded.log.api() if a.path.endswith("/query")]
+    # the resumed run read on from where it stopped (page 11 on), not from the start
+    assert len(queries) == pages_from(11, total) == pages_from(1, total) - 2
+    assert outcome(conn, job)["status"] == "completed"
+    cursor = conn.execute(
+        "SELECT full_pass_position, last_full_sync_at IS NOT NULL FROM qbo_sync_cursor"
+        " WHERE organization_id = %s AND entity = 'customers'",
+        (connected.org,),
+    ).fetchone()
+    assert cursor == (None, True)
+    assert len(local_rows(conn, "customers", connected.org)) == len(
+        qbo_objects(seeded, connected.access, "customers")
+    )

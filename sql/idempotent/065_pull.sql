@@ -208,28 +208,6 @@ BEGIN
 END
 $$;
 
--- Objects QBO deleted: the rows stay, marked (qbo_deleted_at), unless a local change waits to be
--- pushed (held, counted like a held update). Returns how many rows were marked.
-CREATE OR REPLACE FUNCTION qbo_sync.apply_pulled_deletions(organization_id uuid, entity text, qbo_ids text[])
-RETURNS integer
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    marked integer;
-BEGIN
-    PERFORM qbo_sync.begin_applying_remote();
-    EXECUTE format('UPDATE public.%I AS t
-                       SET qbo_deleted_at = now(), qbo_last_synced_at = now(), qbo_sync_status = ''synced''
-                     WHERE t.organization_id = $1 AND t.qbo_id = ANY ($2) AND t.qbo_deleted_at IS NULL
-                       AND t.qbo_local_version <= t.qbo_synced_version',
-                   (qbo_sync.entity_row(entity)).app_table)
-       USING organization_id, qbo_ids;
-    GET DIAGNOSTICS marked = ROW_COUNT;
-    RETURN marked;
-END
-$$;
-
 -- A full pull's place: started_at of the pass under way and the STARTPOSITION of its next page
 -- (both NULL when none is under way).
 CREATE OR REPLACE FUNCTION qbo_sync.full_pull_position(organization_id uuid, entity text)

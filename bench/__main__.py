@@ -1,7 +1,7 @@
 """`python -m bench`: run every benchmark (queue, and the simulator's when present).
 
-`--only NAME` (queue, simulator, plpython, pacing) runs one; any further arguments go to that
-benchmark.
+`--only NAME` (queue, simulator, plpython, pacing, pacer_db) runs one; any further arguments go
+to that benchmark.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ BENCHMARKS = {
     "simulator": "bench.bench_simulator",
     "plpython": "bench.bench_plpython",
     "pacing": "bench.bench_pacing",
+    "pacer_db": "bench.bench_pacer_db",
 }
 
 

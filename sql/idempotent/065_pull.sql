@@ -208,17 +208,63 @@ BEGIN
 END
 $$;
 
--- A full pull's place: started_at of the pass under way and the STARTPOSITION of its next page
--- (both NULL when none is under way).
-CREATE OR REPLACE FUNCTION qbo_sync.full_pull_position(organization_id uuid, entity text)
-RETURNS TABLE (started_at timestamptz, next_position integer)
+-- Objects QBO deleted (CDC's tombstones): the rows stay, marked (qbo_deleted_at), unless a local
+-- change waits to be pushed (then they are held, like a held update). Returns how many were marked.
+CREATE OR REPLACE FUNCTION qbo_sync.apply_pulled_deletions(organization_id uuid, entity text, qbo_ids text[])
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    marked integer;
+BEGIN
+    PERFORM qbo_sync.begin_applying_remote();
+    EXECUTE format('UPDATE public.%I AS t
+                       SET qbo_deleted_at = now(), qbo_last_synced_at = now(), qbo_sync_status = ''synced''
+                     WHERE t.organization_id = $1 AND t.qbo_id = ANY ($2) AND t.qbo_deleted_at IS NULL
+                       AND t.qbo_local_version <= t.qbo_synced_version',
+                   (qbo_sync.entity_row(entity)).app_table)
+       USING organization_id, qbo_ids;
+    GET DIAGNOSTICS marked = ROW_COUNT;
+    RETURN marked;
+END
+$$;
+
+-- Where an organization's pulls of an entity stand: a full pass under way (its start and the
+-- STARTPOSITION of its next page), and the point incremental pulls continue from (as seconds
+-- since the epoch), NULL when a full pass is needed: never pulled, a pass under way, the point
+-- older than CDC reaches back (pull.cdc_max_days), or a full pass asked for.
+CREATE OR REPLACE FUNCTION qbo_sync.pull_cursor(organization_id uuid, entity text)
+RETURNS TABLE (started_at text, next_position integer, changed_since double precision)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT c.full_pass_started_at, c.full_pass_position
+    SELECT c.full_pass_started_at::text, c.full_pass_position,
+           CASE WHEN c.full_pass_position IS NULL AND NOT coalesce(c.full_pass_needed, false)
+                     AND c.last_changed_since > now() - make_interval(
+                             days => qbo_sync.setting_numeric('pull.cdc_max_days')::integer)
+                THEN extract(epoch FROM c.last_changed_since)::double precision END
       FROM (SELECT) AS one
       LEFT JOIN public.qbo_sync_cursor AS c
-        ON c.organization_id = full_pull_position.organization_id AND c.entity = full_pull_position.entity
+        ON c.organization_id = pull_cursor.organization_id AND c.entity = pull_cursor.entity
+$$;
+
+-- Record where an incremental pull got to (in the transaction that applied its changes), and
+-- whether a full pass is needed next (CDC capped its answer, so deletions may be missing).
+CREATE OR REPLACE FUNCTION qbo_sync.save_incremental_pull(
+    organization_id uuid, entity text, changed_since timestamptz, full_pass_needed boolean
+)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO public.qbo_sync_cursor AS c
+        (organization_id, entity, last_changed_since, last_pull_at, full_pass_needed)
+    VALUES (organization_id, entity, changed_since, now(), full_pass_needed)
+    ON CONFLICT ON CONSTRAINT qbo_sync_cursor_pkey DO UPDATE
+       SET last_changed_since = greatest(c.last_changed_since, EXCLUDED.last_changed_since),
+           last_pull_at = now(),
+           full_pass_needed = coalesce(c.full_pass_needed, false) OR EXCLUDED.full_pass_needed
 $$;
 
 -- Record a full pull's progress (in the transaction that applied the page), or its end
@@ -242,5 +288,6 @@ AS $$
            full_pass_position = EXCLUDED.full_pass_position,
            last_pull_at = now(),
            last_full_sync_at = coalesce(EXCLUDED.last_full_sync_at, c.last_full_sync_at),
-           last_changed_since = coalesce(EXCLUDED.last_changed_since, c.last_changed_since)
+           last_changed_since = coalesce(EXCLUDED.last_changed_since, c.last_changed_since),
+           full_pass_needed = c.full_pass_needed AND EXCLUDED.full_pass_position IS NOT NULL
 $$;

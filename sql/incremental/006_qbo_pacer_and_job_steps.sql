@@ -53,6 +53,9 @@ END
 $$;
 ALTER TABLE public.qbo_sync_cursor
     ADD COLUMN full_pass_started_at timestamptz,
-    ADD COLUMN full_pass_position integer;
+    ADD COLUMN full_pass_position integer,
+    ADD COLUMN full_pass_needed boolean NOT NULL DEFAULT false;
+COMMENT ON COLUMN public.qbo_sync_cursor.full_pass_needed IS
+    'the next pull reads everything (CDC capped an answer, so deletions may have been missed)';
 COMMENT ON COLUMN public.qbo_sync_cursor.full_pass_position IS
     'STARTPOSITION of the next page of a full pull under way (NULL: none under way)';

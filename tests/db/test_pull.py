@@ -250,3 +250,117 @@ def test_a_pull_that_stops_half_way_resumes_at_its_page(conn, seeded, small_page
     assert len(local_rows(conn, "customers", connected.org)) == len(
         qbo_objects(seeded, connected.access, "customers")
     )
+
+
+def change(sim: LoggedServer, entity: str, operation: str, object_id: str | None = None, **fields):
+    body: dict[str, Any] = {"entity": entity, "operation": operation, "fields": fields}
+    if object_id is not None:
+        body["id"] = object_id
+    return sim_control(sim, "POST", f"realms/{REALM}/change", body)
+
+
+def api_calls(sim: LoggedServer, endpoint: str) -> int:
+    """Calls QBO answered (a 401 that made the job refresh its token is not counted)."""
+    return sum(1 for a in sim.log.api() if a.path.endswith("/" + endpoint) and a.status == 200)
+
+
+def cursor(conn: psycopg.Connection, org: uuid.UUID, entity: str) -> dict:
+    cur = conn.execute(
+        "SELECT * FROM qbo_sync_cursor WHERE organization_id = %s AND entity = %s", (org, entity)
+    )
+    names = [c.name for c in cur.description or []]
+    return dict(zip(names, cur.fetchone(), strict=True))
+
+
+def test_after_a_full_pull_changes_arrive_through_one_cdc_call(conn, seeded):
+    connected = connect_realm(conn, seeded)
+    pull(conn, connected.org, "invoices")
+    invoices = qbo_objects(seeded, connected.access, "invoices")
+    unpaid = [i for i in invoices if not i.get("LinkedTxn") and i["Balance"] == i["TotalAmt"]]
+    edited, removed = unpaid[0], unpaid[1]
+    line = mapping.invoice_lines(edited)[0]
+    change(seeded, "Invoice", "update", edited["Id"], PrivateNote="edited in QBO")
+    change(seeded, "Invoice", "delete", removed["Id"])
+    created = change(
+        seeded,
+        "Invoice",
+        "create",
+        CustomerRef={"value": edited["CustomerRef"]["value"]},
+        Line=[
+            {
+                "Amount": 30,
+                "DetailType": "SalesItemLineDetail",
+                "SalesItemLineDetail": {
+                    "ItemRef": {"value": line["item_id_qbo_id"]},
+                    "Qty": 2,
+                    "UnitPrice": 15,
+                },
+            }
+        ],
+    )
+    new_id = next(v for v in created.values() if isinstance(v, dict) and "Id" in v)["Id"]
+    seeded.log.answers.clear()
+
+    job = pull(conn, connected.org, "invoices")
+    summary = outcome(conn, job)["summary"]
+    assert summary["mode"] == "incremental"
+    assert (api_calls(seeded, "cdc"), api_calls(seeded, "query")) == (1, 0)
+    assert (summary["inserted"], summary["updated"], summary["deleted"]) == (1, 1, 1)
+    rows = local_rows(conn, "invoices", connected.org)
+    assert rows[edited["Id"]]["private_note"] == "edited in QBO"
+    assert rows[removed["Id"]]["qbo_deleted_at"] is not None  # kept, marked deleted
+    assert rows[new_id]["total_amount"] == Decimal(30)
+    lines = conn.execute(
+        "SELECT count(*) FROM invoice_line_item WHERE invoice_id = %s", (rows[new_id]["id"],)
+    ).fetchone()[0]
+    assert lines == 1
+
+
+def test_a_cursor_older_than_cdc_reaches_back_means_a_full_pull(conn, seeded):
+    connected = connect_realm(conn, seeded)
+    pull(conn, connected.org, "customers")
+    conn.execute(
+        "UPDATE qbo_sync_cursor SET last_changed_since = now() - interval '31 days'"
+        " WHERE organization_id = %s",
+        (connected.org,),
+    )
+    seeded.log.answers.clear()
+    job = pull(conn, connected.org, "customers")
+    assert outcome(conn, job)["summary"]["mode"] == "full"
+    assert api_calls(seeded, "cdc") == 0 and api_calls(seeded, "query") >= 1
+    assert cursor(conn, connected.org, "customers")["last_changed_since"] > dt.datetime.now(
+        dt.UTC
+    ) - dt.timedelta(minutes=5)
+
+
+def test_a_full_cdc_answer_is_followed_by_another_and_a_full_pull_next(conn, seeded, setting):  # noqa: F811
+    connected = connect_realm(conn, seeded)
+    pull(conn, connected.org, "customers")
+    sim_control(seeded, "PATCH", "config", {"cdc_max_objects": 3})
+    setting("pull.cdc_max_objects", "3")
+    setting("pull.cdc_overlap_seconds", "0")
+    # the changes come after everything the full pull read (the access token expires meanwhile:
+    # the job's first call is refused, refreshes it and is sent again)
+    seeded.state.clock.advance(3600)
+    ids = sorted(local_rows(conn, "customers", connected.org), key=int)[:7]
+    for number, customer in enumerate(ids):
+        seeded.state.clock.advance(1)
+        change(seeded, "Customer", "update", customer, Notes=f"change {number}")
+    seeded.log.answers.clear()
+
+    job = pull(conn, connected.org, "customers")
+    summary = outcome(conn, job)["summary"]
+    assert summary["mode"] == "incremental" and summary["updated"] == 7
+    # answers of 3, each from the last one's latest change on: 1-3, 3-5, 5-7, 7
+    assert api_calls(seeded, "cdc") == 4
+    rows = local_rows(conn, "customers", connected.org)
+    assert [rows[c]["notes"] for c in ids] == [f"change {n}" for n in range(7)]
+    assert cursor(conn, connected.org, "customers")["full_pass_needed"] is True
+
+    # a full answer may have left deletions out: the next pull reads everything, then CDC again
+    seeded.log.answers.clear()
+    job = pull(conn, connected.org, "customers")
+    assert outcome(conn, job)["summary"]["mode"] == "full"
+    assert cursor(conn, connected.org, "customers")["full_pass_needed"] is False
+    job = pull(conn, connected.org, "customers")
+    assert outcome(conn, job)["summary"]["mode"] == "incremental"

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from qbo_sync_db import client, db, secrets, tokens, transport
+from qbo_sync_db import client, db, secrets, transport
 from qbo_sync_db.errors import (
     ConfigurationError,
     QboApiError,
@@ -43,8 +43,11 @@ SELECT c.realm_id, c.environment, c.api_base_url, c.is_active, c.inactive_reason
 SETTINGS = """
 SELECT qbo_sync.setting('pacing.limits') AS limits,
        qbo_sync.setting_numeric('pacing.max_wait_seconds') AS max_wait,
-       qbo_sync.setting_numeric('pacing.lock_timeout_ms') AS lock_timeout_ms,
-       qbo_sync.setting_numeric('token.refresh_margin_seconds') AS margin"""
+       qbo_sync.setting_numeric('pacing.lock_timeout_ms') AS lock_timeout_ms"""
+
+#: the refresh as the token job and the worker's prepare step make it (one per connection at a
+#: time, tables checked, no statement timeout), in the step's own transaction
+REFRESH = "SELECT qbo_sync.token_refresh($1, $2)::text AS outcome"
 
 #: refresh before a call when the access token has less than this left
 EXPIRY_GUARD_SECONDS = 60.0
@@ -71,7 +74,6 @@ class Connection:
         self.clock = clock
         self.before_call = before_call
         settings = db.execute(plpy, SETTINGS, [], [])[0]
-        self.margin = float(settings["margin"])
         self._load()
         client_id, _ = secrets.app_credentials(plpy)
         self.pacer = SharedPacer(
@@ -94,6 +96,7 @@ class Connection:
             on_retry=self._note_retry,
         )
         self.pacer.linger_seconds = self.transport.timeout[1]
+        self.pacer.before_attempt = before_call
         self.calls = 0
         self.refreshes = 0
         #: the failed attempts that were retried (the last RETRIED_KEPT), for the job's history
@@ -142,7 +145,11 @@ class Connection:
         with its own, retryable, error when the token is known to be refused (`force`: after a
         401); before expiry the current token is used while it lasts."""
         self.tx.commit()
-        outcome = tokens.refresh(self.plpy, self.organization_id, self.margin, force)
+        outcome = json.loads(
+            db.execute(self.plpy, REFRESH, ["uuid", "boolean"], [self.organization_id, force])[0][
+                "outcome"
+            ]
+        )
         self.tx.commit()
         if outcome["refreshed"]:
             self.refreshes += 1

@@ -68,6 +68,8 @@ class SharedPacer:
         self.sleep = sleep
         self.rng = rng or random.Random()
         self.slot: int | None = None
+        #: called before every attempt is paced (the job's lease keeper)
+        self.before_attempt: Callable[[], None] | None = None
         #: time.monotonic() when the latest decision read the clock (a wait runs from then)
         self.decided_at = 0.0
         #: the request being sent and how many times it was tried (the transport resends the
@@ -83,6 +85,8 @@ class SharedPacer:
     def before(self, request: client.Request) -> None:
         if request.kind == "oauth":
             return
+        if self.before_attempt is not None:
+            self.before_attempt()  # e.g. keep the job's lease: retries can take minutes
         if request is not self.request:
             self.request, self.attempts = request, 0
         self.attempts += 1
@@ -142,17 +146,28 @@ class SharedPacer:
     def _decide(self, decide: Callable[[Any, Any], tuple[Any, dict[str, Any]]]) -> Any:
         """Run `decide(state, now)` on the locked row in a transaction of its own and commit
         the new state; returns the decision. A busy row is tried again after a short pause."""
-        self.tx.commit()  # the caller's work so far: no lock of ours is held while we wait
+        # the caller's work so far: no lock of ours is held while we wait (the decision's own
+        # transaction touches only qbo_sync.pacer, so it skips the check of public's tables)
+        self.tx.commit(check_relations=False)
+        busy_since = time.monotonic()
         while True:
-            self.tx.pin(self.lock_timeout_ms)
+            self.tx.pin(self.lock_timeout_ms, check_relations=False)
             try:
                 rows = db.execute(self.plpy, LOCK_ROW, ["text", "text"], self.key)
                 if not rows:
                     db.execute(self.plpy, CREATE_ROW, ["text", "text"], self.key)
                     rows = db.execute(self.plpy, LOCK_ROW, ["text", "text"], self.key)
             except self.plpy.spiexceptions.LockNotAvailable:
-                self.tx.rollback()
+                self.tx.rollback(check_relations=False)
                 self.stats["busy"] += 1
+                if time.monotonic() - busy_since > self.max_wait_seconds:
+                    # held far longer than any decision takes (an operator's open lock, a
+                    # table rewrite): the job goes back to the queue rather than spin
+                    raise QboThrottled(
+                        f"the pacing row of realm {self.key[0]} stayed locked for "
+                        f"{self.max_wait_seconds:.0f} s; the job waits in the queue",
+                        hint="some session holds qbo_sync.pacer's row: see pg_locks",
+                    ) from None
                 self.sleep(self.rng.uniform(*BUSY_RETRY_SECONDS))
                 continue
             state = json.loads(rows[0]["state"])

@@ -8,6 +8,10 @@ carry `SET search_path`, so every transaction this object starts pins its own se
 `search_path = pg_catalog, pg_temp` (nothing the owner runs resolves through a schema another
 role can write) and the step's `lock_timeout`. The pinning statement itself names
 `pg_catalog.set_config` with typed parameters, so it resolves nothing through the caller's path.
+A commit also releases the locks qbo_sync.lock_own_relations() took, so every new transaction
+takes them again and checks that qbo-sync's tables in public are still its own (a table the
+database owner dropped and replaced between two commits would otherwise run its triggers as the
+owner).
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ PIN = (
     "SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true),"
     " pg_catalog.set_config('lock_timeout', $1, true)"
 )
+#: qbo-sync's tables in public are still its own, and stay so until this transaction ends
+#: (sql/idempotent/015_entities.sql): a commit releases the previous transaction's locks
+CHECK_RELATIONS = "SELECT qbo_sync.lock_own_relations()"
 
 
 class Transaction:
@@ -31,16 +38,20 @@ class Transaction:
         self.lock_timeout_ms = lock_timeout_ms
         self.commits = 0
 
-    def pin(self, lock_timeout_ms: int | None = None) -> None:
-        """Pin the search path and lock timeout for the rest of this transaction."""
+    def pin(self, lock_timeout_ms: int | None = None, check_relations: bool = True) -> None:
+        """Pin the search path and lock timeout for the rest of this transaction, and lock and
+        check qbo-sync's tables in public (a transaction that touches none of them, like the
+        pacer's decisions on qbo_sync.pacer, may skip that)."""
         timeout = self.lock_timeout_ms if lock_timeout_ms is None else lock_timeout_ms
         db.execute(self.plpy, PIN, ["text"], [f"{int(timeout)}ms"])
+        if check_relations:
+            db.execute(self.plpy, CHECK_RELATIONS, [], [])
 
-    def commit(self) -> None:
+    def commit(self, check_relations: bool = True) -> None:
         self.plpy.commit()
         self.commits += 1
-        self.pin()
+        self.pin(check_relations=check_relations)
 
-    def rollback(self) -> None:
+    def rollback(self, check_relations: bool = True) -> None:
         self.plpy.rollback()
-        self.pin()
+        self.pin(check_relations=check_relations)

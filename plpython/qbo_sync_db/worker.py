@@ -31,6 +31,9 @@ from qbo_sync_db.txn import Transaction
 START = "SELECT qbo_sync.worker_start($1::jsonb)::text AS state"
 FINISH = "SELECT qbo_sync.worker_finish($1::jsonb, $2::jsonb, $3, $4, $5)::text AS state"
 STEP_FAILED = "SELECT qbo_sync.worker_step_failed($1::jsonb, 'run', $2, $3)::text AS state"
+ABANDON = "SELECT qbo_sync.worker_abandon($1::jsonb, $2, $3)::text AS state"
+#: the summary keys the history keeps as counts (whole numbers)
+COUNTS = ("entity_count", "success_count", "failure_count")
 RUN_SQL_HANDLER = (
     "SELECT qbo_sync.run_job(pg_catalog.jsonb_populate_record("
     "NULL::public.qbo_sync_queue, $1::jsonb))::text AS summary"
@@ -87,7 +90,38 @@ class JobContext:
 
 
 def run(plpy: Any, state_text: str) -> str:
-    """The run step (see the module docstring); returns the loop's new state."""
+    """The run step (see the module docstring); returns the loop's new state. Nothing escapes:
+    a failure outside the handler (a lost connection to the catalog, a bug here) gives the job
+    back with the reason and is reported as a failed step."""
+    try:
+        return _run(plpy, state_text)
+    except Exception as exc:  # noqa: BLE001 - the loop around this step cannot catch anything
+        return abandon(plpy, state_text, exc)
+
+
+def abandon(plpy: Any, state_text: str, exc: BaseException) -> str:
+    """The step failed outside the handler: roll back, give the job back (its attempt not
+    counted) with the reason, report the failed step."""
+    error = _described(plpy, exc)
+    plpy.rollback()
+    Transaction(plpy).pin(check_relations=False)  # worker_abandon checks them itself
+    rows = db.execute(
+        plpy, ABANDON, ["text", "text", "text"], [state_text, error["sqlstate"], error["message"]]
+    )
+    return str(rows[0]["state"])
+
+
+def _described(plpy: Any, exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, plpy.SPIError):
+        return _spi_error(exc)
+    if isinstance(exc, plpy.Error):
+        return _raised_error(exc)
+    if isinstance(exc, QboSyncError):
+        return api.describe(exc)
+    return _bug(exc)
+
+
+def _run(plpy: Any, state_text: str) -> str:
     state = json.loads(state_text)
     if not state.get("job"):
         return state_text
@@ -130,24 +164,53 @@ def run(plpy: Any, state_text: str) -> str:
         if context is not None:
             summary = context.summary()
     try:
-        state = _sql_state(
-            plpy,
-            FINISH,
-            ["text", "text", "text", "text", "text"],
-            [
-                json.dumps(state),
-                json.dumps(summary if summary is not None else {}, default=str),
-                error and error["sqlstate"],
-                error and error["message"],
-                error and error["intuit_tid"],
-            ],
-        )
+        state = _finish(plpy, state, summary, error)
     except plpy.SPIError as exc:
+        # the outcome could not be written as it was (a lock held past the timeout, a summary
+        # the history refused): the job's work is rolled back and the failure recorded instead
         tx.rollback()
-        return _step_failed(plpy, state, sqlstate_of(exc), str(exc))
+        failure = _spi_error(exc)
+        failure["message"] = "recording the job's outcome failed: " + failure["message"]
+        try:
+            state = _finish(plpy, state, {}, failure)
+        except plpy.SPIError as again:
+            tx.rollback()
+            return _step_failed(plpy, state, sqlstate_of(again), str(again))
     if stop:
         state["stop"] = True
     return json.dumps(state)
+
+
+def _finish(
+    plpy: Any, state: dict[str, Any], summary: Any, error: dict[str, Any] | None
+) -> dict[str, Any]:
+    return _sql_state(
+        plpy,
+        FINISH,
+        ["text", "text", "text", "text", "text"],
+        [
+            json.dumps(state),
+            json.dumps(clean_summary(summary), default=str),
+            error and error["sqlstate"],
+            error and error["message"],
+            error and error["intuit_tid"],
+        ],
+    )
+
+
+def clean_summary(summary: Any) -> dict[str, Any]:
+    """A handler's summary as the history can keep it: a JSON object whose counts are whole
+    numbers (anything else under those keys is dropped, not allowed to fail the recording)."""
+    if not isinstance(summary, dict):
+        return {} if summary is None else {"result": summary}
+    cleaned = dict(summary)
+    for key in COUNTS:
+        value = cleaned.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
+            del cleaned[key]
+    return cleaned
 
 
 def _sql_state(plpy: Any, query: str, types: list[str], args: list[Any]) -> dict[str, Any]:

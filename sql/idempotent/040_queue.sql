@@ -196,7 +196,7 @@ AS $$
         UPDATE qbo_sync.organization_lock AS l
            SET held_until = e.locked_until
           FROM extended AS e
-         WHERE l.organization_id = e.organization_id AND l.job_id = extend_lease.job_id
+         WHERE l.organization_id = e.organization_id AND l.lease_id = extend_lease.job_lease
     )
     SELECT e.locked_until FROM extended AS e
 $$;

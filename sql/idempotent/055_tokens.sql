@@ -11,6 +11,7 @@ RETURNS jsonb
 LANGUAGE plpython3u
 SET search_path = pg_catalog, pg_temp
 SET lock_timeout = '10s'  -- a concurrent refresh of the same connection is waited for this long
+SET statement_timeout = 0  -- a timeout between Intuit's answer and storing it would lose the pair
 AS $$
 if not SD.get("qbo_sync_ready"):
     plpy.execute("SELECT qbo_sync.python_loader()")

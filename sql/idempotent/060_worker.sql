@@ -199,17 +199,35 @@ BEGIN
     IF state -> 'job' IS NULL OR jsonb_typeof(state -> 'job') = 'null' THEN
         RETURN state;
     END IF;
-    job := jsonb_populate_record(NULL::public.qbo_sync_queue, state -> 'job');
     PERFORM qbo_sync.lock_own_relations();
+    job := jsonb_populate_record(NULL::public.qbo_sync_queue, state -> 'job');
     SELECT c.is_active, c.inactive_reason,
            c.qbo_token_expires_at IS NULL
            OR c.qbo_token_expires_at < now() + make_interval(
-                  secs => qbo_sync.setting_numeric('token.refresh_margin_seconds')::double precision) AS due
+                  secs => qbo_sync.setting_numeric('token.refresh_margin_seconds')::double precision) AS due,
+           coalesce(c.qbo_token_expires_at < now() + interval '60 seconds', true) AS unusable,
+           c.last_refresh_error IS NOT NULL
+           AND c.updated_at > now() - make_interval(
+                  secs => qbo_sync.setting_numeric('token.refresh_retry_seconds')::double precision) AS failed_lately
       INTO connection
       FROM public.qbo_connection AS c
      WHERE c.organization_id = job.organization_id;
+    IF connection.is_active AND connection.due AND connection.unusable AND connection.failed_lately THEN
+        -- a refresh failed moments ago: wait, rather than have every job knock on a token
+        -- endpoint that is down (each knock can take a minute of retries)
+        PERFORM qbo_sync.release(job.id, job.lease_id, qbo_sync.setting_numeric('token.refresh_retry_seconds'),
+                                 'waiting for the token endpoint: the last refresh failed moments ago');
+        RETURN state || '{"job": null}';
+    END IF;
     IF connection.is_active AND connection.due THEN
-        refreshed := qbo_sync.token_refresh(job.organization_id, false);
+        BEGIN
+            refreshed := qbo_sync.token_refresh(job.organization_id, false);
+        EXCEPTION WHEN lock_not_available THEN
+            -- another session is refreshing this connection (the token job, a slow endpoint)
+            PERFORM qbo_sync.release(job.id, job.lease_id, qbo_sync.setting_numeric('queue.busy_retry_seconds'),
+                                     'waiting: another session is refreshing the token');
+            RETURN state || '{"job": null}';
+        END;
         SELECT c.is_active, c.inactive_reason,
                coalesce(c.qbo_token_expires_at < now() + interval '60 seconds', true) AS unusable
           INTO connection
@@ -258,19 +276,21 @@ BEGIN
     IF state -> 'job' IS NULL OR jsonb_typeof(state -> 'job') = 'null' THEN
         RETURN state;
     END IF;
-    job := jsonb_populate_record(NULL::public.qbo_sync_queue, state -> 'job');
     PERFORM set_config('lock_timeout', qbo_sync.setting_numeric('worker.lock_timeout_ms')::bigint || 'ms', true);
     PERFORM qbo_sync.lock_own_relations();
-    SELECT l.job_id, l.held_until INTO holder
+    job := jsonb_populate_record(NULL::public.qbo_sync_queue, state -> 'job');
+    SELECT l.job_id, l.lease_id, l.held_until INTO holder
       FROM qbo_sync.organization_lock AS l
      WHERE l.organization_id = job.organization_id
        FOR UPDATE SKIP LOCKED;
-    IF NOT FOUND OR (holder.job_id IS DISTINCT FROM job.id AND holder.held_until > clock_timestamp()) THEN
+    -- held by another run (of another job, or an earlier run of this one that was requeued or
+    -- reclaimed and may still be working) until its lease ends: the organization is busy
+    IF NOT FOUND OR (holder.lease_id IS DISTINCT FROM job.lease_id AND holder.held_until > clock_timestamp()) THEN
         PERFORM qbo_sync.release(job.id, job.lease_id, qbo_sync.setting_numeric('queue.busy_retry_seconds'));
         RETURN state || '{"job": null}';
     END IF;
     UPDATE qbo_sync.organization_lock AS l
-       SET job_id = job.id,
+       SET job_id = job.id, lease_id = job.lease_id,
            held_until = greatest(job.locked_until, clock_timestamp() + make_interval(
                             secs => qbo_sync.setting_numeric('queue.lease_seconds')::double precision))
      WHERE l.organization_id = job.organization_id;
@@ -299,7 +319,7 @@ SET search_path = pg_catalog, pg_temp
 SET lock_timeout = '5s'
 AS $$
 DECLARE
-    job public.qbo_sync_queue := jsonb_populate_record(NULL::public.qbo_sync_queue, state -> 'job');
+    job public.qbo_sync_queue;
     recorded boolean;
     retryable boolean;
     new_status text;
@@ -307,6 +327,7 @@ DECLARE
 BEGIN
     PERFORM set_config('lock_timeout', qbo_sync.setting_numeric('worker.lock_timeout_ms')::bigint || 'ms', true);
     PERFORM qbo_sync.lock_own_relations();
+    job := jsonb_populate_record(NULL::public.qbo_sync_queue, state -> 'job');
     IF error_state IS NULL THEN
         BEGIN
             recorded := qbo_sync.complete(job.id, job.lease_id, summary);
@@ -349,8 +370,8 @@ BEGIN
         END IF;
     END IF;
     UPDATE qbo_sync.organization_lock AS l
-       SET job_id = NULL, held_until = NULL
-     WHERE l.organization_id = job.organization_id AND l.job_id = job.id;
+       SET job_id = NULL, lease_id = NULL, held_until = NULL
+     WHERE l.organization_id = job.organization_id AND l.lease_id = job.lease_id;
     RETURN jsonb_set(state - 'handler', '{done}', to_jsonb((state ->> 'done')::integer + 1))
            || '{"job": null, "failed_steps": 0}';
 END
@@ -363,10 +384,46 @@ CREATE OR REPLACE PROCEDURE qbo_sync.worker_run_job(INOUT state jsonb)
 LANGUAGE plpython3u
 AS $$
 plpy.execute("SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true)")
-plpy.execute("SELECT qbo_sync.python_loader()")
-GD["qbo_sync_load"](plpy)
-from qbo_sync_db import worker
+try:
+    plpy.execute("SELECT qbo_sync.python_loader()")
+    GD["qbo_sync_load"](plpy)
+    from qbo_sync_db import worker
+except Exception as exc:  # the package cannot be loaded (QS001): give the job back, say why
+    failed = plpy.execute(plpy.prepare("SELECT qbo_sync.worker_abandon($1, $2, $3) AS state",
+                                       ["jsonb", "text", "text"]),
+                          [state, getattr(exc, "sqlstate", None) or "XX000", str(exc)])
+    return (failed[0]["state"],)
 return (worker.run(plpy, state),)
+$$;
+
+-- The run step failed outside the job's handler (the package could not be loaded, a bug in the
+-- step itself): the job is given back with the reason, its attempt not counted, and the failed
+-- step reported (three in a row stop the worker until pg_cron's next minute).
+CREATE OR REPLACE FUNCTION qbo_sync.worker_abandon(state jsonb, error_state text, error_message text)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '5s'
+AS $$
+DECLARE
+    job public.qbo_sync_queue;
+BEGIN
+    IF state -> 'job' IS NOT NULL AND jsonb_typeof(state -> 'job') = 'object' THEN
+        BEGIN
+            PERFORM qbo_sync.lock_own_relations();
+            job := jsonb_populate_record(NULL::public.qbo_sync_queue, state -> 'job');
+            PERFORM qbo_sync.release(job.id, job.lease_id, qbo_sync.setting_numeric('queue.busy_retry_seconds'),
+                                     format('the worker could not run the job: %s (SQLSTATE %s)',
+                                            left(error_message, 3800), error_state));
+            UPDATE qbo_sync.organization_lock AS l
+               SET job_id = NULL, lease_id = NULL, held_until = NULL
+             WHERE l.organization_id = job.organization_id AND l.lease_id = job.lease_id;
+        EXCEPTION WHEN OTHERS THEN
+            NULL;  -- the job keeps its lease and comes back when it ends
+        END;
+    END IF;
+    RETURN qbo_sync.worker_step_failed(state - 'handler' - 'lock_timeout_ms', 'run', error_state, error_message);
+END
 $$;
 
 -- A step that failed as a whole (a lock held past its timeout, a replaced table): reported, and

@@ -24,10 +24,12 @@ COMMENT ON TABLE qbo_sync.pacer IS
 
 ALTER TABLE qbo_sync.organization_lock
     ADD COLUMN job_id uuid,
+    ADD COLUMN lease_id uuid,
     ADD COLUMN held_until timestamptz;
 COMMENT ON TABLE qbo_sync.organization_lock IS
-    'One row per organization: the job that holds it (job_id) until held_until, extended with the '
-    'job''s lease. Taken with FOR UPDATE SKIP LOCKED in a short transaction, never waited for.';
+    'One row per organization: the run that holds it (the job and its lease) until held_until, '
+    'extended with the lease. Taken with FOR UPDATE SKIP LOCKED in a short transaction, never '
+    'waited for.';
 
 ALTER TABLE qbo_sync.entity
     ADD COLUMN handler text

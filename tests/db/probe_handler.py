@@ -5,8 +5,10 @@ own handlers exist.
 
 Payload keys: calls (how many CompanyInfo reads, default 1), fail_after (raise after the calls),
 lose_lease (take the job's lease away, then keep the lease), write_marker (write a row before
-each call, to show what was committed).
+each call, to show what was committed), pause (seconds to wait, committed, after the first call).
 """
+
+import time
 
 from qbo_sync_db import client, db
 
@@ -25,6 +27,9 @@ def run(ctx):
         ctx.connection().send(
             lambda company: client.read_request(company, "CompanyInfo", company.realm_id)
         )
+        if payload.get("pause") and number == 0:
+            ctx.commit()
+            time.sleep(float(payload["pause"]))
     if payload.get("lose_lease"):
         # as if the job had been reclaimed while it ran: its lease is someone else's now
         db.execute(

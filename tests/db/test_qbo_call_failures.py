@@ -5,6 +5,12 @@ operators planted in a schema another role can write."""
 
 from __future__ import annotations
 
+import threading
+import time
+
+import psycopg
+import pytest
+
 from tests.db.test_qbo_calls import (  # noqa: F401 - fixtures
     REALM,
     connected,
@@ -16,7 +22,11 @@ from tests.db.test_qbo_calls import (  # noqa: F401 - fixtures
     simulator,
     stored,
 )
-from tests.db.test_security_boundaries import attacker, ran_as_someone_else  # noqa: F401
+from tests.db.test_security_boundaries import (  # noqa: F401
+    attacker,
+    owned_database,
+    ran_as_someone_else,
+)
 
 
 def test_a_python_handler_that_lost_its_lease_stops_and_says_so(conn, probe, connected):
@@ -75,3 +85,81 @@ def test_a_python_job_calling_qbo_resolves_nothing_through_public(conn, probe, c
     result = outcome(conn, job)
     assert result["status"] == "completed", result
     assert result["summary"]["token_refreshes"] == 1 and result["summary"]["qbo_calls"] == 3
+
+
+def test_every_transaction_of_a_job_checks_that_public_tables_are_still_qbo_syncs(owned_database):
+    """A job commits before every QBO call, and a commit releases the locks that kept qbo-sync's
+    tables in public from being replaced. The database owner (who owns public on PostgreSQL 15)
+    drops one and puts its own in its place between two commits: the next transaction the job
+    starts refuses with QS004 before it touches anything."""
+    dsn, owner = owned_database
+    with psycopg.connect(dsn, autocommit=True) as su:
+        su.execute(
+            """DO $$
+               plpy.execute("SELECT qbo_sync.python_loader()")
+               GD["qbo_sync_load"](plpy)
+               from qbo_sync_db.txn import Transaction
+               Transaction(plpy).commit()  # with qbo-sync's own tables: no complaint
+               $$ LANGUAGE plpython3u"""
+        )
+    with psycopg.connect(dsn, autocommit=True, user=owner) as attacker_session:
+        attacker_session.execute("DROP TABLE public.qbo_sync_cursor CASCADE")
+        attacker_session.execute(
+            "CREATE TABLE public.qbo_sync_cursor (organization_id uuid, entity text)"
+        )
+    with psycopg.connect(dsn, autocommit=True) as su:
+        with pytest.raises(psycopg.Error) as refused:
+            su.execute(
+                """DO $$
+                   plpy.execute("SELECT qbo_sync.python_loader()")
+                   GD["qbo_sync_load"](plpy)
+                   from qbo_sync_db.txn import Transaction
+                   Transaction(plpy).commit()
+                   $$ LANGUAGE plpython3u"""
+            )
+        assert refused.value.sqlstate == "QS004"
+        assert f"public.qbo_sync_cursor is owned by {owner}" in str(refused.value)
+
+
+def test_a_requeued_job_never_runs_twice_at_once_for_its_organization(
+    conn, connect, probe, connected
+):
+    """The organization is held by a run's lease, not by its job: while run 1 is between two
+    calls the job is requeued and a second worker claims it (a new lease). The organization is
+    still held by run 1, so the second worker gives the job back; run 1 then finds its lease gone
+    and stops, and the job's next run does the work."""
+    job = queue_probe(conn, connected.org, calls=2, pause=3, write_marker=True)
+    first = connect()
+    worker_one = threading.Thread(target=run_worker, args=(first,), kwargs={"max_seconds": 8})
+    worker_one.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # run 1 has made its first call and is pausing
+        if conn.execute("SELECT count(*) FROM probe_marks").fetchone()[0]:
+            break
+        time.sleep(0.05)
+    try:
+        conn.execute("SELECT qbo_sync_requeue(%s)", (job,))
+        attempts = outcome(conn, job)["attempts"]
+        second = connect()
+        run_worker(second, max_seconds=2)
+        # the second worker claimed the job and gave it back, its attempt not counted: the
+        # organization was still held by run 1
+        held = conn.execute(
+            "SELECT l.lease_id IS NOT NULL, q.status, q.attempts, q.last_error"
+            " FROM qbo_sync.organization_lock AS l, qbo_sync_queue AS q"
+            " WHERE l.organization_id = %s AND q.id = %s",
+            (connected.org, job),
+        ).fetchone()
+        assert held[:3] == (True, "pending", attempts), held
+    finally:
+        worker_one.join(timeout=30)
+    if outcome(conn, job)["status"] != "completed":  # worker one may have run it again itself
+        conn.execute("UPDATE qbo_sync_queue SET run_at = now() WHERE id = %s", (job,))
+        run_worker(conn)
+    runs = conn.execute(
+        "SELECT status FROM qbo_sync_history WHERE queue_job_id = %s ORDER BY completed_at", (job,)
+    ).fetchall()
+    assert [r[0] for r in runs] == ["lease_lost", "completed"]
+    # never two runs at once: run 1 wrote its marks, run 2 only after run 1 had stopped
+    marks = conn.execute("SELECT job_id, n FROM probe_marks ORDER BY at").fetchall()
+    assert [n for _, n in marks] == [0, 1, 0, 1]

@@ -40,7 +40,10 @@ def probe(conn: psycopg.Connection) -> Iterator[None]:
         "UPDATE qbo_sync.entity SET handler = 'qbo_sync_db.testing_probe:run'"
         " WHERE entity = 'customers'"
     )
-    conn.execute("CREATE TABLE public.probe_marks (job_id uuid, n integer)")
+    conn.execute(
+        "CREATE TABLE public.probe_marks (job_id uuid, n integer,"
+        " at timestamptz DEFAULT clock_timestamp())"
+    )
     yield
     conn.execute("DROP TABLE public.probe_marks")
     conn.execute("UPDATE qbo_sync.entity SET handler = %s WHERE entity = 'customers'", (built_in,))

@@ -91,6 +91,7 @@ class LoadRow:
 LOAD_ROWS = (
     LoadRow("1 worker, calls, 0.2-0.6 s", 1, "call", (0.2, 0.6)),
     LoadRow("4 workers, calls, 0.2-0.6 s", 4, "call", (0.2, 0.6)),
+    LoadRow("4 workers, calls, 0.05-0.15 s", 4, "call", (0.05, 0.15)),
     LoadRow("5 workers, calls, 0.2-0.6 s", 5, "call", (0.2, 0.6)),
     LoadRow(f"4 workers, batches of {BATCH_ITEMS} queries, 1-3 s", 4, "batch", (1.0, 3.0)),
 )

@@ -206,6 +206,7 @@ BEGIN
            OR c.qbo_token_expires_at < now() + make_interval(
                   secs => qbo_sync.setting_numeric('token.refresh_margin_seconds')::double precision) AS due,
            coalesce(c.qbo_token_expires_at < now() + interval '60 seconds', true) AS unusable,
+           c.last_refresh_error,
            c.last_refresh_error IS NOT NULL
            AND c.updated_at > now() - make_interval(
                   secs => qbo_sync.setting_numeric('token.refresh_retry_seconds')::double precision) AS failed_lately
@@ -216,7 +217,8 @@ BEGIN
         -- a refresh failed moments ago: wait, rather than have every job knock on a token
         -- endpoint that is down (each knock can take a minute of retries)
         PERFORM qbo_sync.release(job.id, job.lease_id, qbo_sync.setting_numeric('token.refresh_retry_seconds'),
-                                 'waiting for the token endpoint: the last refresh failed moments ago');
+                                 'waiting for the token endpoint: ' || connection.last_refresh_error
+                                 || ' (moments ago; not tried again yet)');
         RETURN state || '{"job": null}';
     END IF;
     IF connection.is_active AND connection.due THEN

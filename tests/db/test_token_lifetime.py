@@ -336,6 +336,7 @@ def test_the_token_endpoint_down_for_an_hour_keeps_the_connection_and_it_recover
                 status == "pending"
                 and attempts == 0
                 and error.startswith("waiting for the token endpoint: token refresh failed")
+                and "503" in error
                 for status, attempts, error in waiting
             ), (minute, waiting)
         if minute == 100:

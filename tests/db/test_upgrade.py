@@ -1,6 +1,6 @@
-"""An upgrade from the previous release keeps the data and ends with the same catalog as a fresh
-install. The release's sql/ and plpython/ are frozen in tests/fixtures/release-0.1.0.tar.gz
-(`git archive` of commit 1762821), so the test needs no repository history."""
+"""An upgrade from each earlier release keeps the data and ends with the same catalog as a fresh
+install. The releases' sql/ and plpython/ are frozen in tests/fixtures/release-<version>.tar.gz
+(`git archive` of commits 1762821 and 170fad5), so the test needs no repository history."""
 
 from __future__ import annotations
 
@@ -14,13 +14,19 @@ from qbo_sync.install import SQL_DIR, install, migration_files
 from tests.db.catalog import snapshot
 
 RELEASE_0_1_0 = Path(__file__).resolve().parents[1] / "fixtures" / "release-0.1.0.tar.gz"
+RELEASE_0_2_0 = Path(__file__).resolve().parents[1] / "fixtures" / "release-0.2.0.tar.gz"
+
+
+def extract(release: Path, into: Path) -> None:
+    """A frozen release's sql/ and plpython/ under `into`."""
+    with tarfile.open(release) as archive:
+        # the "data" filter where this Python has it (3.11.4 and later; Debian 12 has 3.11.2)
+        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        archive.extractall(into, **safe)
 
 
 def test_upgrading_release_0_1_0_keeps_data_and_matches_a_fresh_install(pg_server, tmp_path):
-    with tarfile.open(RELEASE_0_1_0) as archive:
-        # the "data" filter where this Python has it (3.11.4 and later; Debian 12 has 3.11.2)
-        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-        archive.extractall(tmp_path, **safe)
+    extract(RELEASE_0_1_0, tmp_path)
     names = ["old_" + uuid.uuid4().hex[:8], "fresh_" + uuid.uuid4().hex[:8]]
     old, fresh = (pg_server.create_database(name) for name in names)
     try:
@@ -77,16 +83,11 @@ def test_upgrading_release_0_1_0_keeps_data_and_matches_a_fresh_install(pg_serve
             pg_server.drop_database(name)
 
 
-RELEASE_0_2_0 = Path(__file__).resolve().parents[1] / "fixtures" / "release-0.2.0.tar.gz"
-
-
 def test_upgrading_release_0_2_0_keeps_jobs_and_runs_them_with_the_new_worker(pg_server, tmp_path):
     """0.2.0 (`git archive` of commit 170fad5) ran a job inside one function under a row lock on
     qbo_sync.organization_lock; 0.3.0 runs it in a procedure that commits as it goes, holding
     the organization by a lease. An organization row and a queued job made by 0.2.0 carry over."""
-    with tarfile.open(RELEASE_0_2_0) as archive:
-        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-        archive.extractall(tmp_path, **safe)
+    extract(RELEASE_0_2_0, tmp_path)
     names = ["old_" + uuid.uuid4().hex[:8], "fresh_" + uuid.uuid4().hex[:8]]
     old, fresh = (pg_server.create_database(name) for name in names)
     try:

@@ -134,6 +134,9 @@ class Puller:
             self.ctx.commit()
             if not full:
                 return self.counts
+            if self.ctx.time_is_up():
+                self.counts["continues"] = True  # resumes from the point saved above
+                return self.counts
             following = _parse_time(point) if point else None
             if following is None or following <= since:
                 return self.counts  # no progress possible here: the full pass asked for reads on
@@ -169,6 +172,9 @@ class Puller:
             )
             self.ctx.commit()
             if next_position is None:
+                return self.counts
+            if self.ctx.time_is_up():
+                self.counts["continues"] = True  # resumes at next_position, saved above
                 return self.counts
             position = next_position
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +39,9 @@ RUN_SQL_HANDLER = (
     "SELECT qbo_sync.run_job(pg_catalog.jsonb_populate_record("
     "NULL::public.qbo_sync_queue, $1::jsonb))::text AS summary"
 )
-LEASE_SECONDS = "SELECT qbo_sync.setting_numeric('queue.lease_seconds') AS seconds"
+LEASE_SECONDS = """
+SELECT qbo_sync.setting_numeric('queue.lease_seconds') AS seconds,
+       qbo_sync.setting_numeric('worker.job_slice_seconds') AS slice"""
 
 HANDLER = re.compile(r"(qbo_sync_db(?:\.[a-z_][a-z0-9_]*)+):([a-z_][a-z0-9_]*)\Z")
 INTUIT_TID = re.compile(r"intuit_tid ([A-Za-z0-9-]{1,100})")
@@ -53,7 +56,16 @@ class JobContext:
     tx: Transaction
     job: dict[str, Any]
     lease: LeaseKeeper
+    #: how long the job may run before it hands itself back at a consistent point
+    slice_seconds: float = 60.0
+    started: float = field(default_factory=time.monotonic)
     _connection: api.Connection | None = field(default=None, repr=False)
+
+    def time_is_up(self) -> bool:
+        """Whether the job has used its slice (worker.job_slice_seconds): a handler that can
+        resume then saves where it is and returns a summary with "continues": true, and the
+        job goes back to the queue, so other organizations' jobs go between."""
+        return time.monotonic() - self.started >= self.slice_seconds
 
     @property
     def organization_id(self) -> str:
@@ -243,9 +255,9 @@ def _python_handler(handler: str) -> Any:
 
 
 def _context(plpy: Any, tx: Transaction, job: dict[str, Any]) -> JobContext:
-    seconds = float(db.execute(plpy, LEASE_SECONDS, [], [])[0]["seconds"])
-    lease = LeaseKeeper(plpy, str(job["id"]), str(job["lease_id"]), seconds)
-    return JobContext(plpy, tx, job, lease)
+    settings = db.execute(plpy, LEASE_SECONDS, [], [])[0]
+    lease = LeaseKeeper(plpy, str(job["id"]), str(job["lease_id"]), float(settings["seconds"]))
+    return JobContext(plpy, tx, job, lease, slice_seconds=float(settings["slice"]))
 
 
 def sqlstate_of(exc: Any) -> str:

@@ -12,6 +12,7 @@ INSERT INTO qbo_sync.settings (key, value, description) VALUES
     ('worker.drain_seconds', '50', 'how long one qbo_sync_worker() call drains the queue'),
     ('worker.idle_sleep_seconds', '0.5', 'pause between polls when the queue is empty'),
     ('worker.lock_timeout_ms', '5000', 'longest lock wait inside a job before it fails and is retried'),
+    ('worker.job_slice_seconds', '60', 'a job that has run this long hands itself back to the queue at its next consistent point (a pulled page), so other organizations'' jobs go between'),
     ('worker.webhook_lock_timeout_ms', '50', 'longest lock wait while turning one organization''s webhooks into work'),
     ('token.refresh_margin_seconds', '900', 'refresh access tokens that expire within this many seconds'),
     ('token.expiring_soon_seconds', '600', 'qbo_sync_status shows expiring_soon within this many seconds'),

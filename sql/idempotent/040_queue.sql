@@ -118,12 +118,12 @@ AS $$
                  FROM public.qbo_sync_queue AS j
                 WHERE j.status = 'pending'
                   AND j.run_at <= now()
-                ORDER BY j.priority DESC, j.created_at
+                ORDER BY j.priority DESC, j.run_at, j.created_at
                 LIMIT max_jobs
                   FOR UPDATE SKIP LOCKED))
     RETURNING q.*
     )
-    SELECT * FROM claimed ORDER BY priority DESC, created_at  -- the claim order, for batches
+    SELECT * FROM claimed ORDER BY priority DESC, run_at, created_at  -- the claim order, for batches
 $$;
 
 CREATE OR REPLACE FUNCTION qbo_sync.complete(job_id uuid, job_lease uuid, job_result jsonb DEFAULT NULL)

@@ -332,7 +332,13 @@ BEGIN
     job := jsonb_populate_record(NULL::public.qbo_sync_queue, state -> 'job');
     IF error_state IS NULL THEN
         BEGIN
-            recorded := qbo_sync.complete(job.id, job.lease_id, summary);
+            IF coalesce(summary ->> 'continues', '') = 'true' THEN
+                -- the job used its slice (worker.job_slice_seconds) and saved where it is: it
+                -- goes back to the queue, behind the work already due, its attempt not counted
+                recorded := qbo_sync.release(job.id, job.lease_id, 0, 'continues where it stopped');
+            ELSE
+                recorded := qbo_sync.complete(job.id, job.lease_id, summary);
+            END IF;
         EXCEPTION WHEN lock_not_available THEN
             recorded := NULL;
         END;

@@ -61,3 +61,9 @@ COMMENT ON COLUMN public.qbo_sync_cursor.full_pass_needed IS
     'the next pull reads everything (CDC capped an answer, so deletions may have been missed)';
 COMMENT ON COLUMN public.qbo_sync_cursor.full_pass_position IS
     'STARTPOSITION of the next page of a full pull under way (NULL: none under way)';
+
+-- Claim order: priority, then when a job became due (run_at), then age. A job handed back (a
+-- long pull between its pages, a busy organization's job) goes behind the work due before it.
+DROP INDEX public.qbo_sync_queue_claim_idx;
+CREATE INDEX qbo_sync_queue_claim_idx ON public.qbo_sync_queue (priority DESC, run_at, created_at)
+    WHERE status = 'pending';

@@ -364,3 +364,40 @@ def test_a_full_cdc_answer_is_followed_by_another_and_a_full_pull_next(conn, see
     assert cursor(conn, connected.org, "customers")["full_pass_needed"] is False
     job = pull(conn, connected.org, "customers")
     assert outcome(conn, job)["summary"]["mode"] == "incremental"
+
+
+def test_a_long_pull_hands_itself_back_so_other_organizations_go_between(
+    conn,
+    seeded,
+    small_pages,
+    setting,  # noqa: F811
+):
+    """worker.job_slice_seconds 0: every run of a full pull reads one page, saves where it is
+    and goes back to the queue; another organization's job, queued behind it, runs between
+    its pages instead of after the whole pull."""
+    setting("worker.job_slice_seconds", "0")
+    big = connect_realm(conn, seeded)
+    small = connect_realm(conn, seeded, realm="4620816365999999999", name="Small")
+    big_job = conn.execute(
+        "SELECT trigger_qbo_sync(%s, 'customers', 'pull')", (big.org,)
+    ).fetchone()[0]
+    small_job = conn.execute(
+        "SELECT trigger_qbo_sync(%s, 'items', 'pull')", (small.org,)
+    ).fetchone()[0]
+    run_worker(conn)
+    assert outcome(conn, big_job)["status"] == outcome(conn, small_job)["status"] == "completed"
+    runs = conn.execute(
+        "SELECT queue_job_id, status, summary ->> 'continues' FROM qbo_sync_history"
+        " ORDER BY completed_at"
+    ).fetchall()
+    big_runs = [r for r in runs if r[0] == big_job]
+    total = len(qbo_objects(seeded, big.access, "customers"))
+    # one run per page, each but the last handing the job back; no attempt counted for those
+    assert len(big_runs) == pages_from(1, total)
+    assert [r[2] for r in big_runs] == ["true"] * (len(big_runs) - 1) + [None]
+    assert all(r[1] == "completed" for r in big_runs)
+    assert outcome(conn, big_job)["attempts"] == 1
+    # the small organization's job ran between the big pull's pages, not after all of them
+    order = [r[0] for r in runs]
+    assert order.index(small_job) < len(order) - 1
+    assert len(local_rows(conn, "customers", big.org)) == total

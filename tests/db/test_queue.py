@@ -128,7 +128,7 @@ def test_a_held_enqueue_lock_never_stalls_an_enqueue(connect, conn, org):
     assert conn.execute("SHOW lock_timeout").fetchone()[0] == "0"
 
 
-def test_claim_order_is_priority_then_age(conn, org):
+def test_claim_order_is_priority_then_due_time_then_age(conn, org):
     made = [
         enqueue(conn, org, "items", "pull", "low"),
         enqueue(conn, org, "customers", "pull", "urgent"),
@@ -138,6 +138,18 @@ def test_claim_order_is_priority_then_age(conn, org):
     ]
     claimed = [row[0] for row in claim(conn, 10)]
     assert claimed == [made[1], made[3], made[4], made[2], made[0]]
+
+
+def test_a_job_given_back_goes_behind_work_that_was_due_before_it(conn, org):
+    """Claim order is priority, then when a job became due (run_at), then age: a long job that
+    hands itself back (or a busy organization's job) does not jump ahead of jobs queued
+    while it ran."""
+    older = enqueue(conn, org, "customers")
+    newer = enqueue(conn, org, "items")
+    ((taken, lease, *_),) = claim(conn, 1)
+    assert taken == older
+    conn.execute("SELECT qbo_sync.release(%s, %s, 0, 'continues')", (older, lease))
+    assert [row[0] for row in claim(conn, 2)] == [newer, older]
 
 
 def test_claim_takes_at_most_n_and_sets_a_lease(conn, org):

@@ -137,14 +137,14 @@ SELECT col_has_check('public', 'qbo_webhook_log', ARRAY['signature_valid', 'stat
 
 -- Queue indexes: claim (priority DESC, created_at) over pending jobs; fold over pending jobs not
 -- yet attempted; lease over processing jobs.
-SELECT has_index('public', 'qbo_sync_queue', 'qbo_sync_queue_claim_idx', ARRAY['priority', 'created_at']::name[], 'index qbo_sync_queue_claim_idx exists on its columns');
+SELECT has_index('public', 'qbo_sync_queue', 'qbo_sync_queue_claim_idx', ARRAY['priority', 'run_at', 'created_at']::name[], 'index qbo_sync_queue_claim_idx exists on its columns');
 SELECT has_index('public', 'qbo_sync_queue', 'qbo_sync_queue_fold_idx',
                  ARRAY['organization_id', 'sync_endpoint', 'direction']::name[], 'index qbo_sync_queue_fold_idx exists on its columns');
 SELECT has_index('public', 'qbo_sync_queue', 'qbo_sync_queue_lease_idx', ARRAY['locked_until']::name[], 'index qbo_sync_queue_lease_idx exists on its columns');
 SELECT is(pg_get_expr(i.indpred, i.indrelid), $$(status = 'pending'::text)$$,
           'claim index is partial on pending jobs')
   FROM pg_index AS i WHERE i.indexrelid = 'public.qbo_sync_queue_claim_idx'::regclass;
-SELECT is(i.indoption::text, '3 0', 'claim index orders priority DESC, created_at ASC')
+SELECT is(i.indoption::text, '3 0 0', 'claim index orders priority DESC, run_at ASC, created_at ASC')
   FROM pg_index AS i WHERE i.indexrelid = 'public.qbo_sync_queue_claim_idx'::regclass;
 SELECT is(pg_get_expr(i.indpred, i.indrelid), $$((status = 'pending'::text) AND (attempts = 0))$$,
           'fold index is partial on pending, unattempted jobs')

@@ -23,7 +23,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from qbo_sync_db import client, db, mapping
-from qbo_sync_db.errors import QboRequestRejected
 
 CURSOR = "SELECT started_at, next_position, changed_since FROM qbo_sync.pull_cursor($1, $2)"
 SAVE_INCREMENTAL = "SELECT qbo_sync.save_incremental_pull($1, $2, $3::timestamptz, $4)"
@@ -42,26 +41,6 @@ SELECT qbo_sync.setting_numeric('pull.page_size')::integer AS page_size,
 NAME_LISTS = frozenset({"customers", "items"})
 #: ids per query when fetching referenced objects (`Id IN (...)`)
 FETCH_CHUNK = 200
-
-
-def run(ctx: Any) -> dict[str, Any]:
-    """The handler of a job of any synced entity (qbo_sync.entity.handler)."""
-    job = ctx.job
-    if job.get("direction") != "pull":
-        raise QboRequestRejected(
-            f"qbo-sync {_version()} pulls only: a {job.get('direction')} job of "
-            f"{job['sync_endpoint']} cannot run yet",
-            hint="queue it with direction 'pull'; pushing comes with the sync engine's next step",
-        )
-    puller = Puller(ctx)
-    counts = puller.pull(job["sync_endpoint"])
-    return ctx.summary(**counts)
-
-
-def _version() -> str:
-    from qbo_sync_db import __version__
-
-    return __version__
 
 
 class Puller:

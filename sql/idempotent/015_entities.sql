@@ -10,11 +10,11 @@ VALUES
     ('items', 'item_record', 'Item', 1,
      ARRAY['name', 'sku', 'description', 'item_type', 'unit_price', 'purchase_cost',
            'income_account_ref', 'expense_account_ref', 'taxable', 'is_active'],
-     NULL, NULL, NULL, 'deactivate', 'qbo_sync_db.pull:run'),
+     NULL, NULL, NULL, 'deactivate', 'qbo_sync_db.engine:run'),
     ('customers', 'customer_profile', 'Customer', 2,
      ARRAY['display_name', 'company_name', 'given_name', 'family_name', 'email', 'phone', 'mobile',
            'billing_address', 'shipping_address', 'notes', 'taxable', 'currency_code', 'is_active'],
-     NULL, NULL, NULL, 'deactivate', 'qbo_sync_db.pull:run'),
+     NULL, NULL, NULL, 'deactivate', 'qbo_sync_db.engine:run'),
     ('invoices', 'invoice_record', 'Invoice', 3,
      ARRAY['customer_id', 'invoice_number', 'txn_date', 'due_date', 'currency_code', 'customer_memo',
            'private_note', 'billing_email', 'billing_address', 'shipping_address', 'sales_term_ref',
@@ -22,11 +22,11 @@ VALUES
      'invoice_line_item', 'invoice_id',
      ARRAY['invoice_id', 'line_number', 'item_id', 'description', 'quantity', 'unit_price', 'amount',
            'tax_code_ref', 'service_date', 'detail_type'],
-     'delete', 'qbo_sync_db.pull:run'),
+     'delete', 'qbo_sync_db.engine:run'),
     ('payments', 'invoice_payment', 'Payment', 4,
      ARRAY['customer_id', 'invoice_id', 'amount', 'payment_date', 'payment_method_ref',
            'reference_number', 'deposit_account_ref', 'currency_code', 'private_note', 'is_voided'],
-     NULL, NULL, NULL, 'delete', 'qbo_sync_db.pull:run')
+     NULL, NULL, NULL, 'delete', 'qbo_sync_db.engine:run')
 ON CONFLICT (entity) DO UPDATE
    SET app_table = EXCLUDED.app_table, qbo_entity = EXCLUDED.qbo_entity,
        handler = EXCLUDED.handler,

@@ -66,13 +66,13 @@ def test_upgrading_release_0_1_0_keeps_data_and_matches_a_fresh_install(pg_serve
             ).fetchall() == [("customers", "5")]
             # the upgraded code runs: the worker takes the job (a 0.1.0 connection without
             # tokens cannot be refreshed, which is no outage to wait for), and the built-in
-            # handler refuses a 'both' job: this version pulls only
+            # handler stops at once: the 0.1.0 connection has no tokens
             conn.execute("CALL qbo_sync_worker(2, NULL, true)")
             status, attempts, error = conn.execute(
                 "SELECT status, attempts, last_error FROM qbo_sync_queue"
             ).fetchone()
             assert (status, attempts) == ("failed", 1), error
-            assert "pulls only" in error
+            assert "the connection has no access token" in error
             # and the application role lost its 0.1.0 write access to the queue
             assert not conn.execute(
                 "SELECT has_table_privilege('qbo_sync_app', 'qbo_sync_queue', 'INSERT')"
@@ -116,12 +116,12 @@ def test_upgrading_release_0_2_0_keeps_jobs_and_runs_them_with_the_new_worker(pg
             assert conn.execute(
                 "SELECT organization_id, job_id FROM qbo_sync.organization_lock"
             ).fetchall() == [(org, None)]
-            # the new worker takes the old job: the built-in handler refuses a 'both' job
+            # the new worker takes the old job: the engine stops at once (no tokens here)
             conn.execute("CALL qbo_sync_worker(2, NULL, true)")
             status, error = conn.execute(
                 "SELECT status, last_error FROM qbo_sync_queue WHERE id = %s", (job,)
             ).fetchone()
-            assert status == "failed" and "pulls only" in error
+            assert status == "failed" and "the connection has no access token" in error
             assert conn.execute(
                 "SELECT job_id FROM qbo_sync.organization_lock WHERE organization_id = %s", (org,)
             ).fetchone() == (None,)

@@ -163,7 +163,7 @@ def test_a_missing_handler_fails_the_job_at_once_with_a_clear_error(conn, org):
 
 def test_a_handler_not_owned_by_the_installer_is_not_run(conn, org, connect):
     """A function of the right name that another role owns is refused, never called: the
-    built-in handler runs instead (and refuses a 'both' job: this version pulls only)."""
+    built-in handler runs instead (and stops at once: the organization has no tokens)."""
     conn.execute("CREATE ROLE qbo_test_other NOLOGIN")
     try:
         make_handler(conn, "items", "BEGIN RETURN '{\"planted\": true}'; END")
@@ -172,7 +172,8 @@ def test_a_handler_not_owned_by_the_installer_is_not_run(conn, org, connect):
         run_worker(conn)
         row = job_row(conn, job_id)
         assert row["status"] == "failed" and row["result"] is None
-        assert "pulls only" in row["last_error"] and row["last_error_code"] == "QB400"
+        assert "the connection has no access token" in row["last_error"]
+        assert row["last_error_code"] == "QS002"
     finally:
         conn.execute("DROP FUNCTION IF EXISTS qbo_sync.sync_items(qbo_sync_queue)")
         conn.execute("DROP ROLE qbo_test_other")

@@ -26,7 +26,8 @@ SELECT functions_are('qbo_sync', ARRAY[
     'cleanup_webhook_logs', 'cleanup_webhook_processed', 'cleanup_sync_jobs', 'cleanup_sync_history',
     'delete_expired',
     'sync_token_newer', 'entity_row', 'apply_pulled', 'apply_pulled_lines', 'known_qbo_ids',
-    'apply_pulled_deletions', 'pull_cursor', 'save_incremental_pull', 'save_full_pull'
+    'apply_pulled_deletions', 'pull_cursor', 'save_incremental_pull', 'save_full_pull',
+    'rows_to_push', 'create_requestid', 'record_pushed', 'record_push_error'
 ]::name[], 'qbo_sync has exactly the expected functions');
 
 -- Signatures: qbo_sync

@@ -1,0 +1,108 @@
+-- Pushing local changes to QBO (plpython/qbo_sync_db/push.py sends; these functions read and
+-- record). A row needs a push when qbo_local_version > qbo_synced_version (change tracking,
+-- 030). A create's requestid is stored with the row before the request is sent and reused on
+-- every retry, so QBO can answer a resent create with the object it already made.
+
+-- Up to `max_rows` rows of `entity` waiting to be pushed (oldest change first), as JSON objects
+-- of every column, with "<column>_qbo_id" for each reference and the version read (so what is
+-- recorded as pushed is what was sent). Rows with a recorded push error are skipped until they
+-- change again or are retried.
+CREATE OR REPLACE FUNCTION qbo_sync.rows_to_push(organization_id uuid, entity text, max_rows integer)
+RETURNS SETOF jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    target qbo_sync.entity := qbo_sync.entity_row(entity);
+BEGIN
+    IF target.line_table IS NOT NULL OR entity = 'payments' THEN
+        RAISE EXCEPTION 'pushing % is not built yet', entity USING ERRCODE = 'feature_not_supported';
+    END IF;
+    RETURN QUERY EXECUTE format(
+        'SELECT to_jsonb(t) FROM public.%I AS t
+          WHERE t.organization_id = $1 AND t.qbo_local_version > t.qbo_synced_version
+            AND t.qbo_deleted_at IS NULL AND t.qbo_sync_status <> ''error''
+          ORDER BY t.updated_at, t.id
+          LIMIT $2', target.app_table)
+    USING organization_id, max_rows;
+END
+$$;
+
+-- The requestid of a row's create: the stored one, or a new one stored now (the caller commits
+-- before sending).
+CREATE OR REPLACE FUNCTION qbo_sync.create_requestid(organization_id uuid, entity text, row_id uuid)
+RETURNS uuid
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    requestid uuid;
+BEGIN
+    PERFORM qbo_sync.begin_applying_remote();
+    EXECUTE format('UPDATE public.%I AS t SET qbo_request_id = coalesce(t.qbo_request_id, gen_random_uuid())
+                     WHERE t.organization_id = $1 AND t.id = $2 RETURNING t.qbo_request_id',
+                   (qbo_sync.entity_row(entity)).app_table)
+       INTO requestid USING organization_id, row_id;
+    RETURN requestid;
+END
+$$;
+
+-- What QBO answered to a push of a row (its version `version` as it was read): QBO's Id,
+-- SyncToken, timestamps and the object; the row is synced up to that version (a change made
+-- while it was being pushed stays pending). QBO's read-only values (balances) are taken too.
+CREATE OR REPLACE FUNCTION qbo_sync.record_pushed(
+    organization_id uuid, entity text, row_id uuid, version bigint, pushed jsonb, columns text[]
+)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    target qbo_sync.entity := qbo_sync.entity_row(entity);
+    bad text;
+    sets text;
+    done boolean;
+BEGIN
+    SELECT c INTO bad FROM unnest(columns) AS c
+     WHERE c IN ('id', 'organization_id') OR c LIKE 'qbo\_%'
+        OR NOT EXISTS (SELECT FROM pg_attribute AS a
+                        WHERE a.attrelid = format('public.%I', target.app_table)::regclass
+                          AND a.attname = c AND a.attnum > 0 AND NOT a.attisdropped)
+     LIMIT 1;
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'record_pushed: "%" is not a business column of %', bad, target.app_table
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM qbo_sync.begin_applying_remote();
+    SELECT coalesce(string_agg(format(', %1$I = p.%1$I', c), ''), '') INTO sets FROM unnest(columns) AS c;
+    EXECUTE format(
+        'UPDATE public.%1$I AS t
+            SET qbo_id = p.qbo_id, qbo_sync_token = p.qbo_sync_token,
+                qbo_created_at = p.qbo_created_at, qbo_updated_at = p.qbo_updated_at,
+                qbo_raw = $4 -> ''qbo_raw'', qbo_last_synced_at = now(), qbo_request_id = NULL,
+                qbo_synced_version = greatest(t.qbo_synced_version, $3),
+                qbo_sync_status = CASE WHEN t.qbo_local_version > $3 THEN ''pending'' ELSE ''synced'' END,
+                qbo_sync_error = NULL %2$s
+           FROM jsonb_populate_record(NULL::public.%1$I, $4) AS p
+          WHERE t.organization_id = $1 AND t.id = $2
+         RETURNING true', target.app_table, sets)
+       INTO done USING organization_id, row_id, version, pushed;
+    RETURN coalesce(done, false);
+END
+$$;
+
+-- A push QBO refused for this row (a validation or business fault): the row is marked 'error'
+-- with QBO's message and skipped by later pushes until it changes again; the other rows go on.
+CREATE OR REPLACE FUNCTION qbo_sync.record_push_error(organization_id uuid, entity text, row_id uuid, message text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM qbo_sync.begin_applying_remote();
+    EXECUTE format('UPDATE public.%I AS t SET qbo_sync_status = ''error'', qbo_sync_error = $3
+                     WHERE t.organization_id = $1 AND t.id = $2',
+                   (qbo_sync.entity_row(entity)).app_table)
+       USING organization_id, row_id, left(message, 2000);
+END
+$$;

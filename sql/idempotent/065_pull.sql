@@ -42,6 +42,30 @@ BEGIN
 END
 $$;
 
+-- The engine writes only business columns: each must be a column of the application table, and
+-- none of qbo-sync's bookkeeping (id, organization_id, qbo_*), which it sets itself.
+CREATE OR REPLACE FUNCTION qbo_sync.check_business_columns(app_table text, columns text[])
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    bad text;
+BEGIN
+    SELECT c INTO bad
+      FROM unnest(columns) AS c
+     WHERE c IN ('id', 'organization_id') OR c LIKE 'qbo\_%'
+        OR NOT EXISTS (SELECT FROM pg_attribute AS a
+                        WHERE a.attrelid = format('public.%I', app_table)::regclass
+                          AND a.attname = c AND a.attnum > 0 AND NOT a.attisdropped)
+     LIMIT 1;
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION '"%" is not a business column of %', bad, app_table
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END
+$$;
+
 -- Upsert one page of pulled objects of `entity` for an organization. `objects` is a JSON array of
 -- rows as qbo_sync_db.mapping.from_qbo makes them (column → value, qbo_id, qbo_sync_token,
 -- qbo_created_at, qbo_updated_at, qbo_raw); `columns` the business columns to write (each must be
@@ -59,7 +83,6 @@ DECLARE
     target qbo_sync.entity := qbo_sync.entity_row(entity);
     ref_column text;
     ref_entity text;
-    bad text;
     insert_columns text := '';
     select_values text := '';
     update_sets text := '';
@@ -68,17 +91,8 @@ BEGIN
     IF jsonb_typeof(objects) IS DISTINCT FROM 'array' THEN
         RAISE EXCEPTION 'apply_pulled needs a JSON array of objects' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT c INTO bad
-      FROM unnest(columns || ARRAY(SELECT jsonb_object_keys(refs))) AS c
-     WHERE c IN ('id', 'organization_id') OR c LIKE 'qbo\_%'
-        OR NOT EXISTS (SELECT FROM pg_attribute AS a
-                        WHERE a.attrelid = format('public.%I', target.app_table)::regclass
-                          AND a.attname = c AND a.attnum > 0 AND NOT a.attisdropped)
-     LIMIT 1;
-    IF bad IS NOT NULL THEN
-        RAISE EXCEPTION 'apply_pulled: "%" is not a business column of %', bad, target.app_table
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM qbo_sync.check_business_columns(target.app_table,
+                                            columns || ARRAY(SELECT jsonb_object_keys(refs)));
     PERFORM qbo_sync.begin_applying_remote();
 
     SELECT string_agg(format('%I', c), ', '), string_agg(format('i.%I', c), ', '),

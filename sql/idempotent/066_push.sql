@@ -59,20 +59,10 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     target qbo_sync.entity := qbo_sync.entity_row(entity);
-    bad text;
     sets text;
     done boolean;
 BEGIN
-    SELECT c INTO bad FROM unnest(columns) AS c
-     WHERE c IN ('id', 'organization_id') OR c LIKE 'qbo\_%'
-        OR NOT EXISTS (SELECT FROM pg_attribute AS a
-                        WHERE a.attrelid = format('public.%I', target.app_table)::regclass
-                          AND a.attname = c AND a.attnum > 0 AND NOT a.attisdropped)
-     LIMIT 1;
-    IF bad IS NOT NULL THEN
-        RAISE EXCEPTION 'record_pushed: "%" is not a business column of %', bad, target.app_table
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM qbo_sync.check_business_columns(target.app_table, columns);
     PERFORM qbo_sync.begin_applying_remote();
     SELECT coalesce(string_agg(format(', %1$I = p.%1$I', c), ''), '') INTO sets FROM unnest(columns) AS c;
     EXECUTE format(

@@ -401,3 +401,16 @@ def test_a_long_pull_hands_itself_back_so_other_organizations_go_between(
     order = [r[0] for r in runs]
     assert order.index(small_job) < len(order) - 1
     assert len(local_rows(conn, "customers", big.org)) == total
+
+
+def test_the_engine_writes_business_columns_only(conn, org):
+    """apply_pulled and record_pushed take the columns to write from the engine: qbo-sync's own
+    bookkeeping and columns the table lacks are refused before anything is written."""
+    for columns in (["qbo_synced_version"], ["organization_id"], ["id"], ["no_such_column"]):
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="not a business column"):
+            conn.execute("SELECT qbo_sync.apply_pulled(%s, 'customers', '[]', %s)", (org, columns))
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="not a business column"):
+            conn.execute(
+                "SELECT qbo_sync.record_pushed(%s, 'customers', gen_random_uuid(), 1, '{}', %s)",
+                (org, columns),
+            )

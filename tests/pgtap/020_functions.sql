@@ -25,7 +25,7 @@ SELECT functions_are('qbo_sync', ARRAY[
     'try_timestamptz', 'webhook_events', 'webhook_format', 'webhook_event_rows', 'process_webhooks',
     'cleanup_webhook_logs', 'cleanup_webhook_processed', 'cleanup_sync_jobs', 'cleanup_sync_history',
     'delete_expired',
-    'sync_token_newer', 'entity_row', 'apply_pulled', 'apply_pulled_lines', 'known_qbo_ids',
+    'sync_token_newer', 'entity_row', 'check_business_columns', 'apply_pulled', 'apply_pulled_lines', 'known_qbo_ids',
     'apply_pulled_deletions', 'pull_cursor', 'save_incremental_pull', 'save_full_pull',
     'rows_to_push', 'create_requestid', 'record_pushed', 'record_push_error'
 ]::name[], 'qbo_sync has exactly the expected functions');

@@ -1,5 +1,5 @@
-"""Pushing local changes to QBO: customers and items so far (invoices and payments, the batch
-endpoint, conflicts and the lookup of creates whose outcome is unknown come next).
+"""Pushing local changes to QBO: customers, items and invoices with their lines so far (payments,
+the batch endpoint, conflicts and the lookup of creates whose outcome is unknown come next).
 
 For each row waiting to be pushed (qbo_sync.rows_to_push):
 * a row QBO has never seen is created, with a `requestid` stored with the row before the request
@@ -10,7 +10,9 @@ For each row waiting to be pushed (qbo_sync.rows_to_push):
   was read, so a change made meanwhile stays pending (qbo_sync.record_pushed);
 * a validation or business fault marks that row 'error' with QBO's message and the push goes on
   with the others; anything else (throttling, 5xx, timeouts after retries) fails the job, which
-  is retried and resumes with the rows still waiting.
+  is retried and resumes with the rows still waiting;
+* an invoice whose customer or items QBO does not have yet is held (left pending, the reason in
+  qbo_sync_error) rather than sent to fail; an invoice's lines get the Ids QBO gave them.
 """
 
 from __future__ import annotations
@@ -22,14 +24,16 @@ from typing import Any
 from qbo_sync_db import client, db, mapping
 from qbo_sync_db.errors import QboRequestRejected
 
-ROWS = "SELECT row::text AS row FROM qbo_sync.rows_to_push($1, $2, $3) AS row"
+ROWS = "SELECT row::text AS row FROM qbo_sync.rows_to_push($1, $2, $3, $4) AS row"
+LINES = "SELECT qbo_sync.record_pushed_lines($1, $2, $3)"
+HELD = "SELECT qbo_sync.record_push_held($1, $2, $3, $4)"
 REQUESTID = "SELECT qbo_sync.create_requestid($1, $2, $3)::text AS requestid"
 RECORD = "SELECT qbo_sync.record_pushed($1, $2, $3, $4, $5::jsonb, $6) AS done"
 REFUSED = "SELECT qbo_sync.record_push_error($1, $2, $3, $4)"
 
 #: rows read per round (each round is read again after it is pushed)
 ROUND = 100
-PUSHABLE = frozenset({"customers", "items"})
+PUSHABLE = frozenset({"customers", "items", "invoices"})
 
 
 class Pusher:
@@ -40,7 +44,7 @@ class Pusher:
         self.plpy = ctx.plpy
         self.org = ctx.organization_id
         self.counts = counts
-        for key in ("created", "pushed_updates", "refused"):
+        for key in ("created", "pushed_updates", "refused", "held"):
             counts.setdefault(key, 0)
 
     def push(self, entity: str) -> dict[str, Any]:
@@ -52,20 +56,50 @@ class Pusher:
         spec = mapping.ENTITIES[entity]
         # what QBO computes is taken back from its answer, never sent
         columns = [f.column for f in spec.fields]
+        if spec.derived is not None:
+            columns += sorted(spec.derived({}))
+        held: list[str] = []
         while True:
             rows = [
                 json.loads(r["row"], parse_float=Decimal)
                 for r in db.execute(
-                    self.plpy, ROWS, ["uuid", "text", "integer"], [self.org, entity, ROUND]
+                    self.plpy,
+                    ROWS,
+                    ["uuid", "text", "integer", "uuid[]"],
+                    [self.org, entity, ROUND, held],
                 )
             ]
             if not rows:
                 return self.counts
             for row in rows:
+                reason = self._hold_reason(entity, row)
+                if reason is not None:
+                    db.execute(
+                        self.plpy,
+                        HELD,
+                        ["uuid", "text", "uuid", "text"],
+                        [self.org, entity, row["id"], reason],
+                    )
+                    held.append(row["id"])
+                    self.counts["held"] += 1
+                    continue
                 self._push_row(entity, spec, row, columns)
             if self.ctx.time_is_up():
                 self.counts["continues"] = True
                 return self.counts
+
+    @staticmethod
+    def _hold_reason(entity: str, row: dict[str, Any]) -> str | None:
+        """Why a row cannot go to QBO yet (what it references is not there), or None."""
+        if entity != "invoices":
+            return None
+        if row.get("customer_id") is None:
+            return "held: the invoice has no customer"
+        if row.get("customer_id_qbo_id") is None:
+            return "held: its customer is not in QBO yet (pushed first, then this)"
+        if not all(line.get("item_known", True) for line in row.get("lines") or ()):
+            return "held: an item of its lines is not in QBO yet (pushed first, then this)"
+        return None
 
     def _push_row(
         self, entity: str, spec: mapping.EntityMap, row: dict[str, Any], columns: list[str]
@@ -77,13 +111,13 @@ class Pusher:
                 "requestid"
             ]
             self.ctx.commit()  # stored before the request can leave
-            body = mapping.to_qbo(entity, row)
+            body = mapping.to_qbo(entity, row, lines=_lines(entity, row))
             build = lambda c: client.create_request(c, spec.qbo_entity, body, requestid)  # noqa: E731
             counter = "created"
         else:
             # every value the row has, sparse: a value cleared locally is not sent as cleared
             # until the engine keeps each row's base values (the three-way merge)
-            body = mapping.to_qbo(entity, row) | {
+            body = mapping.to_qbo(entity, row, lines=_lines(entity, row)) | {
                 "Id": str(row["qbo_id"]),
                 "SyncToken": str(row["qbo_sync_token"]),
             }
@@ -107,5 +141,17 @@ class Pusher:
             ["uuid", "text", "uuid", "bigint", "text", "text[]"],
             [*key, row["qbo_local_version"], json.dumps(pushed, default=str), columns],
         )
+        if entity == "invoices":
+            line_ids = [str(line["qbo_line_id"]) for line in mapping.invoice_lines(obj)]
+            db.execute(
+                self.plpy, LINES, ["uuid", "uuid", "text[]"], [self.org, row["id"], line_ids]
+            )
         self.counts[counter] += 1
         self.counts["success_count"] += 1
+
+
+def _lines(entity: str, row: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """An invoice's lines as mapping.line_to_qbo takes them (None for other entities)."""
+    if entity != "invoices":
+        return None
+    return list(row.get("lines") or [])

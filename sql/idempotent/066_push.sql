@@ -5,9 +5,11 @@
 
 -- Up to `max_rows` rows of `entity` waiting to be pushed (oldest change first), as JSON objects
 -- of every column, with "<column>_qbo_id" for each reference and the version read (so what is
--- recorded as pushed is what was sent). Rows with a recorded push error are skipped until they
--- change again or are retried.
-CREATE OR REPLACE FUNCTION qbo_sync.rows_to_push(organization_id uuid, entity text, max_rows integer)
+-- recorded as pushed is what was sent), leaving out the rows in `skip` (held this time). Rows
+-- with a recorded push error are skipped until they change again or are retried.
+CREATE OR REPLACE FUNCTION qbo_sync.rows_to_push(
+    organization_id uuid, entity text, max_rows integer, skip uuid[] DEFAULT '{}'
+)
 RETURNS SETOF jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -15,16 +17,39 @@ AS $$
 DECLARE
     target qbo_sync.entity := qbo_sync.entity_row(entity);
 BEGIN
-    IF target.line_table IS NOT NULL OR entity = 'payments' THEN
+    IF entity = 'payments' THEN
         RAISE EXCEPTION 'pushing % is not built yet', entity USING ERRCODE = 'feature_not_supported';
+    END IF;
+    IF entity = 'invoices' THEN
+        -- with the customer's QBO Id and the lines (each with its item's QBO Id), in order
+        RETURN QUERY
+        SELECT to_jsonb(t) || jsonb_build_object(
+                   'customer_id_qbo_id', c.qbo_id,
+                   'lines', coalesce((
+                       SELECT jsonb_agg(to_jsonb(l) || jsonb_build_object('item_id_qbo_id', it.qbo_id,
+                                                                          'item_known', l.item_id IS NULL OR it.qbo_id IS NOT NULL)
+                                        ORDER BY l.line_number, l.id)
+                         FROM public.invoice_line_item AS l
+                         LEFT JOIN public.item_record AS it ON it.id = l.item_id
+                        WHERE l.invoice_id = t.id), '[]'))
+          FROM public.invoice_record AS t
+          LEFT JOIN public.customer_profile AS c ON c.id = t.customer_id
+         WHERE t.organization_id = rows_to_push.organization_id
+           AND t.qbo_local_version > t.qbo_synced_version
+           AND t.qbo_deleted_at IS NULL AND t.qbo_sync_status <> 'error'
+           AND NOT (t.id = ANY (skip))
+         ORDER BY t.updated_at, t.id
+         LIMIT max_rows;
+        RETURN;
     END IF;
     RETURN QUERY EXECUTE format(
         'SELECT to_jsonb(t) FROM public.%I AS t
           WHERE t.organization_id = $1 AND t.qbo_local_version > t.qbo_synced_version
             AND t.qbo_deleted_at IS NULL AND t.qbo_sync_status <> ''error''
+            AND NOT (t.id = ANY ($3))
           ORDER BY t.updated_at, t.id
           LIMIT $2', target.app_table)
-    USING organization_id, max_rows;
+    USING organization_id, max_rows, skip;
 END
 $$;
 
@@ -94,5 +119,48 @@ BEGIN
                      WHERE t.organization_id = $1 AND t.id = $2',
                    (qbo_sync.entity_row(entity)).app_table)
        USING organization_id, row_id, left(message, 2000);
+END
+$$;
+
+-- A pushed invoice's lines get the Ids QBO gave them: QBO answers with the sales lines in the
+-- order they were sent (`line_ids`, one per local line in line_number order).
+CREATE OR REPLACE FUNCTION qbo_sync.record_pushed_lines(organization_id uuid, invoice_id uuid, line_ids text[])
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    written integer;
+BEGIN
+    PERFORM qbo_sync.begin_applying_remote();
+    WITH ordered AS (
+        SELECT l.id, row_number() OVER (ORDER BY l.line_number, l.id) AS n
+          FROM public.invoice_line_item AS l
+         WHERE l.organization_id = record_pushed_lines.organization_id
+           AND l.invoice_id = record_pushed_lines.invoice_id
+    )
+    UPDATE public.invoice_line_item AS l
+       SET qbo_line_id = line_ids[o.n], updated_at = now()
+      FROM ordered AS o
+     WHERE l.id = o.id AND o.n <= cardinality(line_ids)
+       AND l.qbo_line_id IS DISTINCT FROM line_ids[o.n];
+    GET DIAGNOSTICS written = ROW_COUNT;
+    RETURN written;
+END
+$$;
+
+-- A row that cannot be pushed yet (an invoice whose customer or item QBO does not have): it
+-- stays pending, with the reason, and is tried again on the next push.
+CREATE OR REPLACE FUNCTION qbo_sync.record_push_held(organization_id uuid, entity text, row_id uuid, reason text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM qbo_sync.begin_applying_remote();
+    EXECUTE format('UPDATE public.%I AS t SET qbo_sync_error = $3
+                     WHERE t.organization_id = $1 AND t.id = $2',
+                   (qbo_sync.entity_row(entity)).app_table)
+       USING organization_id, row_id, left(reason, 2000);
 END
 $$;

@@ -10,6 +10,7 @@ import uuid
 from decimal import Decimal
 
 import psycopg
+from qbo_sync_db import mapping
 
 from tests.db.qbo_jobs import connect_realm
 from tests.db.test_pull import local_rows, pull, qbo_objects, seeded  # noqa: F401 - fixture
@@ -121,3 +122,84 @@ def test_a_create_committed_in_qbo_whose_answer_was_lost_is_not_made_twice(conn,
     # the first answer was lost after QBO committed; the resent create was answered from
     # the requestid's stored answer
     assert counters.get("fault.drop_after_commit") == 1 and counters.get("requestid.replay") == 1
+
+
+def add_invoice(conn, org, customer_id, lines) -> uuid.UUID:
+    invoice = conn.execute(
+        "INSERT INTO invoice_record (organization_id, customer_id, invoice_number, private_note)"
+        " VALUES (%s, %s, %s, 'made in the app') RETURNING id",
+        (org, customer_id, "APP-" + uuid.uuid4().hex[:6]),
+    ).fetchone()[0]
+    for number, (item_id, quantity, price) in enumerate(lines, start=1):
+        conn.execute(
+            "INSERT INTO invoice_line_item (organization_id, invoice_id, line_number, item_id,"
+            " description, quantity, unit_price, amount) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            (org, invoice, number, item_id, f"line {number}", quantity, price, quantity * price),
+        )
+    return invoice
+
+
+def test_an_invoice_with_lines_is_created_and_its_lines_get_qbo_ids(conn, seeded):  # noqa: F811
+    connected = connect_realm(conn, seeded)
+    for entity in ("customers", "items", "invoices"):
+        pull(conn, connected.org, entity)
+    customer = next(iter(local_rows(conn, "customers", connected.org).values()))
+    items = [r for r in local_rows(conn, "items", connected.org).values() if r["is_active"]][:2]
+    invoice = add_invoice(
+        conn,
+        connected.org,
+        customer["id"],
+        [(items[0]["id"], Decimal(3), Decimal(10)), (items[1]["id"], Decimal(1), Decimal(20))],
+    )
+    job = push(conn, connected.org, "invoices")
+    result = outcome(conn, job)
+    assert result["status"] == "completed" and result["summary"]["created"] == 1, result
+    row = conn.execute(
+        "SELECT qbo_id, total_amount, qbo_local_version = qbo_synced_version FROM invoice_record"
+        " WHERE id = %s",
+        (invoice,),
+    ).fetchone()
+    there = next(o for o in qbo_objects(seeded, connected.access, "invoices") if o["Id"] == row[0])
+    assert there["CustomerRef"]["value"] == customer["qbo_id"]
+    assert there["PrivateNote"] == "made in the app"
+    sent = mapping.invoice_lines(there)
+    assert [(line["item_id_qbo_id"], line["amount"]) for line in sent] == [
+        (items[0]["qbo_id"], Decimal(30)),
+        (items[1]["qbo_id"], Decimal(20)),
+    ]
+    # QBO's totals are authoritative (Automated Sales Tax may add tax): taken as QBO states them
+    assert row[1] == Decimal(str(there["TotalAmt"])) and row[2] is True
+    lines = conn.execute(
+        "SELECT qbo_line_id FROM invoice_line_item WHERE invoice_id = %s ORDER BY line_number",
+        (invoice,),
+    ).fetchall()
+    assert [line[0] for line in lines] == [line["qbo_line_id"] for line in sent]
+    # and a pull afterwards changes nothing, lines included
+    job = pull(conn, connected.org, "invoices")
+    summary = outcome(conn, job)["summary"]
+    assert (summary["inserted"], summary["updated"]) == (0, 0)
+    assert conn.execute(
+        "SELECT count(*) FROM invoice_line_item WHERE invoice_id = %s", (invoice,)
+    ).fetchone() == (2,)
+
+
+def test_an_invoice_whose_customer_is_not_in_qbo_is_held_then_pushed_after_it(conn, seeded):  # noqa: F811
+    connected = connect_realm(conn, seeded)
+    pull(conn, connected.org, "items")
+    item = next(r for r in local_rows(conn, "items", connected.org).values() if r["is_active"])
+    customer = add_customer(conn, connected.org, "Brand New Client")
+    invoice = add_invoice(conn, connected.org, customer, [(item["id"], Decimal(2), Decimal(5))])
+    job = push(conn, connected.org, "invoices")
+    result = outcome(conn, job)
+    assert result["status"] == "completed" and result["summary"]["held"] == 1
+    status, error, qbo_id = conn.execute(
+        "SELECT qbo_sync_status, qbo_sync_error, qbo_id FROM invoice_record WHERE id = %s",
+        (invoice,),
+    ).fetchone()
+    assert (status, qbo_id) == ("pending", None) and "customer is not in QBO yet" in error
+    push(conn, connected.org, "customers")
+    job = push(conn, connected.org, "invoices")
+    assert outcome(conn, job)["summary"]["created"] == 1
+    assert conn.execute(
+        "SELECT qbo_sync_status, qbo_sync_error FROM invoice_record WHERE id = %s", (invoice,)
+    ).fetchone() == ("synced", None)

@@ -27,7 +27,8 @@ SELECT functions_are('qbo_sync', ARRAY[
     'delete_expired',
     'sync_token_newer', 'entity_row', 'check_business_columns', 'apply_pulled', 'apply_pulled_lines', 'known_qbo_ids',
     'apply_pulled_deletions', 'pull_cursor', 'save_incremental_pull', 'save_full_pull',
-    'rows_to_push', 'create_requestid', 'record_pushed', 'record_push_error'
+    'rows_to_push', 'create_requestid', 'record_pushed', 'record_push_error', 'record_pushed_lines',
+    'record_push_held'
 ]::name[], 'qbo_sync has exactly the expected functions');
 
 -- Signatures: qbo_sync

@@ -1,5 +1,5 @@
-"""Pushing local changes to QBO: customers, items and invoices with their lines so far (payments,
-the batch endpoint, conflicts and the lookup of creates whose outcome is unknown come next).
+"""Pushing local changes to QBO: customers, items, invoices with their lines, and payments (the
+batch endpoint, conflicts and the lookup of creates whose outcome is unknown come next).
 
 For each row waiting to be pushed (qbo_sync.rows_to_push):
 * a row QBO has never seen is created, with a `requestid` stored with the row before the request
@@ -11,8 +11,9 @@ For each row waiting to be pushed (qbo_sync.rows_to_push):
 * a validation or business fault marks that row 'error' with QBO's message and the push goes on
   with the others; anything else (throttling, 5xx, timeouts after retries) fails the job, which
   is retried and resumes with the rows still waiting;
-* an invoice whose customer or items QBO does not have yet is held (left pending, the reason in
-  qbo_sync_error) rather than sent to fail; an invoice's lines get the Ids QBO gave them.
+* an invoice or payment whose customer, items or invoice QBO does not have yet is held (left
+  pending, the reason in qbo_sync_error) rather than sent to fail; an invoice's lines get the Ids
+  QBO gave them.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ REFUSED = "SELECT qbo_sync.record_push_error($1, $2, $3, $4)"
 
 #: rows read per round (each round is read again after it is pushed)
 ROUND = 100
-PUSHABLE = frozenset({"customers", "items", "invoices"})
 
 
 class Pusher:
@@ -48,11 +48,6 @@ class Pusher:
             counts.setdefault(key, 0)
 
     def push(self, entity: str) -> dict[str, Any]:
-        if entity not in PUSHABLE:
-            raise QboRequestRejected(
-                f"pushing {entity} is not built yet (customers and items are)",
-                hint="queue it with direction 'pull' for now",
-            )
         spec = mapping.ENTITIES[entity]
         # what QBO computes is taken back from its answer, never sent
         columns = [f.column for f in spec.fields]
@@ -91,12 +86,15 @@ class Pusher:
     @staticmethod
     def _hold_reason(entity: str, row: dict[str, Any]) -> str | None:
         """Why a row cannot go to QBO yet (what it references is not there), or None."""
-        if entity != "invoices":
+        if entity not in ("invoices", "payments"):
             return None
+        what = entity[:-1]
         if row.get("customer_id") is None:
-            return "held: the invoice has no customer"
+            return f"held: the {what} has no customer"
         if row.get("customer_id_qbo_id") is None:
             return "held: its customer is not in QBO yet (pushed first, then this)"
+        if entity == "payments" and row.get("invoice_id") and row.get("invoice_id_qbo_id") is None:
+            return "held: the invoice it pays is not in QBO yet (pushed first, then this)"
         if not all(line.get("item_known", True) for line in row.get("lines") or ()):
             return "held: an item of its lines is not in QBO yet (pushed first, then this)"
         return None

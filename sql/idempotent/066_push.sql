@@ -18,7 +18,20 @@ DECLARE
     target qbo_sync.entity := qbo_sync.entity_row(entity);
 BEGIN
     IF entity = 'payments' THEN
-        RAISE EXCEPTION 'pushing % is not built yet', entity USING ERRCODE = 'feature_not_supported';
+        -- with the customer's and the paid invoice's QBO Ids
+        RETURN QUERY
+        SELECT to_jsonb(t) || jsonb_build_object('customer_id_qbo_id', c.qbo_id,
+                                                 'invoice_id_qbo_id', i.qbo_id)
+          FROM public.invoice_payment AS t
+          LEFT JOIN public.customer_profile AS c ON c.id = t.customer_id
+          LEFT JOIN public.invoice_record AS i ON i.id = t.invoice_id
+         WHERE t.organization_id = rows_to_push.organization_id
+           AND t.qbo_local_version > t.qbo_synced_version
+           AND t.qbo_deleted_at IS NULL AND t.qbo_sync_status <> 'error'
+           AND NOT (t.id = ANY (skip))
+         ORDER BY t.updated_at, t.id
+         LIMIT max_rows;
+        RETURN;
     END IF;
     IF entity = 'invoices' THEN
         -- with the customer's QBO Id and the lines (each with its item's QBO Id), in order

@@ -203,3 +203,33 @@ def test_an_invoice_whose_customer_is_not_in_qbo_is_held_then_pushed_after_it(co
     assert conn.execute(
         "SELECT qbo_sync_status, qbo_sync_error FROM invoice_record WHERE id = %s", (invoice,)
     ).fetchone() == ("synced", None)
+
+
+def test_a_payment_of_a_pushed_invoice_is_created_and_applied_to_it(conn, seeded):  # noqa: F811
+    connected = connect_realm(conn, seeded)
+    for entity in ("customers", "items", "invoices"):
+        pull(conn, connected.org, entity)
+    invoices = qbo_objects(seeded, connected.access, "invoices")
+    unpaid = next(i for i in invoices if not i.get("LinkedTxn") and Decimal(str(i["Balance"])) > 10)
+    local_invoice = local_rows(conn, "invoices", connected.org)[unpaid["Id"]]
+    payment = conn.execute(
+        "INSERT INTO invoice_payment (organization_id, customer_id, invoice_id, amount,"
+        " reference_number) VALUES (%s, %s, %s, 10, 'CHK-77') RETURNING id",
+        (connected.org, local_invoice["customer_id"], local_invoice["id"]),
+    ).fetchone()[0]
+    job = push(conn, connected.org, "payments")
+    result = outcome(conn, job)
+    assert result["status"] == "completed" and result["summary"]["created"] == 1, result
+    qbo_id, status, unapplied = conn.execute(
+        "SELECT qbo_id, qbo_sync_status, unapplied_amount FROM invoice_payment WHERE id = %s",
+        (payment,),
+    ).fetchone()
+    there = next(p for p in qbo_objects(seeded, connected.access, "payments") if p["Id"] == qbo_id)
+    assert there["PaymentRefNum"] == "CHK-77" and Decimal(str(there["TotalAmt"])) == 10
+    assert mapping.paid_invoice(there) == unpaid["Id"]
+    assert (status, unapplied) == ("synced", Decimal(0))
+    # QBO applied it: the invoice's balance went down by the payment
+    after = next(
+        i for i in qbo_objects(seeded, connected.access, "invoices") if i["Id"] == unpaid["Id"]
+    )
+    assert Decimal(str(after["Balance"])) == Decimal(str(unpaid["Balance"])) - 10

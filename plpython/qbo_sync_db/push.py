@@ -27,10 +27,9 @@ from qbo_sync_db.errors import QboRequestRejected
 
 ROWS = "SELECT row::text AS row FROM qbo_sync.rows_to_push($1, $2, $3, $4) AS row"
 LINES = "SELECT qbo_sync.record_pushed_lines($1, $2, $3)"
-HELD = "SELECT qbo_sync.record_push_held($1, $2, $3, $4)"
 REQUESTID = "SELECT qbo_sync.create_requestid($1, $2, $3)::text AS requestid"
 RECORD = "SELECT qbo_sync.record_pushed($1, $2, $3, $4, $5::jsonb, $6) AS done"
-REFUSED = "SELECT qbo_sync.record_push_error($1, $2, $3, $4)"
+PROBLEM = "SELECT qbo_sync.record_push_problem($1, $2, $3, $4, $5)"
 
 #: rows read per round (each round is read again after it is pushed)
 ROUND = 100
@@ -69,12 +68,7 @@ class Pusher:
             for row in rows:
                 reason = self._hold_reason(entity, row)
                 if reason is not None:
-                    db.execute(
-                        self.plpy,
-                        HELD,
-                        ["uuid", "text", "uuid", "text"],
-                        [self.org, entity, row["id"], reason],
-                    )
+                    self._problem(entity, row["id"], reason, refused=False)
                     held.append(row["id"])
                     self.counts["held"] += 1
                     continue
@@ -82,6 +76,15 @@ class Pusher:
             if self.ctx.time_is_up():
                 self.counts["continues"] = True
                 return self.counts
+
+    def _problem(self, entity: str, row_id: str, message: str, *, refused: bool) -> None:
+        """A row not sent through: refused by QBO (marked 'error') or held (left pending)."""
+        db.execute(
+            self.plpy,
+            PROBLEM,
+            ["uuid", "text", "uuid", "text", "boolean"],
+            [self.org, entity, row_id, message, refused],
+        )
 
     @staticmethod
     def _hold_reason(entity: str, row: dict[str, Any]) -> str | None:
@@ -125,9 +128,7 @@ class Pusher:
         try:
             answer = self.ctx.connection().send(build)
         except QboRequestRejected as refused:
-            db.execute(
-                self.plpy, REFUSED, ["uuid", "text", "uuid", "text"], [*key, refused.message]
-            )
+            self._problem(entity, row["id"], refused.message, refused=True)
             self.counts["refused"] += 1
             self.counts["failure_count"] += 1
             return

@@ -148,17 +148,16 @@ class SharedPacer:
         the new state; returns the decision. A busy row is tried again after a short pause."""
         # the caller's work so far: no lock of ours is held while we wait (the decision's own
         # transaction touches only qbo_sync.pacer, so it skips the check of public's tables)
-        self.tx.commit(check_relations=False)
+        self.tx.commit(self.lock_timeout_ms, check_relations=False)
         busy_since = time.monotonic()
         while True:
-            self.tx.pin(self.lock_timeout_ms, check_relations=False)
             try:
                 rows = db.execute(self.plpy, LOCK_ROW, ["text", "text"], self.key)
                 if not rows:
                     db.execute(self.plpy, CREATE_ROW, ["text", "text"], self.key)
                     rows = db.execute(self.plpy, LOCK_ROW, ["text", "text"], self.key)
             except self.plpy.spiexceptions.LockNotAvailable:
-                self.tx.rollback(check_relations=False)
+                self.tx.rollback(self.lock_timeout_ms, check_relations=False)
                 self.stats["busy"] += 1
                 if time.monotonic() - busy_since > self.max_wait_seconds:
                     # held far longer than any decision takes (an operator's open lock, a

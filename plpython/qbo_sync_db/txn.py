@@ -47,11 +47,11 @@ class Transaction:
         if check_relations:
             db.execute(self.plpy, CHECK_RELATIONS, [], [])
 
-    def commit(self, check_relations: bool = True) -> None:
+    def commit(self, lock_timeout_ms: int | None = None, check_relations: bool = True) -> None:
         self.plpy.commit()
         self.commits += 1
-        self.pin(check_relations=check_relations)
+        self.pin(lock_timeout_ms, check_relations)
 
-    def rollback(self, check_relations: bool = True) -> None:
+    def rollback(self, lock_timeout_ms: int | None = None, check_relations: bool = True) -> None:
         self.plpy.rollback()
-        self.pin(check_relations=check_relations)
+        self.pin(lock_timeout_ms, check_relations)

@@ -261,6 +261,20 @@ $$;
 -- worker_start takes the organization, worker_finish records the outcome.
 DROP FUNCTION IF EXISTS qbo_sync.worker_run(jsonb);
 
+-- The claimed job of the loop's state, once the step's lock_timeout (worker.lock_timeout_ms) is
+-- set and qbo-sync's tables in public are checked: the record is built only then.
+CREATE OR REPLACE FUNCTION qbo_sync.worker_job(state jsonb)
+RETURNS public.qbo_sync_queue
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM set_config('lock_timeout', qbo_sync.setting_numeric('worker.lock_timeout_ms')::bigint || 'ms', true);
+    PERFORM qbo_sync.lock_own_relations();
+    RETURN jsonb_populate_record(NULL::public.qbo_sync_queue, state -> 'job');
+END
+$$;
+
 -- Take the job's organization: one job per organization at a time. The hold is a lease (the
 -- job's own), not a row lock, since the job commits while it runs; the row is locked only for
 -- this short transaction, with SKIP LOCKED, so a busy organization is never waited for. The
@@ -278,9 +292,7 @@ BEGIN
     IF state -> 'job' IS NULL OR jsonb_typeof(state -> 'job') = 'null' THEN
         RETURN state;
     END IF;
-    PERFORM set_config('lock_timeout', qbo_sync.setting_numeric('worker.lock_timeout_ms')::bigint || 'ms', true);
-    PERFORM qbo_sync.lock_own_relations();
-    job := jsonb_populate_record(NULL::public.qbo_sync_queue, state -> 'job');
+    job := qbo_sync.worker_job(state);
     SELECT l.job_id, l.lease_id, l.held_until INTO holder
       FROM qbo_sync.organization_lock AS l
      WHERE l.organization_id = job.organization_id
@@ -327,9 +339,7 @@ DECLARE
     new_status text;
     message text;
 BEGIN
-    PERFORM set_config('lock_timeout', qbo_sync.setting_numeric('worker.lock_timeout_ms')::bigint || 'ms', true);
-    PERFORM qbo_sync.lock_own_relations();
-    job := jsonb_populate_record(NULL::public.qbo_sync_queue, state -> 'job');
+    job := qbo_sync.worker_job(state);
     IF error_state IS NULL THEN
         BEGIN
             IF coalesce(summary ->> 'continues', '') = 'true' THEN

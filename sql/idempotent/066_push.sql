@@ -119,19 +119,25 @@ BEGIN
 END
 $$;
 
--- A push QBO refused for this row (a validation or business fault): the row is marked 'error'
--- with QBO's message and skipped by later pushes until it changes again; the other rows go on.
-CREATE OR REPLACE FUNCTION qbo_sync.record_push_error(organization_id uuid, entity text, row_id uuid, message text)
+-- A row the push did not send through: refused by QBO (a validation or business fault,
+-- `refused`), it is marked 'error' with QBO's message and skipped by later pushes until it changes
+-- again; held (what it references is not in QBO yet), it stays pending with the reason and is
+-- tried again on the next push. Either way the other rows go on.
+CREATE OR REPLACE FUNCTION qbo_sync.record_push_problem(
+    organization_id uuid, entity text, row_id uuid, message text, refused boolean
+)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM qbo_sync.begin_applying_remote();
-    EXECUTE format('UPDATE public.%I AS t SET qbo_sync_status = ''error'', qbo_sync_error = $3
+    EXECUTE format('UPDATE public.%I AS t
+                       SET qbo_sync_status = CASE WHEN $4 THEN ''error'' ELSE t.qbo_sync_status END,
+                           qbo_sync_error = $3
                      WHERE t.organization_id = $1 AND t.id = $2',
                    (qbo_sync.entity_row(entity)).app_table)
-       USING organization_id, row_id, left(message, 2000);
+       USING organization_id, row_id, left(message, 2000), refused;
 END
 $$;
 
@@ -159,21 +165,5 @@ BEGIN
        AND l.qbo_line_id IS DISTINCT FROM line_ids[o.n];
     GET DIAGNOSTICS written = ROW_COUNT;
     RETURN written;
-END
-$$;
-
--- A row that cannot be pushed yet (an invoice whose customer or item QBO does not have): it
--- stays pending, with the reason, and is tried again on the next push.
-CREATE OR REPLACE FUNCTION qbo_sync.record_push_held(organization_id uuid, entity text, row_id uuid, reason text)
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    PERFORM qbo_sync.begin_applying_remote();
-    EXECUTE format('UPDATE public.%I AS t SET qbo_sync_error = $3
-                     WHERE t.organization_id = $1 AND t.id = $2',
-                   (qbo_sync.entity_row(entity)).app_table)
-       USING organization_id, row_id, left(reason, 2000);
 END
 $$;

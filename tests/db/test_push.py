@@ -10,6 +10,7 @@ import uuid
 from decimal import Decimal
 
 import psycopg
+from psycopg import sql
 from qbo_sync_db import mapping
 
 from tests.db.qbo_jobs import connect_realm
@@ -25,11 +26,11 @@ def push(conn: psycopg.Connection, org: uuid.UUID, entity: str) -> uuid.UUID:
 
 def add_customer(conn: psycopg.Connection, org: uuid.UUID, name: str, **values) -> uuid.UUID:
     columns = ["organization_id", "display_name", *values]
-    placeholders = ", ".join(["%s"] * len(columns))
-    return conn.execute(
-        f"INSERT INTO customer_profile ({', '.join(columns)}) VALUES ({placeholders}) RETURNING id",
-        (org, name, *values.values()),
-    ).fetchone()[0]
+    statement = sql.SQL("INSERT INTO customer_profile ({}) VALUES ({}) RETURNING id").format(
+        sql.SQL(", ").join(map(sql.Identifier, columns)),
+        sql.SQL(", ").join([sql.Placeholder()] * len(columns)),
+    )
+    return conn.execute(statement, (org, name, *values.values())).fetchone()[0]
 
 
 def by_name(objects: list[dict], name: str) -> list[dict]:

@@ -20,15 +20,14 @@ SELECT functions_are('qbo_sync', ARRAY[
     'disconnect', 'create_connected_organization', 'token_warning', 'refresh_token_due',
     'record_token_warnings',
     'run_job', 'sql_handler', 'error_is_retryable', 'record_history', 'lost_lease_reason',
-    'worker_begin', 'worker_should_stop', 'worker_claim', 'worker_prepare', 'worker_start', 'worker_run_job', 'worker_finish', 'worker_abandon', 'worker',
+    'worker_begin', 'worker_should_stop', 'worker_claim', 'worker_prepare', 'worker_job', 'worker_start', 'worker_run_job', 'worker_finish', 'worker_abandon', 'worker',
     'worker_step_failed', 'process_webhook_rows',
     'try_timestamptz', 'webhook_events', 'webhook_format', 'webhook_event_rows', 'process_webhooks',
     'cleanup_webhook_logs', 'cleanup_webhook_processed', 'cleanup_sync_jobs', 'cleanup_sync_history',
     'delete_expired',
     'sync_token_newer', 'entity_row', 'check_business_columns', 'apply_pulled', 'apply_pulled_lines', 'known_qbo_ids',
     'apply_pulled_deletions', 'pull_cursor', 'save_incremental_pull', 'save_full_pull',
-    'rows_to_push', 'create_requestid', 'record_pushed', 'record_push_error', 'record_pushed_lines',
-    'record_push_held'
+    'rows_to_push', 'create_requestid', 'record_pushed', 'record_push_problem', 'record_pushed_lines'
 ]::name[], 'qbo_sync has exactly the expected functions');
 
 -- Signatures: qbo_sync

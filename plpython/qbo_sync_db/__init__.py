@@ -5,4 +5,4 @@ them from there. Every function takes `plpy` as its first argument, so the code 
 outside the database with a stand-in.
 """
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"

@@ -72,14 +72,14 @@ AS $$
 DECLARE
     owned constant text[] := ARRAY['qbo_sync_queue', 'qbo_sync_history', 'qbo_webhook_log',
                                    'qbo_webhook_processed', 'qbo_connection', 'qbo_oauth_state',
-                                   'qbo_sync_cursor', 'qbo_sync_conflict'];
+                                   'qbo_sync_cursor', 'qbo_sync_conflict', 'qbo_sync_drift'];
     relation text;
     problems text;
 BEGIN
     -- one statement, planned once per backend (the list is `owned`)
     LOCK TABLE public.qbo_sync_queue, public.qbo_sync_history, public.qbo_webhook_log,
                public.qbo_webhook_processed, public.qbo_connection, public.qbo_oauth_state,
-               public.qbo_sync_cursor, public.qbo_sync_conflict
+               public.qbo_sync_cursor, public.qbo_sync_conflict, public.qbo_sync_drift
         IN ACCESS SHARE MODE;
     FOREACH relation IN ARRAY read_only LOOP
         IF to_regclass(format('public.%I', relation)) IS NOT NULL THEN
@@ -93,7 +93,8 @@ BEGIN
          WHERE c.oid IN ('public.qbo_sync_queue'::regclass, 'public.qbo_sync_history'::regclass,
                          'public.qbo_webhook_log'::regclass, 'public.qbo_webhook_processed'::regclass,
                          'public.qbo_connection'::regclass, 'public.qbo_oauth_state'::regclass,
-                         'public.qbo_sync_cursor'::regclass, 'public.qbo_sync_conflict'::regclass)
+                         'public.qbo_sync_cursor'::regclass, 'public.qbo_sync_conflict'::regclass,
+                         'public.qbo_sync_drift'::regclass)
            AND c.relkind = 'r'
            AND c.relowner = (SELECT n.nspowner FROM pg_namespace AS n WHERE n.oid = 'qbo_sync'::regnamespace))
            = cardinality(owned)

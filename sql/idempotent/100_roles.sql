@@ -29,7 +29,8 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA qbo_sync FROM qbo_sync_listener, qbo_sync_
 REVOKE ALL ON ALL PROCEDURES IN SCHEMA qbo_sync FROM qbo_sync_listener, qbo_sync_monitor, qbo_sync_app;
 REVOKE ALL ON TABLE public.qbo_connection, public.qbo_oauth_state, public.qbo_sync_queue,
                     public.qbo_sync_history, public.qbo_webhook_log, public.qbo_webhook_processed,
-                    public.qbo_sync_cursor, public.qbo_sync_conflict, public.qbo_sync_status
+                    public.qbo_sync_cursor, public.qbo_sync_conflict, public.qbo_sync_status,
+                    public.qbo_sync_drift
     FROM PUBLIC;
 DO $$
 DECLARE
@@ -63,7 +64,7 @@ GRANT SELECT ON qbo_sync.settings, qbo_sync.installation, qbo_sync.migration, qb
     TO qbo_sync_monitor;
 GRANT SELECT ON public.organizations, public.qbo_sync_queue, public.qbo_sync_history,
                 public.qbo_webhook_log, public.qbo_webhook_processed, public.qbo_sync_cursor,
-                public.qbo_sync_conflict, public.qbo_sync_status
+                public.qbo_sync_conflict, public.qbo_sync_status, public.qbo_sync_drift
     TO qbo_sync_monitor;
 GRANT SELECT (organization_id, realm_id, environment, api_base_url, company_name,
               qbo_token_expires_at, qbo_refresh_token_expires_at, qbo_refresh_token_hard_expires_at,
@@ -108,7 +109,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON public.organizations, public.customer_pr
 REVOKE INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON public.qbo_sync_queue
     FROM qbo_sync_app, qbo_sync_monitor, qbo_sync_listener;
 GRANT SELECT ON public.qbo_sync_queue, public.qbo_sync_history, public.qbo_sync_status,
-                public.qbo_sync_conflict
+                public.qbo_sync_conflict, public.qbo_sync_drift
     TO qbo_sync_app;
 
 -- Row-level security. On application tables only when qbo-sync created them: an application that
@@ -120,7 +121,8 @@ DECLARE
 BEGIN
     FOR t IN
         SELECT unnest(ARRAY['qbo_connection', 'qbo_oauth_state', 'qbo_sync_queue', 'qbo_sync_history',
-                            'qbo_webhook_processed', 'qbo_sync_cursor', 'qbo_sync_conflict'])
+                            'qbo_webhook_processed', 'qbo_sync_cursor', 'qbo_sync_conflict',
+                            'qbo_sync_drift'])
         UNION ALL
         SELECT a.table_name FROM qbo_sync.app_table AS a WHERE a.created_by_qbo_sync
     LOOP

@@ -1,6 +1,6 @@
 """An upgrade from each earlier release keeps the data and ends with the same catalog as a fresh
 install. The releases' sql/ and plpython/ are frozen in tests/fixtures/release-<version>.tar.gz
-(`git archive` of commits 1762821 and 170fad5), so the test needs no repository history."""
+(`git archive` of commits 1762821, 170fad5 and ad9779a), so the test needs no repository history."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from pathlib import Path
 
 import psycopg
 
+from qbo_sync import __version__
 from qbo_sync.install import SQL_DIR, install, migration_files
 from tests.db.catalog import snapshot
 
 RELEASE_0_1_0 = Path(__file__).resolve().parents[1] / "fixtures" / "release-0.1.0.tar.gz"
 RELEASE_0_2_0 = Path(__file__).resolve().parents[1] / "fixtures" / "release-0.2.0.tar.gz"
+RELEASE_0_3_0 = Path(__file__).resolve().parents[1] / "fixtures" / "release-0.3.0.tar.gz"
 
 
 def extract(release: Path, into: Path) -> None:
@@ -105,7 +107,7 @@ def test_upgrading_release_0_2_0_keeps_jobs_and_runs_them_with_the_new_worker(pg
             job = conn.execute("SELECT trigger_qbo_sync(%s, 'items')", (org,)).fetchone()[0]
 
         report = install(old)
-        assert (report.previous_version, report.version) == ("0.2.0", "0.3.0")
+        assert (report.previous_version, report.version) == ("0.2.0", __version__)
         assert report.migrations_applied == [
             p.stem for p in migration_files(SQL_DIR) if p.stem[:3] > "005"
         ]
@@ -125,6 +127,60 @@ def test_upgrading_release_0_2_0_keeps_jobs_and_runs_them_with_the_new_worker(pg
             assert conn.execute(
                 "SELECT job_id FROM qbo_sync.organization_lock WHERE organization_id = %s", (org,)
             ).fetchone() == (None,)
+    finally:
+        for name in names:
+            pg_server.drop_database(name)
+
+
+def test_upgrading_release_0_3_0_keeps_synced_rows_and_conflicts(pg_server, tmp_path):
+    """0.3.0 (`git archive` of commit ad9779a) synced rows and kept conflicts without their class,
+    base or policy; after the upgrade a synced row, a pending one and an old conflict are intact,
+    the new columns have their defaults, and the catalog equals a fresh install."""
+    extract(RELEASE_0_3_0, tmp_path)
+    names = ["old_" + uuid.uuid4().hex[:8], "fresh_" + uuid.uuid4().hex[:8]]
+    old, fresh = (pg_server.create_database(name) for name in names)
+    try:
+        install(old, sql_dir=tmp_path / "sql", python_dir=tmp_path / "plpython", version="0.3.0")
+        with psycopg.connect(old, autocommit=True) as conn:
+            org = conn.execute(
+                "INSERT INTO organizations (name) VALUES ('Kept') RETURNING id"
+            ).fetchone()[0]
+            conn.execute(
+                "INSERT INTO customer_profile (organization_id, display_name) VALUES (%s, 'Local')",
+                (org,),
+            )
+            conn.execute("BEGIN")
+            conn.execute("SELECT qbo_sync.begin_applying_remote()")
+            conn.execute(
+                "INSERT INTO customer_profile (organization_id, display_name, qbo_id,"
+                " qbo_sync_token, qbo_sync_status) VALUES (%s, 'Pulled', '7', '2', 'synced')",
+                (org,),
+            )
+            conn.execute("COMMIT")
+            conn.execute(
+                "INSERT INTO qbo_sync_conflict (organization_id, entity, qbo_id, local_values,"
+                " remote_values) VALUES (%s, 'customers', '7', '{\"email\": \"a@x\"}',"
+                ' \'{"email": "b@x"}\')',
+                (org,),
+            )
+
+        report = install(old)
+        assert (report.previous_version, report.version) == ("0.3.0", __version__)
+        assert report.migrations_applied == [
+            p.stem for p in migration_files(SQL_DIR) if p.stem[:3] > "006"
+        ]
+        install(fresh)
+        assert snapshot(old) == snapshot(fresh)
+
+        with psycopg.connect(old, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT display_name, qbo_sync_status, qbo_sync_attempts, qbo_sync_error_class"
+                " FROM customer_profile ORDER BY display_name"
+            ).fetchall()
+            assert rows == [("Local", "pending", 0, None), ("Pulled", "synced", 0, None)]
+            assert conn.execute(
+                "SELECT remote_values, status, policy, fields FROM qbo_sync_conflict"
+            ).fetchall() == [({"email": "b@x"}, "resolved", "qbo_wins", [])]
     finally:
         for name in names:
             pg_server.drop_database(name)

@@ -291,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     db.set_defaults(func=cmd_db)
 
     sub.add_parser("simulator", help="run the QBO simulator (qbo-sync simulator --help)")
+    sub.add_parser(
+        "listen", help="run the webhook and OAuth-callback listener (qbo-sync listen --help)"
+    )
 
     sync = sub.add_parser("sync", help="queue a sync (trigger_qbo_sync)")
     sync.add_argument("organization_id")
@@ -313,6 +316,10 @@ def main(argv: list[str] | None = None) -> int:
         from simulator.server import main as simulator_main
 
         return simulator_main(argv[1:])
+    if argv[:1] == ["listen"]:
+        from listener.app import main as listener_main
+
+        return listener_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

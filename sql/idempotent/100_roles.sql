@@ -6,17 +6,7 @@
 -- The installing role owns every object (and so bypasses row-level security, as the pg_cron jobs
 -- need). The roles are NOLOGIN: grant them to login roles.
 
-DO $$
-DECLARE
-    r text;
-BEGIN
-    FOREACH r IN ARRAY ARRAY['qbo_sync_listener', 'qbo_sync_monitor', 'qbo_sync_app'] LOOP
-        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r) THEN
-            EXECUTE format('CREATE ROLE %I NOLOGIN', r);
-        END IF;
-    END LOOP;
-END
-$$;
+-- (The roles themselves are created by 005_roles.sql, before any file grants to them.)
 
 -- Nothing of ours is open to PUBLIC: functions default to EXECUTE for PUBLIC, and PL/Python ones
 -- run with the server's operating-system rights.

@@ -3,7 +3,7 @@
 SET search_path = tap, public, qbo_sync;
 
 BEGIN;
-SELECT plan(98);
+SELECT plan(103);
 
 -- qbo_sync schema: exactly these functions (a new or renamed one must be added here)
 SELECT functions_are('qbo_sync', ARRAY[
@@ -27,7 +27,11 @@ SELECT functions_are('qbo_sync', ARRAY[
     'delete_expired',
     'sync_token_newer', 'entity_row', 'check_business_columns', 'apply_pulled', 'apply_pulled_lines', 'known_qbo_ids',
     'apply_pulled_deletions', 'pull_cursor', 'save_incremental_pull', 'save_full_pull',
-    'rows_to_push', 'create_requestid', 'record_pushed', 'record_push_problem', 'record_pushed_lines'
+    'rows_to_push', 'prepare_creates', 'record_pushed', 'record_push_problem', 'record_pushed_lines',
+    'row_linked_to', 'record_push_conflict', 'deletions_to_push', 'record_deletion_pushed',
+    'conflict_settings', 'conflict_rows', 'apply_merges', 'record_held_remote', 'keep_conflicts_held',
+    'conflict_for_resolution', 'mark_conflict_resolved', 'resolve_conflict_values',
+    'lock_record_for_caller', 'record_manual_action'
 ]::name[], 'qbo_sync has exactly the expected functions');
 
 -- Signatures: qbo_sync
@@ -80,8 +84,11 @@ SELECT has_function('public', f, args::name[], 'public.' || f || '(' || array_to
     ('qbo_sync_orchestrator', ARRAY['uuid', 'text', 'text[]', 'text']),
     ('qbo_sync_requeue', ARRAY['uuid']),
     ('qbo_sync_cancel', ARRAY['uuid']),
-    ('qbo_sync_worker', ARRAY['numeric', 'integer', 'boolean'])
-  ) AS f(f, args);                                                                    -- 5
+    ('qbo_sync_worker', ARRAY['numeric', 'integer', 'boolean']),
+    ('qbo_sync_resolve_conflict', ARRAY['uuid', 'text', 'jsonb']),
+    ('qbo_sync_retry_record', ARRAY['text', 'uuid']),
+    ('qbo_sync_skip_record', ARRAY['text', 'uuid', 'text'])
+  ) AS f(f, args);                                                                    -- 8
 -- public holds the guide's entry points only: what pg_cron runs lives in qbo_sync, a schema no
 -- other role can create in (a role with CREATE on public could plant an overload there).
 SELECT set_eq($$SELECT p.proname::text FROM pg_proc AS p
@@ -91,7 +98,8 @@ SELECT set_eq($$SELECT p.proname::text FROM pg_proc AS p
                                        AND d.deptype = 'e')$$,
               ARRAY['trigger_qbo_sync', 'qbo_sync_orchestrator', 'qbo_sync_requeue',
                     'qbo_sync_cancel', 'qbo_sync_worker', 'qbo_token_refresh',
-                    'qbo_oauth_initiate', 'qbo_oauth_callback'],
+                    'qbo_oauth_initiate', 'qbo_oauth_callback', 'qbo_sync_resolve_conflict',
+                    'qbo_sync_retry_record', 'qbo_sync_skip_record'],
               'public has exactly the guide''s qbo-sync entry points (besides extensions'' functions)');
 SELECT is_procedure('qbo_sync', 'worker', ARRAY['numeric', 'integer', 'boolean']::name[],
                     'qbo_sync.worker is a procedure (it commits between jobs)');
@@ -144,6 +152,14 @@ SELECT has_view('public', 'migrations', 'view public.migrations exists (the guid
 SELECT ok((SELECT 'security_invoker=true' = ANY (c.reloptions) FROM pg_class AS c
             WHERE c.oid = 'public.qbo_sync_status'::regclass),
           'qbo_sync_status is security_invoker (row-level security applies to its readers)');
+SELECT ok((SELECT bool_and('security_invoker=true' = ANY (c.reloptions)) FROM pg_class AS c
+            WHERE c.oid IN ('public.qbo_sync_record_status'::regclass, 'public.qbo_sync_record_counts'::regclass)),
+          'qbo_sync_record_status and qbo_sync_record_counts are security_invoker');
+SELECT columns_are('public', 'qbo_sync_record_status', ARRAY[
+    'organization_id', 'entity', 'record_id', 'qbo_id', 'state', 'error_class', 'error_code',
+    'error_message', 'intuit_tid', 'attempts', 'last_synced_at', 'local_version', 'synced_version',
+    'conflict_id']::name[],
+    'qbo_sync_record_status has the documented columns');
 SELECT columns_are('public', 'qbo_sync_status', ARRAY[
     'organization_id', 'organization_name', 'realm_id', 'company_name', 'environment', 'is_active',
     'inactive_reason', 'qbo_token_expires_at', 'qbo_refresh_token_expires_at', 'token_status',

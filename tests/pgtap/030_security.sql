@@ -129,7 +129,9 @@ SELECT set_eq($$
           'public.trigger_qbo_sync(uuid, text, text, text)',
           'public.qbo_sync_orchestrator(uuid, text, text[], text)',
           'public.qbo_sync_requeue(uuid)', 'public.qbo_sync_cancel(uuid)',
-          'public.qbo_oauth_initiate(uuid, text, text, text)', 'qbo_sync.disconnect(uuid, text)'],
+          'public.qbo_sync_retry_record(text, uuid)', 'public.qbo_sync_skip_record(text, uuid, text)',
+          'public.qbo_oauth_initiate(uuid, text, text, text)', 'qbo_sync.disconnect(uuid, text)',
+          'public.qbo_sync_resolve_conflict(uuid, text, jsonb)'],
     'the application executes only the sync API and what it calls');
 SELECT function_privs_are('qbo_sync', f, args::name[], r, ARRAY[]::text[], r || ' cannot execute qbo_sync.' || f)
   FROM unnest(ARRAY['qbo_sync_listener', 'qbo_sync_monitor', 'qbo_sync_app']) AS r,

@@ -13,6 +13,11 @@ Objects that reference others (an invoice its customer and its lines' items, a p
 customer and invoice) are linked by QBO Id; a referenced object not here yet is fetched first.
 Name-list entities (customers, items) are read with `Active IN (true, false)`: QBO's queries
 leave inactive ones out otherwise, and an inactive customer stays, inactive.
+
+A pulled object whose row was changed here too (not pushed yet) is merged field by field
+(qbo_sync_db.conflicts: the rows of a page read in one statement and written in one); a row
+waiting for a person's decision on a conflict stays as it is, and its conflict records QBO's
+newer values.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from qbo_sync_db import client, db, mapping
+from qbo_sync_db import client, conflicts, db, mapping
 
 CURSOR = "SELECT started_at, next_position, changed_since FROM qbo_sync.pull_cursor($1, $2)"
 SAVE_INCREMENTAL = "SELECT qbo_sync.save_incremental_pull($1, $2, $3::timestamptz, $4)"
@@ -32,6 +37,7 @@ SAVE = "SELECT qbo_sync.save_full_pull($1, $2, $3::timestamptz, $4)"
 APPLY = "SELECT qbo_sync.apply_pulled($1, $2, $3::jsonb, $4, $5::jsonb)::text AS result"
 APPLY_LINES = "SELECT qbo_sync.apply_pulled_lines($1, $2, $3::jsonb) AS written"
 KNOWN = "SELECT qbo_sync.known_qbo_ids($1, $2, $3) AS known"
+KEEP_HELD = "SELECT qbo_sync.keep_conflicts_held($1, $2) AS kept"
 SETTINGS = """
 SELECT qbo_sync.setting_numeric('pull.page_size')::integer AS page_size,
        qbo_sync.setting_numeric('pull.page_overlap')::integer AS overlap,
@@ -64,6 +70,9 @@ class Puller:
             "updated": 0,
             "unchanged": 0,
             "held": 0,
+            "merged": 0,
+            "conflicts": 0,
+            "held_for_person": 0,
             "fetched_references": 0,
             "deleted": 0,
             "mode": None,
@@ -71,6 +80,7 @@ class Puller:
 
     def pull(self, entity: str) -> dict[str, Any]:
         """Incremental (CDC) when the cursor allows it, else a full pass (or the rest of one)."""
+        db.execute(self.plpy, KEEP_HELD, ["uuid", "text"], [self.org, entity])
         cursor = db.execute(self.plpy, CURSOR, ["uuid", "text"], [self.org, entity])[0]
         if cursor["changed_since"] is not None:
             return self.incremental_pull(entity, float(cursor["changed_since"]))
@@ -188,9 +198,20 @@ class Puller:
         )
         for key in ("inserted", "updated", "unchanged", "held"):
             self.counts[key] += result[key]
+        by_id = {str(obj.get("Id")): obj for obj in objects}
+        merged = conflicts.merge_pulled(
+            self.plpy, self.org, entity, {i: by_id[i] for i in result["held_ids"] if i in by_id}
+        )
+        waiting = {i: by_id[i] for i in result.get("conflict_ids", []) if i in by_id}
+        conflicts.record_held(self.plpy, self.org, entity, waiting)
+        for key in ("merged", "conflicts", "held_for_person"):
+            self.counts[key] += merged[key]
+        self.counts["held_for_person"] += len(waiting)
         if depth == 0:
             self.counts["entity_count"] += result["received"]
-            self.counts["success_count"] += result["received"] - result["held"]
+            self.counts["success_count"] += (
+                result["received"] - result["held"] + merged["merged"] - merged["held_for_person"]
+            )
         if lines and result["written_ids"]:
             db.execute(
                 self.plpy,

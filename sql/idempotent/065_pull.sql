@@ -8,8 +8,11 @@
 -- * here, unchanged locally, and QBO's SyncToken is newer than the stored one → updated;
 -- * the same SyncToken (an echo of our own write, or a page read twice) or an older one (an
 --   event that arrived late) → left alone: older data never overwrites newer;
--- * here with a local change not pushed yet → left alone and counted as held (the push, or the
---   conflict resolution, decides; a pulled change never overwrites a local one).
+-- * here with a local change not pushed yet → left alone, counted as held and reported in
+--   held_ids: the pull merges it field by field (067_conflicts.sql, qbo_sync_db.conflicts); a
+--   pulled change never overwrites a local one without that merge;
+-- * here and waiting for a person's decision on a conflict (status 'conflict') → left alone,
+--   counted as held and reported in conflict_ids (the held conflict records QBO's newer values).
 -- Owner-only, like everything in schema qbo_sync.
 
 -- Whether SyncToken a is newer than b (both decimal strings; QBO counts them up).
@@ -127,14 +130,14 @@ BEGIN
                    qbo_raw = EXCLUDED.qbo_raw, qbo_last_synced_at = now(), qbo_sync_status = 'synced',
                    qbo_sync_error = NULL, qbo_deleted_at = NULL, qbo_synced_version = t.qbo_local_version,
                    updated_at = now()
-             WHERE t.qbo_local_version <= t.qbo_synced_version
+             WHERE t.qbo_local_version <= t.qbo_synced_version AND t.qbo_sync_status <> 'conflict'
                AND qbo_sync.sync_token_newer(EXCLUDED.qbo_sync_token, t.qbo_sync_token)
             RETURNING t.qbo_id, (t.xmax = 0) AS inserted
         ), held AS (
-            SELECT i.qbo_id
+            SELECT i.qbo_id, t.qbo_local_version > t.qbo_synced_version AS changed_here
               FROM incoming AS i
               JOIN public.%1$I AS t ON t.organization_id = $1 AND t.qbo_id = i.qbo_id
-             WHERE t.qbo_local_version > t.qbo_synced_version
+             WHERE (t.qbo_local_version > t.qbo_synced_version OR t.qbo_sync_status = 'conflict')
                AND qbo_sync.sync_token_newer(i.qbo_sync_token, t.qbo_sync_token)
         )
         SELECT jsonb_build_object(
@@ -142,7 +145,8 @@ BEGIN
                    'inserted', (SELECT count(*) FROM written WHERE inserted),
                    'updated', (SELECT count(*) FROM written WHERE NOT inserted),
                    'held', (SELECT count(*) FROM held),
-                   'held_ids', (SELECT coalesce(jsonb_agg(qbo_id), '[]') FROM held),
+                   'held_ids', (SELECT coalesce(jsonb_agg(qbo_id), '[]') FROM held WHERE changed_here),
+                   'conflict_ids', (SELECT coalesce(jsonb_agg(qbo_id), '[]') FROM held WHERE NOT changed_here),
                    'written_ids', (SELECT coalesce(jsonb_agg(qbo_id), '[]') FROM written))
     $sql$, target.app_table, insert_columns, select_values, update_sets)
     INTO result USING organization_id, objects;
@@ -223,7 +227,8 @@ END
 $$;
 
 -- Objects QBO deleted (CDC's tombstones): the rows stay, marked (qbo_deleted_at), unless a local
--- change waits to be pushed (then they are held, like a held update). Returns how many were marked.
+-- change waits to be pushed or a person's decision on a conflict (then they are held, like a held
+-- update). Returns how many were marked.
 CREATE OR REPLACE FUNCTION qbo_sync.apply_pulled_deletions(organization_id uuid, entity text, qbo_ids text[])
 RETURNS integer
 LANGUAGE plpgsql
@@ -236,7 +241,7 @@ BEGIN
     EXECUTE format('UPDATE public.%I AS t
                        SET qbo_deleted_at = now(), qbo_last_synced_at = now(), qbo_sync_status = ''synced''
                      WHERE t.organization_id = $1 AND t.qbo_id = ANY ($2) AND t.qbo_deleted_at IS NULL
-                       AND t.qbo_local_version <= t.qbo_synced_version',
+                       AND t.qbo_local_version <= t.qbo_synced_version AND t.qbo_sync_status <> ''conflict''',
                    (qbo_sync.entity_row(entity)).app_table)
        USING organization_id, qbo_ids;
     GET DIAGNOSTICS marked = ROW_COUNT;

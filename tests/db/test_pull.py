@@ -179,6 +179,8 @@ def test_a_second_pull_changes_nothing_and_a_qbo_change_arrives(conn, seeded):
 
 
 def test_a_local_change_not_pushed_yet_is_never_overwritten_by_a_pull(conn, seeded):
+    """A row changed here and in QBO is merged (test_conflicts.py has the same field changed on
+    both sides): QBO's change arrives, the local one stays and is still to be pushed."""
     connected = connect_realm(conn, seeded)
     pull(conn, connected.org, "customers")
     some = sorted(local_rows(conn, "customers", connected.org), key=int)[1]
@@ -190,12 +192,14 @@ def test_a_local_change_not_pushed_yet_is_never_overwritten_by_a_pull(conn, seed
         seeded,
         "POST",
         f"realms/{REALM}/change",
-        {"entity": "Customer", "id": some, "fields": {"Notes": "changed there"}},
+        {"entity": "Customer", "id": some, "fields": {"CompanyName": "Changed There Ltd"}},
     )
     job = pull(conn, connected.org, "customers")
-    assert outcome(conn, job)["summary"]["held"] == 1
+    summary = outcome(conn, job)["summary"]
+    assert (summary["held"], summary["merged"], summary["conflicts"]) == (1, 1, 0)
     row = local_rows(conn, "customers", connected.org)[some]
     assert row["notes"] == "changed here" and row["qbo_local_version"] > row["qbo_synced_version"]
+    assert row["company_name"] == "Changed There Ltd"
 
 
 def test_an_inactive_customer_stays_inactive(conn, seeded):

@@ -4,8 +4,10 @@ QBO committed it is not made twice), updates are sparse with the stored SyncToke
 is stored, a row QBO refuses is marked with QBO's message while the others go on, and nothing
 pushed comes back as a change."""
 
+# ruff: noqa: F811 - the `seeded` fixture is imported and then taken as an argument
 from __future__ import annotations
 
+import json
 import uuid
 from decimal import Decimal
 
@@ -84,22 +86,161 @@ def test_a_local_change_is_pushed_as_a_sparse_update_with_the_sync_token(conn, s
     assert after["qbo_local_version"] == after["qbo_synced_version"]
 
 
-def test_a_row_qbo_refuses_is_marked_with_its_message_and_the_others_go_on(conn, seeded):  # noqa: F811
+def record_of(conn, table: str, row_id) -> dict:
+    cur = conn.execute(
+        sql.SQL(
+            "SELECT qbo_id, qbo_sync_status, qbo_sync_error, qbo_sync_error_class,"
+            " qbo_sync_error_code, qbo_intuit_tid, qbo_sync_attempts, qbo_local_version,"
+            " qbo_synced_version FROM {} WHERE id = %s"
+        ).format(sql.Identifier(table)),
+        (row_id,),
+    )
+    return dict(zip([d.name for d in cur.description], cur.fetchone(), strict=True))
+
+
+def test_a_create_refused_for_a_name_qbo_has_links_that_object_and_pushes_the_row_to_it(
+    conn, seeded
+):  # noqa: F811
     connected = connect_realm(conn, seeded)
-    taken = qbo_objects(seeded, connected.access, "customers")[0]["DisplayName"]
-    refused = add_customer(conn, connected.org, taken)  # 6240: the name is in use
-    accepted = add_customer(conn, connected.org, "A Fresh Name")
+    there = qbo_objects(seeded, connected.access, "customers")[0]
+    taken = there["DisplayName"]
+    # nothing local is linked to it (no pull yet): QBO's 6240 links it, and the row's own values
+    # (a note QBO does not have) are pushed to it as an update
+    row_id = add_customer(conn, connected.org, taken, notes="the app's note")
+    other = add_customer(conn, connected.org, "A Fresh Name")
     job = push(conn, connected.org, "customers")
     result = outcome(conn, job)
-    assert result["status"] == "completed" and result["history"] == "partial"
-    assert (result["summary"]["created"], result["summary"]["refused"]) == (1, 1)
-    status, error = conn.execute(
-        "SELECT qbo_sync_status, qbo_sync_error FROM customer_profile WHERE id = %s", (refused,)
+    assert result["status"] == "completed", result
+    summary = result["summary"]
+    assert (summary["linked"], summary["created"], summary["refused"]) == (1, 1, 0)
+    same = by_name(qbo_objects(seeded, connected.access, "customers"), taken)
+    assert len(same) == 1 and same[0]["Id"] == there["Id"]
+    assert same[0]["Notes"] == "the app's note"
+    row = record_of(conn, "customer_profile", row_id)
+    assert (row["qbo_id"], row["qbo_sync_status"]) == (there["Id"], "synced")
+    assert row["qbo_local_version"] == row["qbo_synced_version"]
+    assert record_of(conn, "customer_profile", other)["qbo_sync_status"] == "synced"
+
+
+def test_a_name_qbo_has_for_another_linked_row_is_a_conflict_for_a_person(conn, seeded):  # noqa: F811
+    connected = connect_realm(conn, seeded)
+    pull(conn, connected.org, "items")  # every QBO item is now linked to a local row
+    there = next(o for o in qbo_objects(seeded, connected.access, "items") if o.get("Active", True))
+    conn.execute(
+        "INSERT INTO item_record (organization_id, name, item_type, unit_price, income_account_ref)"
+        " VALUES (%s, %s, 'Service', 99, '1')",
+        (connected.org, there["Name"]),
+    )
+    job = push(conn, connected.org, "items")
+    result = outcome(conn, job)
+    assert result["status"] == "completed" and result["summary"]["conflicts"] == 1, result
+    row_id, status, error_class, code = conn.execute(
+        "SELECT id, qbo_sync_status, qbo_sync_error_class, qbo_sync_error_code FROM item_record"
+        " WHERE organization_id = %s AND qbo_id IS NULL",
+        (connected.org,),
     ).fetchone()
-    assert status == "error" and "6240" in error
+    assert (status, error_class, code) == ("conflict", "conflict", "6240")
+    conflict = conn.execute(
+        "SELECT qbo_id, local_values, remote_values, status, detected_by FROM qbo_sync_conflict"
+        " WHERE organization_id = %s AND local_id = %s",
+        (connected.org, row_id),
+    ).fetchone()
+    assert conflict[0] == there["Id"] and conflict[3:] == ("held", "push")
+    assert Decimal(str(conflict[1]["unit_price"])) == 99
+    assert conflict[2]["name"] == there["Name"]
+    assert len(by_name(qbo_objects(seeded, connected.access, "items"), there["Name"])) == 1
+    # a conflict row is not pushed again until a person resolves it or it changes
+    job = push(conn, connected.org, "items")
+    assert outcome(conn, job)["summary"].get("entity_count", 0) == 0
+
+
+def test_a_validation_fault_on_one_invoice_leaves_the_rest_of_its_batch_and_its_job_done(
+    conn, seeded
+):  # noqa: F811
+    connected = connect_realm(conn, seeded)
+    for entity in ("customers", "items"):
+        pull(conn, connected.org, entity)
+    customer = next(iter(local_rows(conn, "customers", connected.org).values()))
+    item = next(r for r in local_rows(conn, "items", connected.org).values() if r["is_active"])
+    good = [
+        add_invoice(conn, connected.org, customer["id"], [(item["id"], Decimal(n), Decimal(4))])
+        for n in (1, 2, 3)
+    ]
+    # QBO refuses an invoice whose total is negative (a business validation fault, 6000)
+    bad = add_invoice(conn, connected.org, customer["id"], [(item["id"], Decimal(1), Decimal(-50))])
+    job = push(conn, connected.org, "invoices")
+    result = outcome(conn, job)
+    assert result["status"] == "completed" and result["history"] == "partial", result
+    summary = result["summary"]
+    assert (summary["created"], summary["refused"], summary["batches"]) == (3, 1, 1)
+    for invoice in good:
+        assert record_of(conn, "invoice_record", invoice)["qbo_sync_status"] == "synced"
+    row = record_of(conn, "invoice_record", bad)
+    assert (row["qbo_sync_status"], row["qbo_sync_error_class"]) == ("error", "validation")
+    assert row["qbo_sync_error_code"] == "6000" and row["qbo_intuit_tid"]
+    assert row["qbo_sync_attempts"] == 1 and "negative" in row["qbo_sync_error"]
+    # an 'error' row is skipped until it changes; a change makes it pending and it is pushed
+    job = push(conn, connected.org, "invoices")
+    assert outcome(conn, job)["summary"]["entity_count"] == 0
+    conn.execute(
+        "UPDATE invoice_line_item SET unit_price = 50, amount = 50 WHERE invoice_id = %s", (bad,)
+    )
+    job = push(conn, connected.org, "invoices")
+    assert outcome(conn, job)["summary"]["created"] == 1
+    row = record_of(conn, "invoice_record", bad)
+    assert row["qbo_sync_status"] == "synced" and row["qbo_id"] is not None
+    assert (row["qbo_sync_error_class"], row["qbo_sync_error_code"], row["qbo_intuit_tid"]) == (
+        None,
+        None,
+        None,
+    )
+    assert row["qbo_sync_attempts"] == 0
+
+
+def test_qbo_answer_to_a_push_never_overwrites_a_change_made_while_it_was_in_flight(conn, org):
+    """record_pushed writes the business columns only while the row is at the version pushed;
+    what QBO computes (the balance) always."""
+    row_id = add_customer(conn, org, "In Flight", notes="as pushed")
+    version = conn.execute(
+        "SELECT qbo_local_version FROM customer_profile WHERE id = %s", (row_id,)
+    ).fetchone()[0]
+    # the application changes the row while its push is on its way
+    conn.execute("UPDATE customer_profile SET notes = 'changed meanwhile' WHERE id = %s", (row_id,))
+    answer = {
+        "qbo_id": "901",
+        "qbo_sync_token": "0",
+        "display_name": "In Flight",
+        "notes": "as pushed",
+        "balance": "12.50",
+        "qbo_raw": {"Id": "901", "SyncToken": "0"},
+    }
+    conn.execute(
+        "SELECT qbo_sync.record_pushed(%s, 'customers', %s, %s, %s, %s, %s)",
+        (org, row_id, version, json.dumps(answer), ["display_name", "notes"], ["balance"]),
+    )
+    notes, balance, status, qbo_id, pending = conn.execute(
+        "SELECT notes, balance, qbo_sync_status, qbo_id, qbo_local_version > qbo_synced_version"
+        " FROM customer_profile WHERE id = %s",
+        (row_id,),
+    ).fetchone()
+    assert (notes, balance, status, qbo_id, pending) == (
+        "changed meanwhile",
+        Decimal("12.50"),
+        "pending",
+        "901",
+        True,
+    )
+    # at the version pushed, QBO's answer is taken whole
+    version = conn.execute(
+        "SELECT qbo_local_version FROM customer_profile WHERE id = %s", (row_id,)
+    ).fetchone()[0]
+    conn.execute(
+        "SELECT qbo_sync.record_pushed(%s, 'customers', %s, %s, %s, %s, %s)",
+        (org, row_id, version, json.dumps(answer), ["display_name", "notes"], ["balance"]),
+    )
     assert conn.execute(
-        "SELECT qbo_sync_status FROM customer_profile WHERE id = %s", (accepted,)
-    ).fetchone() == ("synced",)
+        "SELECT notes, qbo_sync_status FROM customer_profile WHERE id = %s", (row_id,)
+    ).fetchone() == ("as pushed", "synced")
 
 
 def test_a_create_committed_in_qbo_whose_answer_was_lost_is_not_made_twice(conn, seeded):  # noqa: F811
@@ -116,13 +257,20 @@ def test_a_create_committed_in_qbo_whose_answer_was_lost_is_not_made_twice(conn,
         (connected.org,),
     )
     job = push(conn, connected.org, "items")
-    assert outcome(conn, job)["status"] == "completed"
+    result = outcome(conn, job)
+    assert result["status"] == "completed", result
     made = by_name(qbo_objects(seeded, connected.access, "items"), "Dropped Widget")
     assert len(made) == 1 and Decimal(str(made[0]["UnitPrice"])) == Decimal("12.5")
     counters = sim_control(seeded, "GET", "realms/9341453050298375/counters")["counters"]
-    # the first answer was lost after QBO committed; the resent create was answered from
-    # the requestid's stored answer
-    assert counters.get("fault.drop_after_commit") == 1 and counters.get("requestid.replay") == 1
+    # the answer was lost after QBO committed: the create is not resent blindly, it is looked
+    # up by its name first, found, and linked
+    assert counters.get("fault.drop_after_commit") == 1 and counters.get("write.item") == 1
+    assert result["summary"]["found_after_unknown_outcome"] == 1
+    assert conn.execute(
+        "SELECT qbo_id, qbo_sync_status, qbo_create_sent_at FROM item_record"
+        " WHERE organization_id = %s AND name = 'Dropped Widget'",
+        (connected.org,),
+    ).fetchone() == (made[0]["Id"], "synced", None)
 
 
 def add_invoice(conn, org, customer_id, lines) -> uuid.UUID:
@@ -193,11 +341,13 @@ def test_an_invoice_whose_customer_is_not_in_qbo_is_held_then_pushed_after_it(co
     job = push(conn, connected.org, "invoices")
     result = outcome(conn, job)
     assert result["status"] == "completed" and result["summary"]["held"] == 1
-    status, error, qbo_id = conn.execute(
-        "SELECT qbo_sync_status, qbo_sync_error, qbo_id FROM invoice_record WHERE id = %s",
-        (invoice,),
-    ).fetchone()
-    assert (status, qbo_id) == ("pending", None) and "customer is not in QBO yet" in error
+    row = record_of(conn, "invoice_record", invoice)
+    assert (row["qbo_sync_status"], row["qbo_sync_error_class"], row["qbo_id"]) == (
+        "held",
+        "dependency",
+        None,
+    )
+    assert "customer is not in QBO yet" in row["qbo_sync_error"]
     push(conn, connected.org, "customers")
     job = push(conn, connected.org, "invoices")
     assert outcome(conn, job)["summary"]["created"] == 1

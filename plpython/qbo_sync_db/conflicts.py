@@ -325,7 +325,7 @@ def _change(
     changed = [
         key
         for key, value in outcome.values.items()
-        if key != LINES and not same(kinds[key], key, value, local.get(key))
+        if key != LINES and not same(kinds.get(key, mapping.TEXT), key, value, local.get(key))
     ]
     ref_keys = {mapping.reference_key(ref.column): ref for ref in spec.references}
     columns = [key for key in changed if key not in ref_keys] + qbo_owned(entity)
@@ -460,7 +460,17 @@ def resolve(plpy: Any, conflict_id: str, choice: str, custom: Mapping[str, Any] 
     if not rows:
         raise LookupError("the conflict's row is gone")
     row = rows[0]
-    local = local_values(entity, row)
+    # a merge conflict is about the QBO object the row is linked to; another one (a create whose
+    # name QBO says is taken by another object) has no base: the row is simply sent again
+    merged_here = row.get("qbo_id") is not None and row.get("qbo_id") == conflict.get("qbo_id")
+    if choice == "qbo" and not merged_here:
+        raise ValueError(
+            "this conflict is about another QBO object than the row's: choose 'local' or "
+            "'custom' (new values for the row, pushed again)"
+        )
+    local = local_values(entity, row) | {
+        key: row.get(key) for key in conflict["fields"] if key in row
+    }
     if choice == "qbo":
         chosen = {key: conflict["remote_values"].get(key) for key in held}
     elif choice == "local":
@@ -483,8 +493,9 @@ def resolve(plpy: Any, conflict_id: str, choice: str, custom: Mapping[str, Any] 
         values=values,
         sources={key: "remote" if key in chosen and choice == "qbo" else "local" for key in values},
     )
-    outcome.pending = any(
-        not same(kinds[key], key, value, base.get(key)) for key, value in values.items()
+    outcome.pending = not merged_here or any(
+        not same(kinds.get(key, mapping.TEXT), key, value, base.get(key))
+        for key, value in values.items()
     )
     change = _change(entity, row, base, None, outcome, None)
     change["lines"] = None

@@ -22,7 +22,8 @@ $$;
 -- What a merge needs of the rows of `entity` with these QBO ids or these local ids (one statement
 -- for a page): every column as JSON, "<column>_qbo_id" for each reference in `refs` (column →
 -- entity), an invoice's lines in order (each with its item's QBO Id as "item_id_qbo_id"), and
--- "held_conflict_id", the held conflict the row waits on (NULL when none).
+-- "held_conflict_id", the held merge conflict the row waits on (NULL when none; a conflict about
+-- another QBO object, such as a name QBO says is taken, is the push's and not a merge's).
 CREATE OR REPLACE FUNCTION qbo_sync.conflict_rows(
     organization_id uuid, entity text, qbo_ids text[], row_ids uuid[], refs jsonb DEFAULT '{}'
 )
@@ -54,7 +55,7 @@ BEGIN
         $sql$SELECT to_jsonb(t) %2$s || jsonb_build_object('held_conflict_id', (
                     SELECT c.id FROM public.qbo_sync_conflict AS c
                      WHERE c.organization_id = t.organization_id AND c.entity = $4
-                       AND c.local_id = t.id AND c.status = 'held'
+                       AND c.local_id = t.id AND c.qbo_id = t.qbo_id AND c.status = 'held'
                      ORDER BY c.detected_at LIMIT 1))
                FROM public.%1$I AS t
               WHERE t.organization_id = $1 AND (t.qbo_id = ANY ($2) OR t.id = ANY ($3))
@@ -89,6 +90,7 @@ DECLARE
     sets text;
     ref_column text;
     ref_entity text;
+    written_id uuid;
     written_qbo_id text;
     applied jsonb := '[]';
     stale jsonb := '[]';
@@ -133,15 +135,15 @@ BEGIN
                         updated_at = now()
                    FROM jsonb_populate_record(NULL::public.%1$I, $4 -> 'values') AS p
                   WHERE t.organization_id = $1 AND t.id = $2 AND t.qbo_local_version = $3
-                 RETURNING t.qbo_id$sql$, target.app_table, sets)
-        INTO written_qbo_id
+                 RETURNING t.id, t.qbo_id$sql$, target.app_table, sets)
+        INTO written_id, written_qbo_id
         USING organization_id, (change ->> 'id')::uuid, (change ->> 'version')::bigint, change;
-        IF written_qbo_id IS NULL THEN
+        IF written_id IS NULL THEN
             stale := stale || jsonb_build_array(change -> 'id');
             CONTINUE;
         END IF;
         applied := applied || jsonb_build_array(change -> 'id');
-        IF jsonb_typeof(change -> 'lines') = 'array' THEN
+        IF jsonb_typeof(change -> 'lines') = 'array' AND written_qbo_id IS NOT NULL THEN
             PERFORM qbo_sync.apply_pulled_lines(organization_id, ARRAY[written_qbo_id], change -> 'lines');
         END IF;
         conflict := change -> 'conflict';
@@ -188,8 +190,9 @@ BEGIN
 END
 $$;
 
--- Rows waiting on a held conflict stay 'conflict' and are not pushed, even when they were edited
--- meanwhile (the edit stays in the row: the person's choice is applied to the row as it is then).
+-- Rows waiting on a held merge conflict (about the QBO object the row is linked to) stay
+-- 'conflict' and are not pushed, even when they were edited meanwhile (the edit stays in the row:
+-- the person's choice is applied to the row as it is then).
 -- Run before every pull of the entity and when a 5010 finds the row held. Returns how many rows
 -- were put back on hold.
 CREATE OR REPLACE FUNCTION qbo_sync.keep_conflicts_held(organization_id uuid, entity text)
@@ -207,7 +210,7 @@ BEGIN
                     qbo_sync_error_class = 'conflict'
                FROM public.qbo_sync_conflict AS c
               WHERE c.organization_id = $1 AND c.entity = $2 AND c.status = 'held'
-                AND t.organization_id = $1 AND t.id = c.local_id
+                AND t.organization_id = $1 AND t.id = c.local_id AND t.qbo_id = c.qbo_id
                 AND (t.qbo_local_version > t.qbo_synced_version OR t.qbo_sync_status <> 'conflict')$sql$,
         (qbo_sync.entity_row(entity)).app_table)
     USING organization_id, entity;
@@ -258,7 +261,9 @@ $$;
 -- 'custom' sets `values` ({"field": value} for exactly the held fields; an invoice's lines take
 -- 'qbo' or 'local'). The row is then pending, and the next push sends it with the SyncToken stored
 -- when the conflict was found, unless its values are QBO's (then it is synced); a QBO change made
--- since is merged by that push (5010) or the next pull. Returns what was done.
+-- since is merged by that push (5010) or the next pull. A conflict about another QBO object than
+-- the row's (a create whose name QBO says is taken) takes 'local' or 'custom': the row is pending
+-- again with those values, and the push tries it again. Returns what was done.
 -- SECURITY DEFINER: the application may read conflicts but not write them or the sync's
 -- bookkeeping; it may resolve the conflicts of the organization its session works for.
 CREATE OR REPLACE FUNCTION public.qbo_sync_resolve_conflict(conflict_id uuid, choice text, "values" jsonb DEFAULT NULL)

@@ -156,7 +156,9 @@ BEGIN
                     coalesce(conflict -> 'remote_values', '{}'), coalesce(conflict -> 'base_values', '{}'),
                     ARRAY(SELECT jsonb_array_elements_text(conflict -> 'fields')),
                     conflict ->> 'policy', conflict ->> 'status', conflict ->> 'resolution',
-                    CASE WHEN conflict ->> 'status' = 'resolved' THEN conflict -> 'resolved_values' END,
+                    -- held: the fields an owner decided already, if any (a person decides the rest)
+                    CASE WHEN conflict ->> 'status' = 'resolved'
+                              OR conflict -> 'resolved_values' <> '{}' THEN conflict -> 'resolved_values' END,
                     CASE WHEN conflict ->> 'status' = 'resolved' THEN now() END,
                     conflict ->> 'detected_by');
         END IF;

@@ -511,3 +511,62 @@ def test_a_push_conflict_about_a_name_in_use_is_resolved_with_new_values(conn, o
     [resolved] = conflict_rows(conn, org)
     assert resolved["resolution"] == "custom"
     assert resolved["resolved_values"] == {"display_name": "Taken (2)"}
+
+
+def test_lines_edited_on_both_sides_take_one_sides_whole_list(conn, seeded):  # noqa: F811
+    connected = connect_realm(conn, seeded)
+    row = pulled_invoice(conn, connected.org)
+    first = conn.execute(
+        "SELECT id FROM invoice_line_item WHERE invoice_id = %s ORDER BY line_number LIMIT 1",
+        (row["id"],),
+    ).fetchone()[0]
+    local_change(conn, "invoice_line_item", first, description="described here")
+    there = qbo_object(seeded, connected.access, "invoices", row["qbo_id"])
+    lines = json.loads(
+        json.dumps(
+            [x for x in there["Line"] if x.get("DetailType") == "SalesItemLineDetail"],
+            default=float,
+        )
+    )
+    lines[-1]["Description"] = "described in QBO"
+    qbo_change(seeded, "Invoice", row["qbo_id"], Line=lines)
+    there = qbo_object(seeded, connected.access, "invoices", row["qbo_id"])
+
+    summary = outcome(conn, pull(conn, connected.org, "invoices"))["summary"]
+    assert (summary["merged"], summary["conflicts"]) == (1, 1)
+    [conflict] = conflict_rows(conn, connected.org)
+    assert conflict["fields"] == ["lines"] and conflict["resolution"] == "qbo_wins"
+    assert "described here" in json.dumps(conflict["local_values"]["lines"])
+    assert "described in QBO" in json.dumps(conflict["remote_values"]["lines"])
+    have = conn.execute(
+        "SELECT qbo_line_id, description FROM invoice_line_item WHERE invoice_id = %s"
+        " ORDER BY line_number",
+        (row["id"],),
+    ).fetchall()
+    assert have == [(x["qbo_line_id"], x["description"]) for x in mapping.invoice_lines(there)]
+    after = invoice(conn, connected.org, row["qbo_id"])
+    assert after["qbo_sync_status"] == "synced"
+
+
+def test_held_with_an_owned_field_the_person_decides_only_the_rest(conn, seeded):  # noqa: F811
+    connected = connect_realm(conn, seeded)
+    set_policy(conn, connected.org, "hold", {"invoices.due_date": "local"})
+    row = pulled_invoice(conn, connected.org)
+    local_change(
+        conn, "invoice_record", row["id"], private_note="noted here", due_date="2031-06-06"
+    )
+    qbo_change(seeded, "Invoice", row["qbo_id"], PrivateNote="noted in QBO", DueDate="2030-07-07")
+    outcome(conn, pull(conn, connected.org, "invoices"))
+    [conflict] = conflict_rows(conn, connected.org)
+    assert conflict["status"] == "held" and conflict["resolved_values"] == {
+        "due_date": "2031-06-06"
+    }
+    done = resolve(conn, conflict["id"], "qbo")
+    assert done["fields"] == ["private_note"] and done["row_status"] == "pending"
+    after = invoice(conn, connected.org, row["qbo_id"])
+    assert after["private_note"] == "noted in QBO" and str(after["due_date"]) == "2031-06-06"
+    [resolved] = conflict_rows(conn, connected.org)
+    assert resolved["resolved_values"] == {"due_date": "2031-06-06", "private_note": "noted in QBO"}
+    outcome(conn, push(conn, connected.org, "invoices"))
+    there = qbo_object(seeded, connected.access, "invoices", row["qbo_id"])
+    assert there["DueDate"] == "2031-06-06" and there["PrivateNote"] == "noted in QBO"

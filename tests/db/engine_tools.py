@@ -53,6 +53,9 @@ def _day(n: int, offset: int = 0) -> str:
     return (dt.date(2026, 3, 1) + dt.timedelta(days=n + offset)).isoformat()
 
 
+#: the value set whose customer and item are inactive (they cannot be invoiced: made alone)
+INACTIVE = 7
+
 #: a non-default value of every writable mapped column, per entity; `n` makes them differ per
 #: object (odd and even `n` give the booleans both ways), `refs` holds QBO ids of the
 #: reference lists (accounts, terms, payment methods)
@@ -70,7 +73,7 @@ SAMPLES: dict[str, dict[str, Sample]] = {
         "notes": lambda n, r: f"notes of customer {n}",
         "taxable": lambda n, r: n % 2 == 0,
         "currency_code": lambda n, r: "USD",
-        "is_active": lambda n, r: True,  # an inactive customer cannot be invoiced
+        "is_active": lambda n, r: n != INACTIVE,
     },
     "items": {
         "name": lambda n, r: f"Round Trip Item {n}",
@@ -82,7 +85,7 @@ SAMPLES: dict[str, dict[str, Sample]] = {
         "income_account_ref": lambda n, r: r["Services"],
         "expense_account_ref": lambda n, r: r["Cost of Goods Sold"],
         "taxable": lambda n, r: n % 2 == 1,
-        "is_active": lambda n, r: True,  # an inactive item cannot be on a line
+        "is_active": lambda n, r: n != INACTIVE,
     },
     "invoices": {
         "invoice_number": lambda n, r: f"RT-{n:04d}",

@@ -1,25 +1,68 @@
 """The sync engine's job handler (qbo_sync.entity.handler of every entity): a pull job pulls
 (qbo_sync_db.pull), a push job pushes (qbo_sync_db.push), a 'both' job pulls and then pushes
 what is still waiting (a pulled change never overwrites a local one: that row is held, and
-pushed)."""
+pushed).
+
+Two kinds of pull job carry more in their payload:
+* `{"refetch": true}` with entity_ids (QBO Ids): instead of the usual pull, those objects are
+  read from QBO by Id and applied (qbo_sync_skip_record's refetch, the drift audit's repair).
+  Such jobs fold only into each other (qbo_sync.enqueue), never into a webhook's pull.
+* `{"audit": true}`: instead of the usual pull, the drift audit of the entity
+  (qbo_sync_db.audit) compares QBO's counts with the local rows as they are and queues a refetch
+  of what differs (a change not pulled yet is a difference too, and the refetch brings it).
+
+The summary, which the worker writes to qbo_sync_history, holds the counts and the entity's
+records left in error, held or in conflict, each with QBO's code, message and intuit_tid.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import Any
 
-from qbo_sync_db.pull import Puller
+from qbo_sync_db import audit, db
+from qbo_sync_db.pull import FETCH_CHUNK, Puller
 from qbo_sync_db.push import Pusher
+
+RECORD_ERRORS = "SELECT qbo_sync.record_errors($1, $2)::text AS errors"
 
 
 def run(ctx: Any) -> dict[str, Any]:
     entity = ctx.job["sync_endpoint"]
     direction = ctx.job.get("direction") or "both"
+    payload = ctx.job.get("payload") or {}
     puller = Puller(ctx)
     counts = puller.counts
-    if direction in ("pull", "both"):
+    ids = ctx.job.get("entity_ids")
+    if direction in ("pull", "both") and payload.get("audit"):
+        counts["audit"] = audit.run(ctx, entity)
+    elif direction in ("pull", "both") and payload.get("refetch") and ids:
+        counts["refetched"] = refetch(puller, entity, ids)
+    elif direction in ("pull", "both"):
         puller.pull(entity)
         if counts.get("continues"):
             return ctx.summary(**counts)
     if direction in ("push", "both"):
         Pusher(ctx, counts).push(entity)
+    errors = json.loads(
+        db.execute(ctx.plpy, RECORD_ERRORS, ["uuid", "text"], [ctx.organization_id, entity])[0][
+            "errors"
+        ]
+    )
+    if errors["count"]:
+        counts["record_errors"] = errors
     return ctx.summary(**counts)
+
+
+def refetch(puller: Puller, entity: str, qbo_ids: Sequence[str]) -> int:
+    """Read the objects `qbo_ids` of `entity` from QBO by Id and apply them; returns how many
+    QBO answered (an Id QBO no longer has is left for the next pull's deletions)."""
+    ids = sorted({str(i) for i in qbo_ids}, key=lambda i: (len(i), i))
+    fetched = 0
+    for start in range(0, len(ids), FETCH_CHUNK):
+        objects = puller._fetch(entity, ids[start : start + FETCH_CHUNK])
+        puller.apply(entity, objects)
+        puller.ctx.commit()
+        fetched += len(objects)
+    return fetched

@@ -13,7 +13,7 @@ DROP FUNCTION IF EXISTS qbo_sync.enqueue(uuid, text, text, public.qbo_sync_prior
 DROP FUNCTION IF EXISTS qbo_sync.fail(uuid, uuid, text, boolean);
 
 -- Queue a job, or fold it into an identical pending job that has not run yet (the ids merge,
--- the priority rises). Enqueues of the same kind are serialized by an advisory lock, which this
+-- the priority rises, the payloads merge; a drift audit or a refetch folds only into its kind). Enqueues of the same kind are serialized by an advisory lock, which this
 -- function only tries (or, with wait_for_lock, waits for at most queue.api_lock_timeout_ms): when
 -- another session holds it, the job is queued unfolded rather than waited for. A duplicate pending
 -- job costs one idle sync; a wait here would let one session stall every caller.
@@ -67,6 +67,10 @@ BEGIN
                           AND f.direction = p_direction
                           AND f.status = 'pending'
                           AND f.attempts = 0
+                          -- jobs of another kind (a drift audit, a refetch of given Ids) do
+                          -- not fold into each other
+                          AND (f.payload -> 'audit') IS NOT DISTINCT FROM (p_payload -> 'audit')
+                          AND (f.payload -> 'refetch') IS NOT DISTINCT FROM (p_payload -> 'refetch')
                         ORDER BY f.created_at
                         LIMIT 1
                           FOR UPDATE SKIP LOCKED)
@@ -87,6 +91,17 @@ BEGIN
     END IF;
     RETURN job_id;
 END
+$$;
+
+-- The job ids of a JSON array (what is not a job id is left out).
+CREATE OR REPLACE FUNCTION qbo_sync.job_ids(ids jsonb)
+RETURNS uuid[]
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(array_agg(x::uuid), '{}')
+      FROM jsonb_array_elements_text(CASE WHEN jsonb_typeof(ids) = 'array' THEN ids ELSE '[]' END) AS x
+     WHERE x ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
 $$;
 
 -- The claim is one statement. The candidates come from the claim index with FOR UPDATE SKIP
@@ -118,6 +133,12 @@ AS $$
                  FROM public.qbo_sync_queue AS j
                 WHERE j.status = 'pending'
                   AND j.run_at <= now()
+                  -- a job the orchestrator queued after others (payload "after": job ids) waits
+                  -- while one of them is pending or processing: dependency order
+                  AND NOT (j.payload ? 'after' AND EXISTS (
+                          SELECT FROM public.qbo_sync_queue AS b
+                           WHERE b.id = ANY (qbo_sync.job_ids(j.payload -> 'after'))
+                             AND b.status IN ('pending', 'processing')))
                 ORDER BY j.priority DESC, j.run_at, j.created_at
                 LIMIT max_jobs
                   FOR UPDATE SKIP LOCKED))

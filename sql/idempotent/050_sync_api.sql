@@ -88,23 +88,40 @@ $$;
 COMMENT ON FUNCTION public.trigger_qbo_sync(uuid, text, text, text) IS
     'Queue a sync of one entity (items, customers, invoices, payments) for an organization; returns the queue job id';
 
--- Queue a sync of several entities (default: all) in dependency order (items and customers before
--- invoices, invoices before payments). Returns the job ids in that order.
+-- Queue a sync of several entities (default: all) in dependency order: items and customers,
+-- then invoices, then payments (qbo_sync.entity.dependency_order). A SQL function cannot wait for
+-- the worker, so it queues the jobs and returns at once, with a summary:
+--   {"organization_id", "direction", "priority", "order": [entities],
+--    "jobs": [{"entity", "job_id", "folded", "after": [job ids]}]}
+-- `folded` says the job joined one queued earlier that had not run yet (the ids merge, the
+-- priority rises). Each job's payload names the jobs of the entities before it ("after"), and
+-- qbo_sync.claim takes no job while one it comes after is pending or processing: an
+-- organization's jobs run in dependency order whatever their priorities and ages (a folded older
+-- invoices job does not run before the customers job of the same call), with any number of
+-- workers. Each run writes qbo_sync_history, as every job does.
+-- Before 0.4 it returned the job ids (uuid[]).
+DROP FUNCTION IF EXISTS public.qbo_sync_orchestrator(uuid, text, text[], text);
 CREATE OR REPLACE FUNCTION public.qbo_sync_orchestrator(
     organization_id uuid,
     direction text DEFAULT 'both',
     entities text[] DEFAULT NULL,
     priority text DEFAULT 'high'
 )
-RETURNS uuid[]
+RETURNS jsonb
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET lock_timeout = '2s'
 AS $$
 DECLARE
-    entity text;
-    job_ids uuid[] := '{}';
+    e record;
+    checked text;
+    job_id uuid;
+    before_level uuid[] := '{}';
+    level_jobs uuid[] := '{}';
+    current_level integer;
+    jobs jsonb := '[]';
+    entity_order text[] := '{}';
 BEGIN
     PERFORM qbo_sync.lock_own_relations(ARRAY['organizations']);
     IF entities IS NOT NULL AND cardinality(entities) = 0 THEN
@@ -112,19 +129,95 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'entities is NULL (all) or an array of: ' || array_to_string(qbo_sync.entity_names(), ', ');
     END IF;
-    FOREACH entity IN ARRAY coalesce(entities, qbo_sync.entity_names()) LOOP
-        PERFORM qbo_sync.validate_sync_request(organization_id, entity, direction, priority);
+    -- every entity is checked before anything is queued
+    FOREACH checked IN ARRAY coalesce(entities, qbo_sync.entity_names()) LOOP
+        PERFORM qbo_sync.validate_sync_request(organization_id, checked, direction, priority);
     END LOOP;
-    FOREACH entity IN ARRAY qbo_sync.entity_names() LOOP
-        IF entities IS NULL OR entity = ANY (entities) THEN
-            job_ids := job_ids || qbo_sync.enqueue(organization_id, entity, direction,
-                                                   priority::public.qbo_sync_priority, NULL,
-                                                   'orchestrator', '{}', true);
+    FOR e IN SELECT r.entity, r.dependency_order
+               FROM qbo_sync.entity AS r
+              WHERE entities IS NULL OR r.entity = ANY (entities)
+              ORDER BY r.dependency_order, r.entity LOOP
+        -- entities of one level (items, customers) are independent of each other; each level
+        -- waits for the levels before it
+        IF current_level IS DISTINCT FROM e.dependency_order THEN
+            before_level := before_level || level_jobs;
+            level_jobs := '{}';
+            current_level := e.dependency_order;
         END IF;
+        job_id := qbo_sync.enqueue(organization_id, e.entity, direction,
+                                   priority::public.qbo_sync_priority, NULL, 'orchestrator',
+                                   jsonb_build_object('after', to_jsonb(before_level)), true);
+        level_jobs := level_jobs || job_id;
+        entity_order := entity_order || e.entity::text;
+        jobs := jobs || jsonb_build_array(jsonb_build_object(
+            'entity', e.entity, 'job_id', job_id,
+            'folded', (SELECT q.created_at < now() FROM public.qbo_sync_queue AS q WHERE q.id = job_id),
+            'after', to_jsonb(before_level)));
     END LOOP;
-    RETURN job_ids;
+    RETURN jsonb_build_object('organization_id', organization_id, 'direction', direction,
+                              'priority', priority, 'order', to_jsonb(entity_order), 'jobs', jobs);
 END
 $$;
+
+COMMENT ON FUNCTION public.qbo_sync_orchestrator(uuid, text, text[], text) IS
+    'Queue the syncs of several entities (default: all) in dependency order; returns a summary '
+    'with the order and each entity''s job id (the worker runs them in that order)';
+
+-- One entity's sync, queued (the orchestrator's parts, usable alone): returns the job id.
+CREATE OR REPLACE FUNCTION qbo_sync.queue_entity_sync(
+    organization_id uuid, entity text, direction text, priority text
+)
+RETURNS uuid
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM qbo_sync.lock_own_relations(ARRAY['organizations']);
+    PERFORM qbo_sync.validate_sync_request(organization_id, entity, direction, priority);
+    RETURN qbo_sync.enqueue(organization_id, entity, direction,
+                            priority::public.qbo_sync_priority, NULL, 'manual', '{}', true);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION public.qbo_sync_customers(
+    organization_id uuid, direction text DEFAULT 'both', priority text DEFAULT 'high'
+)
+RETURNS uuid
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '2s'
+AS $$ SELECT qbo_sync.queue_entity_sync(organization_id, 'customers', direction, priority) $$;
+
+CREATE OR REPLACE FUNCTION public.qbo_sync_items(
+    organization_id uuid, direction text DEFAULT 'both', priority text DEFAULT 'high'
+)
+RETURNS uuid
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '2s'
+AS $$ SELECT qbo_sync.queue_entity_sync(organization_id, 'items', direction, priority) $$;
+
+CREATE OR REPLACE FUNCTION public.qbo_sync_invoices(
+    organization_id uuid, direction text DEFAULT 'both', priority text DEFAULT 'high'
+)
+RETURNS uuid
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '2s'
+AS $$ SELECT qbo_sync.queue_entity_sync(organization_id, 'invoices', direction, priority) $$;
+
+CREATE OR REPLACE FUNCTION public.qbo_sync_payments(
+    organization_id uuid, direction text DEFAULT 'both', priority text DEFAULT 'high'
+)
+RETURNS uuid
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '2s'
+AS $$ SELECT qbo_sync.queue_entity_sync(organization_id, 'payments', direction, priority) $$;
 
 -- Scheduled syncs (pg_cron): queue `entities` for every organization with an active connection.
 CREATE OR REPLACE FUNCTION qbo_sync.schedule_sync(
@@ -197,3 +290,11 @@ BEGIN
 END
 $$;
 
+-- The application may queue its organization's entity syncs (100_roles.sql re-grants the
+-- orchestrator, whose signature it lists).
+REVOKE ALL ON FUNCTION public.qbo_sync_customers(uuid, text, text), public.qbo_sync_items(uuid, text, text),
+                       public.qbo_sync_invoices(uuid, text, text), public.qbo_sync_payments(uuid, text, text)
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION public.qbo_sync_customers(uuid, text, text), public.qbo_sync_items(uuid, text, text),
+                          public.qbo_sync_invoices(uuid, text, text), public.qbo_sync_payments(uuid, text, text)
+    TO qbo_sync_app;

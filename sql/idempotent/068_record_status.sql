@@ -278,3 +278,35 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- For a job's summary: the records of `entity` left in error, held or in conflict, with QBO's
+-- code, message and intuit_tid (at most `max_rows`, the latest tries first), and how many there are.
+CREATE OR REPLACE FUNCTION qbo_sync.record_errors(organization_id uuid, entity text, max_rows integer DEFAULT 20)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    listed jsonb;
+BEGIN
+    EXECUTE format(
+        'SELECT jsonb_build_object(
+                    ''count'', (SELECT count(*) FROM public.%1$I AS t
+                                 WHERE t.organization_id = $1
+                                   AND t.qbo_sync_status IN (''error'', ''held'', ''conflict'')),
+                    ''records'', coalesce((
+                        SELECT jsonb_agg(jsonb_build_object(
+                                   ''record_id'', t.id, ''qbo_id'', t.qbo_id, ''state'', t.qbo_sync_status,
+                                   ''error_class'', t.qbo_sync_error_class, ''error_code'', t.qbo_sync_error_code,
+                                   ''message'', left(t.qbo_sync_error, 500), ''intuit_tid'', t.qbo_intuit_tid,
+                                   ''attempts'', t.qbo_sync_attempts))
+                          FROM (SELECT * FROM public.%1$I AS u
+                                 WHERE u.organization_id = $1
+                                   AND u.qbo_sync_status IN (''error'', ''held'', ''conflict'')
+                                 ORDER BY u.updated_at DESC, u.id
+                                 LIMIT $2) AS t), ''[]''))',
+        (qbo_sync.entity_row(entity)).app_table)
+       INTO listed USING organization_id, max_rows;
+    RETURN listed;
+END
+$$;

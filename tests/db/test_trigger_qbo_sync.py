@@ -1,4 +1,5 @@
-"""trigger_qbo_sync and qbo_sync_orchestrator: argument checks with clear errors, and what they queue."""
+"""trigger_qbo_sync, qbo_sync_orchestrator and the per-entity functions (qbo_sync_customers, ...):
+argument checks with clear errors, and what they queue."""
 
 from __future__ import annotations
 
@@ -93,15 +94,19 @@ def test_inactive_connection_names_the_reason(conn):
 
 
 def test_orchestrator_queues_in_dependency_order(conn, org):
-    job_ids = conn.execute(
+    summary = conn.execute(
         "SELECT qbo_sync_orchestrator(%s, 'both', ARRAY['payments', 'invoices', 'customers', 'items'])",
         (org,),
     ).fetchone()[0]
     rows = conn.execute(
-        "SELECT sync_endpoint FROM qbo_sync_queue ORDER BY priority DESC, created_at"
+        "SELECT id, sync_endpoint FROM qbo_sync_queue ORDER BY priority DESC, created_at"
     ).fetchall()
-    assert [r[0] for r in rows] == ["items", "customers", "invoices", "payments"]
-    assert len(job_ids) == 4
+    assert [r[1] for r in rows] == ["items", "customers", "invoices", "payments"]
+    assert summary["order"] == ["items", "customers", "invoices", "payments"]
+    assert [(j["entity"], j["job_id"]) for j in summary["jobs"]] == [
+        (entity, str(job)) for job, entity in rows
+    ]
+    assert summary["organization_id"] == str(org) and summary["direction"] == "both"
 
 
 def test_orchestrator_checks_every_entity_before_queueing(conn, org):
@@ -133,3 +138,20 @@ def test_a_huge_argument_is_not_echoed_back_or_logged_in_full(conn, org, pg_serv
     assert message == f"unknown {argument} '{'x' * 40}'... (1000000 characters)"
     log = (pg_server.base_dir / "postgresql.log").read_text(errors="replace")
     assert "x" * 1000 not in log
+
+
+@pytest.mark.parametrize("entity", ["customers", "items", "invoices", "payments"])
+def test_each_entity_has_its_own_function(conn, org, entity):
+    job = conn.execute(f"SELECT qbo_sync_{entity}(%s)", (org,)).fetchone()[0]
+    row = conn.execute(
+        "SELECT organization_id, sync_endpoint, direction, priority::text, source"
+        " FROM qbo_sync_queue WHERE id = %s",
+        (job,),
+    ).fetchone()
+    assert row == (org, entity, "both", "high", "manual")
+    again = conn.execute(f"SELECT qbo_sync_{entity}(%s, 'pull', 'low')", (org,)).fetchone()[0]
+    assert again != job  # another direction: another job
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="unknown direction"):
+        conn.execute(f"SELECT qbo_sync_{entity}(%s, 'sideways')", (org,))
+    with pytest.raises(psycopg.errors.NoDataFound, match="does not exist"):
+        conn.execute(f"SELECT qbo_sync_{entity}(%s)", (uuid.uuid4(),))

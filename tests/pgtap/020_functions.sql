@@ -3,7 +3,7 @@
 SET search_path = tap, public, qbo_sync;
 
 BEGIN;
-SELECT plan(103);
+SELECT plan(112);
 
 -- qbo_sync schema: exactly these functions (a new or renamed one must be added here)
 SELECT functions_are('qbo_sync', ARRAY[
@@ -31,7 +31,8 @@ SELECT functions_are('qbo_sync', ARRAY[
     'row_linked_to', 'record_push_conflict', 'deletions_to_push', 'record_deletion_pushed',
     'conflict_settings', 'conflict_rows', 'apply_merges', 'record_held_remote', 'keep_conflicts_held',
     'conflict_for_resolution', 'mark_conflict_resolved', 'resolve_conflict_values',
-    'lock_record_for_caller', 'record_manual_action'
+    'lock_record_for_caller', 'record_manual_action', 'record_errors', 'job_ids', 'queue_entity_sync',
+    'audit_local_counts', 'audit_local_tokens', 'record_drift', 'queue_drift_audit', 'drift_audit_all'
 ]::name[], 'qbo_sync has exactly the expected functions');
 
 -- Signatures: qbo_sync
@@ -87,8 +88,13 @@ SELECT has_function('public', f, args::name[], 'public.' || f || '(' || array_to
     ('qbo_sync_worker', ARRAY['numeric', 'integer', 'boolean']),
     ('qbo_sync_resolve_conflict', ARRAY['uuid', 'text', 'jsonb']),
     ('qbo_sync_retry_record', ARRAY['text', 'uuid']),
-    ('qbo_sync_skip_record', ARRAY['text', 'uuid', 'text'])
-  ) AS f(f, args);                                                                    -- 8
+    ('qbo_sync_skip_record', ARRAY['text', 'uuid', 'text']),
+    ('qbo_sync_customers', ARRAY['uuid', 'text', 'text']),
+    ('qbo_sync_items', ARRAY['uuid', 'text', 'text']),
+    ('qbo_sync_invoices', ARRAY['uuid', 'text', 'text']),
+    ('qbo_sync_payments', ARRAY['uuid', 'text', 'text']),
+    ('qbo_sync_drift_audit', ARRAY['uuid'])
+  ) AS f(f, args);                                                                    -- 13
 -- public holds the guide's entry points only: what pg_cron runs lives in qbo_sync, a schema no
 -- other role can create in (a role with CREATE on public could plant an overload there).
 SELECT set_eq($$SELECT p.proname::text FROM pg_proc AS p
@@ -99,7 +105,8 @@ SELECT set_eq($$SELECT p.proname::text FROM pg_proc AS p
               ARRAY['trigger_qbo_sync', 'qbo_sync_orchestrator', 'qbo_sync_requeue',
                     'qbo_sync_cancel', 'qbo_sync_worker', 'qbo_token_refresh',
                     'qbo_oauth_initiate', 'qbo_oauth_callback', 'qbo_sync_resolve_conflict',
-                    'qbo_sync_retry_record', 'qbo_sync_skip_record'],
+                    'qbo_sync_retry_record', 'qbo_sync_skip_record', 'qbo_sync_customers',
+                    'qbo_sync_items', 'qbo_sync_invoices', 'qbo_sync_payments', 'qbo_sync_drift_audit'],
               'public has exactly the guide''s qbo-sync entry points (besides extensions'' functions)');
 SELECT is_procedure('qbo_sync', 'worker', ARRAY['numeric', 'integer', 'boolean']::name[],
                     'qbo_sync.worker is a procedure (it commits between jobs)');
@@ -111,8 +118,11 @@ SELECT isnt_procedure('public', 'trigger_qbo_sync', ARRAY['uuid', 'text', 'text'
 -- Return types of the entry points
 SELECT function_returns('public', 'trigger_qbo_sync', ARRAY['uuid', 'text', 'text', 'text']::name[], 'uuid',
                         'trigger_qbo_sync returns the job id');
-SELECT function_returns('public', 'qbo_sync_orchestrator', ARRAY['uuid', 'text', 'text[]', 'text']::name[], 'uuid[]',
-                        'qbo_sync_orchestrator returns the job ids');
+SELECT function_returns('public', 'qbo_sync_orchestrator', ARRAY['uuid', 'text', 'text[]', 'text']::name[], 'jsonb',
+                        'qbo_sync_orchestrator returns a summary (the order and each entity''s job)');
+SELECT function_returns('public', 'qbo_sync_' || e, ARRAY['uuid', 'text', 'text']::name[], 'uuid',
+                        'qbo_sync_' || e || ' returns the job id')
+  FROM unnest(ARRAY['customers', 'items', 'invoices', 'payments']) AS e;              -- 4
 SELECT function_returns('qbo_sync', 'claim', ARRAY['integer', 'text', 'numeric']::name[], 'setof qbo_sync_queue',
                         'claim returns queue rows');
 SELECT function_returns('qbo_sync', 'enqueue',

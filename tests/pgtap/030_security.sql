@@ -130,6 +130,9 @@ SELECT set_eq($$
           'public.qbo_sync_orchestrator(uuid, text, text[], text)',
           'public.qbo_sync_requeue(uuid)', 'public.qbo_sync_cancel(uuid)',
           'public.qbo_sync_retry_record(text, uuid)', 'public.qbo_sync_skip_record(text, uuid, text)',
+          'public.qbo_sync_customers(uuid, text, text)', 'public.qbo_sync_items(uuid, text, text)',
+          'public.qbo_sync_invoices(uuid, text, text)', 'public.qbo_sync_payments(uuid, text, text)',
+          'public.qbo_sync_drift_audit(uuid)',
           'public.qbo_oauth_initiate(uuid, text, text, text)', 'qbo_sync.disconnect(uuid, text)',
           'public.qbo_sync_resolve_conflict(uuid, text, jsonb)'],
     'the application executes only the sync API and what it calls');

@@ -1,4 +1,5 @@
-"""The `qbo-sync` command: install/upgrade, the local database, the simulator, sync and status.
+"""The `qbo-sync` command: install/upgrade, the local database, the simulator, the listener,
+connecting organizations, queuing and following syncs, status, conflicts and failed records.
 
 The usual mistakes (database down, wrong --dsn, qbo-sync not installed, a bad setting) end with
 one line on stderr saying what is wrong and what to do next, and an exit code from EXIT_CODES;
@@ -11,6 +12,10 @@ import argparse
 import os
 import re
 import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import psycopg
@@ -223,51 +228,371 @@ def cmd_db(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_sync(args: argparse.Namespace) -> int:
+@contextmanager
+def session(args: argparse.Namespace) -> Iterator[psycopg.Connection]:
+    """A connection to a database with qbo-sync installed; the database's refusals and the
+    operations' problems become one line for stderr."""
+    from qbo_sync.operations import OperationError
+
     conn, where = connect(args)
     with conn:
         installed_version(conn, where)
         try:
-            # the application role acts for the organization its session names (row-level
-            # security and trigger_qbo_sync read this setting); operators may act for any
-            conn.execute(
-                "SELECT set_config('qbo_sync.organization_id', %s, false)", (args.organization_id,)
-            )
-            job_id = conn.execute(
-                "SELECT trigger_qbo_sync(%s::uuid, %s, %s, %s)",
-                (args.organization_id, args.entity, args.direction, args.priority),
-            ).fetchone()
+            yield conn
+        except OperationError as exc:
+            raise CommandError(str(exc), EXIT_ERROR) from exc
+        except psycopg.OperationalError as exc:
+            raise CommandError(
+                f"lost the connection to {where} ({one_line(exc)}): {NEXT_STEP_CONNECT}",
+                EXIT_UNAVAILABLE,
+            ) from exc
         except psycopg.Error as exc:
             raise database_error(exc) from exc
-    print(job_id[0] if job_id else "")
+
+
+def organization(conn: psycopg.Connection, args: argparse.Namespace, *, create: bool = False):
+    from qbo_sync.operations import find_organization
+
+    return find_organization(conn, args.org, create=create) if args.org else None
+
+
+def cmd_connect(args: argparse.Namespace) -> int:
+    from qbo_sync import operations
+
+    with session(args) as conn:
+        org = organization(conn, args, create=args.create)
+        if args.simulator:
+            if not (args.dsn or os.environ.get("QBO_SYNC_DSN")):
+                # the local cluster: its secrets file is here; tell the simulator its app
+                from qbo_sync_db.secrets import read_secrets_file
+
+                values = read_secrets_file(str(local_cluster().secrets_file))
+                operations.register_with_simulator(
+                    args.simulator,
+                    values["QBO_CLIENT_ID"],
+                    values["QBO_CLIENT_SECRET"],
+                    args.redirect_uri,
+                )
+            done = operations.connect_simulator(conn, org, args.simulator, args.redirect_uri)
+            print(f"connected: organization {org} to company {done.realm_id} (simulator)")
+            return EXIT_OK
+        started = time.time()
+        done = operations.start_connect(conn, org, args.redirect_uri, args.environment)
+        print(
+            "Open this address in a browser and approve access to the QuickBooks company:\n"
+            f"  {done.url}\n"
+            f"QuickBooks then sends the browser to {args.redirect_uri}, where `qbo-sync listen` "
+            "completes the connection."
+        )
+        if args.wait:
+            realm = operations.wait_connected(conn, org, started, args.wait)
+            if realm is None:
+                raise CommandError(
+                    f"not connected within {args.wait:g} s: open the address above, and check "
+                    "that `qbo-sync listen` runs behind the redirect URI",
+                    EXIT_ERROR,
+                )
+            print(f"connected: organization {org} to company {realm}")
     return EXIT_OK
 
 
+def entity_list(text: str) -> list[str]:
+    """An argparse type: entities separated by commas (or `all`)."""
+    from qbo_sync.operations import ENTITIES
+
+    if text.strip() == "all":
+        return list(ENTITIES)
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in ENTITIES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown entity {', '.join(map(repr, unknown)) or repr(text)}: "
+            f"use {', '.join(ENTITIES)} or all"
+        )
+    return names
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from qbo_sync import operations
+    from qbo_sync.console import make_console
+
+    console = make_console()
+    with session(args) as conn:
+        org = organization(conn, args)
+        jobs = operations.queue_sync(conn, org, args.entities, args.direction, args.priority)
+        if not args.wait:
+            for entity, job in jobs.items():
+                print(f"{entity}\t{job}")
+            return EXIT_OK
+        return show_progress(console, conn, jobs, args.timeout)
+
+
+def show_progress(console, conn: psycopg.Connection, jobs: dict, timeout: float) -> int:
+    """Follow `jobs` until they are done: a bar per entity on a terminal, a line per change
+    otherwise; errors as they happen. Exit code: 0 when every job completed."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from qbo_sync import operations
+
+    shown: dict[str, tuple] = {}
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description:<10}"),
+        BarColumn(),
+        TextColumn("{task.fields[state]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not console.is_terminal,
+    ) as bars:
+        tasks = {entity: bars.add_task(entity, total=1, state="queued") for entity in jobs}
+        for progress in operations.follow(conn, jobs, timeout):
+            for p in progress:
+                state = describe_progress(p)
+                bars.update(tasks[p.entity], completed=1 if p.done else 0, state=state)
+                key = (p.status, p.error, tuple(sorted(p.counts.items())))
+                if shown.get(p.entity) != key:
+                    if not console.is_terminal:
+                        console.print(f"{p.entity}: {state}")
+                    if p.error and (shown.get(p.entity) or (None, None))[1] != p.error:
+                        bars.console.print(f"[red]{p.entity}: {one_line(p.error)}[/red]")
+                    shown[p.entity] = key
+    failed = [p for p in progress if p.status != "completed"]
+    for p in failed:
+        where = f" (intuit_tid {p.intuit_tid})" if p.intuit_tid else ""
+        print(f"{p.entity}: {p.status}{where}: {one_line(p.error or '')}", file=sys.stderr)
+    return EXIT_ERROR if failed else EXIT_OK
+
+
+def describe_progress(p) -> str:
+    counts = p.counts
+    parts = [p.status]
+    for key, label in (
+        ("entity_count", "objects"),
+        ("inserted", "new"),
+        ("updated", "updated"),
+        ("created", "created in QBO"),
+        ("pushed_updates", "updated in QBO"),
+        ("conflicts", "conflicts"),
+        ("failure_count", "failed"),
+    ):
+        if counts.get(key):
+            parts.append(f"{counts[key]} {label}")
+    if p.status == "pending" and p.attempts:
+        parts.append(f"attempt {p.attempts + 1} waiting")
+    return ", ".join(parts)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    conn, where = connect(args)
-    with conn:
-        try:
-            version = installed_version(conn, where)
-            cur = conn.execute(
-                "SELECT organization_name, realm_id, is_active, token_status, pending_jobs,"
-                " processing_jobs, failed_jobs, last_successful_sync_at FROM qbo_sync_status"
-                " ORDER BY organization_name"
+    from qbo_sync import operations
+    from qbo_sync.console import make_console, show_table
+
+    console = make_console()
+    with session(args) as conn:
+        version = conn.execute("SELECT qbo_sync.version()").fetchone()[0]
+        org = organization(conn, args)
+        data = operations.status(conn, org)
+    console.print(f"qbo-sync {version}")
+    show_table(
+        console,
+        "Organizations",
+        [
+            "organization",
+            "company",
+            "connected",
+            "token",
+            "access token left",
+            "refresh token left",
+            "pending",
+            "running",
+            "failed",
+            "last good sync",
+        ],
+        [
+            [
+                o["organization_name"],
+                o["realm_id"],
+                o["is_active"],
+                o["token_status"],
+                o["access_token_left"],
+                o["refresh_token_left"],
+                o["pending_jobs"],
+                o["processing_jobs"],
+                o["failed_jobs"],
+                o["last_successful_sync_at"],
+            ]
+            for o in data["organizations"]
+        ],
+        empty="no organization is connected (qbo-sync connect --org …)",
+    )
+    show_table(
+        console,
+        "Recent syncs",
+        [
+            "finished",
+            "organization",
+            "entities",
+            "type",
+            "status",
+            "objects",
+            "ok",
+            "failed",
+            "error",
+            "intuit_tid",
+        ],
+        [
+            [
+                h["completed_at"],
+                h["organization_name"],
+                h["entity_types"],
+                h["sync_type"],
+                h["status"],
+                h["entity_count"],
+                h["success_count"],
+                h["failure_count"],
+                one_line(h["error_summary"] or "")[:120],
+                h["intuit_tid"],
+            ]
+            for h in data["history"]
+        ],
+    )
+    warnings = [o for o in data["organizations"] if o["token_warning"]]
+    for o in warnings:
+        console.print(f"{o['organization_name']}: {o['token_warning']}")
+    show_table(
+        console,
+        "Needs a person",
+        ["what", "organization", "detail", "next step"],
+        [[a["what"], a["organization"], a["detail"], a["next"]] for a in data["attention"]],
+        empty="nothing",
+    )
+    return EXIT_OK
+
+
+def cmd_conflicts(args: argparse.Namespace) -> int:
+    from qbo_sync import operations
+    from qbo_sync.console import make_console, show_table
+
+    console = make_console()
+    with session(args) as conn:
+        if args.resolve:
+            outcome = operations.resolve_conflict(conn, args.resolve, args.take)
+            console.print(f"resolved {args.resolve}: {args.take}'s values kept ({outcome})")
+            return EXIT_OK
+        org = organization(conn, args)
+        found = operations.conflicts(conn, org, held_only=not args.all)
+    rows = []
+    for c in found:
+        for name in c["fields"] or [None]:
+            if name is None:
+                rows.append(
+                    [
+                        c["id"],
+                        c["organization_name"],
+                        c["entity"],
+                        c["qbo_id"],
+                        "",
+                        "",
+                        "",
+                        "",
+                        c["status"],
+                    ]
+                )
+                continue
+            rows.append(
+                [
+                    c["id"],
+                    c["organization_name"],
+                    c["entity"],
+                    c["qbo_id"],
+                    name,
+                    (c["base_values"] or {}).get(name),
+                    (c["local_values"] or {}).get(name),
+                    (c["remote_values"] or {}).get(name),
+                    c["status"],
+                ]
             )
-            names = [column.name for column in cur.description or []]
-            rows = cur.fetchall()
-        except psycopg.Error as exc:
-            raise database_error(exc) from exc
-    print(f"qbo-sync {version}")
-    print(" | ".join(names))
-    for row in rows:
-        print(" | ".join("" if value is None else str(value) for value in row))
+    show_table(
+        console,
+        "Conflicts" + ("" if args.all else " waiting for a person"),
+        [
+            "conflict",
+            "organization",
+            "entity",
+            "QBO id",
+            "field",
+            "before",
+            "here",
+            "in QBO",
+            "status",
+        ],
+        rows,
+        empty="none",
+    )
+    if found and not args.all:
+        console.print("settle one: qbo-sync conflicts --resolve CONFLICT --take qbo|local")
+    return EXIT_OK
+
+
+def cmd_records(args: argparse.Namespace) -> int:
+    from qbo_sync import operations
+    from qbo_sync.console import make_console, show_table
+
+    console = make_console()
+    with session(args) as conn:
+        if args.retry:
+            job = operations.retry_record(conn, args.retry[0], uuid.UUID(args.retry[1]))
+            console.print(f"queued again: {args.retry[0]} {args.retry[1]} (job {job})")
+            return EXIT_OK
+        if args.skip:
+            job = operations.skip_record(conn, args.skip[0], uuid.UUID(args.skip[1]), args.reason)
+            console.print(f"skipped: {args.skip[0]} {args.skip[1]}")
+            return EXIT_OK
+        org = organization(conn, args)
+        found = operations.failed_records(conn, org)
+    show_table(
+        console,
+        "Records that did not sync",
+        [
+            "organization",
+            "entity",
+            "record",
+            "QBO id",
+            "state",
+            "class",
+            "QBO code",
+            "message",
+            "attempts",
+            "intuit_tid",
+        ],
+        [
+            [
+                r["organization_name"],
+                r["entity"],
+                r["record_id"],
+                r["qbo_id"],
+                r["state"],
+                r["error_class"],
+                r["error_code"],
+                one_line(r["error_message"] or "")[:160],
+                r["attempts"],
+                r["intuit_tid"],
+            ]
+            for r in found
+        ],
+        empty="none",
+    )
+    if found:
+        console.print(
+            "retry one: qbo-sync records --retry ENTITY RECORD; give its change up: "
+            "qbo-sync records --skip ENTITY RECORD --reason '…'"
+        )
     return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qbo-sync",
-        description=__doc__.splitlines()[0] if __doc__ else None,
+        description=" ".join(__doc__.split("\n\n")[0].split()) if __doc__ else None,
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -295,17 +620,91 @@ def build_parser() -> argparse.ArgumentParser:
         "listen", help="run the webhook and OAuth-callback listener (qbo-sync listen --help)"
     )
 
-    sync = sub.add_parser("sync", help="queue a sync (trigger_qbo_sync)")
-    sync.add_argument("organization_id")
-    sync.add_argument("entity", help="items, customers, invoices or payments")
-    sync.add_argument("--direction", default="both")
-    sync.add_argument("--priority", default="urgent")
+    connect_parser = sub.add_parser(
+        "connect",
+        help="connect an organization to a QuickBooks company (OAuth)",
+        description="Against the simulator (--simulator URL) the flow completes by itself; "
+        "against real QuickBooks it prints the address to open, and `qbo-sync listen` completes "
+        "it when QuickBooks sends the browser back to the redirect URI.",
+    )
+    connect_parser.add_argument("--org", required=True, help="organization id or exact name")
+    connect_parser.add_argument(
+        "--create", action="store_true", help="create the organization when no such name exists"
+    )
+    connect_parser.add_argument("--simulator", metavar="URL", help="the QBO simulator's URL")
+    connect_parser.add_argument(
+        "--environment", choices=["production", "sandbox"], default="production"
+    )
+    connect_parser.add_argument(
+        "--redirect-uri",
+        default="http://localhost:8080/oauth/callback",
+        help="the redirect URI registered with the Intuit app (the listener's /oauth/callback)",
+    )
+    connect_parser.add_argument(
+        "--wait",
+        type=seconds,
+        default=0,
+        metavar="SECONDS",
+        help="real QuickBooks: wait this long for the person to approve (default: do not wait)",
+    )
+    connect_parser.add_argument("--dsn")
+    connect_parser.set_defaults(func=cmd_connect)
+
+    sync = sub.add_parser(
+        "sync",
+        help="queue a sync (trigger_qbo_sync) and, with --wait, follow it",
+        description="Queue one sync job per entity, in dependency order (customers and items, "
+        "invoices, payments); the worker (pg_cron) runs them.",
+    )
+    sync.add_argument("--org", required=True, help="organization id or exact name")
+    sync.add_argument(
+        "--entities",
+        type=entity_list,
+        default=["customers", "items", "invoices", "payments"],
+        help="comma-separated: customers,items,invoices,payments (default: all)",
+    )
+    sync.add_argument("--direction", choices=["pull", "push", "both"], default="both")
+    sync.add_argument("--priority", choices=["low", "normal", "high", "urgent"], default="urgent")
+    sync.add_argument("--wait", action="store_true", help="show progress until the jobs are done")
+    sync.add_argument(
+        "--timeout",
+        type=seconds,
+        default=900,
+        metavar="SECONDS",
+        help="with --wait: give up after this long (default 900)",
+    )
     sync.add_argument("--dsn")
     sync.set_defaults(func=cmd_sync)
 
-    status = sub.add_parser("status", help="show qbo_sync_status")
+    status = sub.add_parser(
+        "status", help="connections, tokens, queue, recent syncs and what needs a person"
+    )
+    status.add_argument("--org", help="one organization (id or exact name)")
     status.add_argument("--dsn")
     status.set_defaults(func=cmd_status)
+
+    conflicts = sub.add_parser(
+        "conflicts", help="fields changed on both sides: list them, or settle one"
+    )
+    conflicts.add_argument("--org", help="one organization (id or exact name)")
+    conflicts.add_argument("--all", action="store_true", help="also the ones settled by policy")
+    conflicts.add_argument("--resolve", type=uuid.UUID, metavar="CONFLICT", help="settle this one")
+    conflicts.add_argument(
+        "--take", choices=["qbo", "local"], default="qbo", help="whose values --resolve keeps"
+    )
+    conflicts.add_argument("--dsn")
+    conflicts.set_defaults(func=cmd_conflicts)
+
+    records = sub.add_parser(
+        "records", help="records in error, held or in conflict: list, retry or skip them"
+    )
+    records.add_argument("--failed", action="store_true", help="list them (the default)")
+    records.add_argument("--org", help="one organization (id or exact name)")
+    records.add_argument("--retry", nargs=2, metavar=("ENTITY", "RECORD"))
+    records.add_argument("--skip", nargs=2, metavar=("ENTITY", "RECORD"))
+    records.add_argument("--reason", default="skipped with qbo-sync records --skip")
+    records.add_argument("--dsn")
+    records.set_defaults(func=cmd_records)
     return parser
 
 

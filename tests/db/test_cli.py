@@ -38,7 +38,11 @@ def empty_db(pg_server):
 
 
 @pytest.mark.parametrize(
-    "command", [["status"], ["sync", "9af4c081-7379-4e41-8dfb-924e2518e3c6", "invoices"]]
+    "command",
+    [
+        ["status"],
+        ["sync", "--org", "9af4c081-7379-4e41-8dfb-924e2518e3c6", "--entities", "invoices"],
+    ],
 )
 def test_a_database_without_qbo_sync_says_to_install_it(empty_db, command):
     result = run_qbo_sync(*command, "--dsn", empty_db)
@@ -49,7 +53,11 @@ def test_a_database_without_qbo_sync_says_to_install_it(empty_db, command):
 
 @pytest.mark.parametrize(
     "command",
-    [["status"], ["sync", "9af4c081-7379-4e41-8dfb-924e2518e3c6", "invoices"], ["install"]],
+    [
+        ["status"],
+        ["sync", "--org", "9af4c081-7379-4e41-8dfb-924e2518e3c6", "--entities", "invoices"],
+        ["install"],
+    ],
 )
 def test_a_wrong_database_name_or_role_says_which_and_what_to_do(pg_server, command):
     for dsn, reason in [
@@ -79,9 +87,10 @@ def app_login(pg_server, db_dsn) -> Iterator[str]:
 
 
 def test_the_application_role_queues_a_sync_for_its_organization(app_login, conn, org):
-    result = run_qbo_sync("sync", str(org), "invoices", "--dsn", app_login)
+    result = run_qbo_sync("sync", "--org", str(org), "--entities", "invoices", "--dsn", app_login)
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
-    job_id = result.stdout.strip()
+    entity, job_id = result.stdout.strip().split("\t")
+    assert entity == "invoices"
     assert conn.execute(
         "SELECT organization_id, sync_endpoint FROM qbo_sync_queue WHERE id = %s", (job_id,)
     ).fetchone() == (org, "invoices")
@@ -93,7 +102,10 @@ def test_a_role_without_qbo_sync_rights_is_told_what_to_grant(pg_server, db_dsn)
         su.execute(f"CREATE ROLE {name} LOGIN")
     try:
         dsn = db_dsn.replace("postgres@", f"{name}@")
-        for command in (["status"], ["sync", "9af4c081-7379-4e41-8dfb-924e2518e3c6", "items"]):
+        for command in (
+            ["status"],
+            ["sync", "--org", "9af4c081-7379-4e41-8dfb-924e2518e3c6", "--entities", "items"],
+        ):
             result = run_qbo_sync(*command, "--dsn", dsn)
             assert_one_line_error(
                 result, EXIT_ERROR, f"role {name} may not use qbo-sync", "GRANT qbo_sync_app"
@@ -103,21 +115,44 @@ def test_a_role_without_qbo_sync_rights_is_told_what_to_grant(pg_server, db_dsn)
             su.execute(f"DROP ROLE {name}")
 
 
-def test_sync_queues_and_bad_arguments_get_the_hint(db_dsn, conn, org, capsys):
-    assert main(["sync", str(org), "customers", "--direction", "pull", "--dsn", db_dsn]) == 0
-    job_id = capsys.readouterr().out.strip()
+def test_sync_queues_in_dependency_order_and_bad_arguments_say_what_to_use(db_dsn, conn, org):
+    result = run_qbo_sync(
+        "sync",
+        "--org",
+        str(org),
+        "--entities",
+        "payments,customers",
+        "--direction",
+        "pull",
+        "--dsn",
+        db_dsn,
+    )
+    assert result.returncode == 0, result.stderr
+    queued = [line.split("\t") for line in result.stdout.splitlines()]
+    assert [entity for entity, _ in queued] == ["customers", "payments"]
     assert conn.execute(
-        "SELECT sync_endpoint FROM qbo_sync_queue WHERE id = %s", (job_id,)
-    ).fetchone() == ("customers",)
-    assert main(["sync", str(org), "vendors", "--dsn", db_dsn]) == 1
-    err = capsys.readouterr().err
-    assert "unknown entity 'vendors'" in err and "hint: entity must be one of" in err
+        "SELECT array_agg(sync_endpoint ORDER BY created_at) FROM qbo_sync_queue"
+        " WHERE id = ANY (%s::uuid[])",
+        ([job for _, job in queued],),
+    ).fetchone() == (["customers", "payments"],)
+    result = run_qbo_sync("sync", "--org", str(org), "--entities", "vendors", "--dsn", db_dsn)
+    # argparse's conventional usage error: the usage line, then the error
+    assert result.returncode == EXIT_USAGE and "Traceback" not in result.stderr
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .endswith("unknown entity 'vendors': use customers, items, invoices, payments or all")
+    )
+    result = run_qbo_sync("sync", "--org", "Nobody Inc", "--dsn", db_dsn)
+    assert_one_line_error(result, EXIT_ERROR, "no organization is named 'Nobody Inc'", "--create")
 
 
 def test_status_lists_connected_organizations(db_dsn, org, capsys):
     assert main(["status", "--dsn", db_dsn]) == 0
     out = capsys.readouterr().out
-    assert "organization_name | realm_id" in out and "Acme" in out and "valid" in out
+    header = next(line for line in out.splitlines() if line.startswith("organization "))
+    assert "company" in header and "access token left" in header
+    assert any(line.startswith("Acme ") and " valid " in line for line in out.splitlines())
 
 
 def test_the_console_script_runs():

@@ -24,7 +24,9 @@ def test_help_lists_the_exit_codes():
         assert line in result.stdout
 
 
-@pytest.mark.parametrize("command", [["status"], ["sync", ORG, "invoices"], ["install"]])
+@pytest.mark.parametrize(
+    "command", [["status"], ["sync", "--org", ORG, "--entities", "invoices"], ["install"]]
+)
 def test_a_database_that_is_down_says_so_and_what_to_do(command):
     dsn = f"postgresql://postgres@127.0.0.1:{free_port()}/app"
     result = run_qbo_sync(*command, "--dsn", dsn)

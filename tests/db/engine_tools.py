@@ -125,13 +125,90 @@ def writable(entity: str) -> list[mapping.Field]:
     return [f for f in mapping.ENTITIES[entity].fields if not f.read_only]
 
 
+#: where Intuit's API reference puts each mapped value (written here independently of the
+#: mapping, so a mapping that reads or writes the wrong key fails the round trips)
+QBO_PATH: dict[str, dict[str, tuple[str, ...]]] = {
+    "customers": {
+        "display_name": ("DisplayName",),
+        "company_name": ("CompanyName",),
+        "given_name": ("GivenName",),
+        "family_name": ("FamilyName",),
+        "email": ("PrimaryEmailAddr", "Address"),
+        "phone": ("PrimaryPhone", "FreeFormNumber"),
+        "mobile": ("Mobile", "FreeFormNumber"),
+        "billing_address": ("BillAddr",),
+        "shipping_address": ("ShipAddr",),
+        "notes": ("Notes",),
+        "taxable": ("Taxable",),
+        "currency_code": ("CurrencyRef", "value"),
+        "is_active": ("Active",),
+        "balance": ("Balance",),
+    },
+    "items": {
+        "name": ("Name",),
+        "sku": ("Sku",),
+        "description": ("Description",),
+        "item_type": ("Type",),
+        "unit_price": ("UnitPrice",),
+        "purchase_cost": ("PurchaseCost",),
+        "income_account_ref": ("IncomeAccountRef", "value"),
+        "expense_account_ref": ("ExpenseAccountRef", "value"),
+        "taxable": ("Taxable",),
+        "is_active": ("Active",),
+        "qty_on_hand": ("QtyOnHand",),
+    },
+    "invoices": {
+        "invoice_number": ("DocNumber",),
+        "txn_date": ("TxnDate",),
+        "due_date": ("DueDate",),
+        "currency_code": ("CurrencyRef", "value"),
+        "customer_memo": ("CustomerMemo", "value"),
+        "private_note": ("PrivateNote",),
+        "billing_email": ("BillEmail", "Address"),
+        "billing_address": ("BillAddr",),
+        "shipping_address": ("ShipAddr",),
+        "sales_term_ref": ("SalesTermRef", "value"),
+        "email_status": ("EmailStatus",),
+        "print_status": ("PrintStatus",),
+        "tax_total": ("TxnTaxDetail", "TotalTax"),
+        "total_amount": ("TotalAmt",),
+        "balance_due": ("Balance",),
+    },
+    "payments": {
+        "amount": ("TotalAmt",),
+        "payment_date": ("TxnDate",),
+        "payment_method_ref": ("PaymentMethodRef", "value"),
+        "reference_number": ("PaymentRefNum",),
+        "deposit_account_ref": ("DepositToAccountRef", "value"),
+        "currency_code": ("CurrencyRef", "value"),
+        "private_note": ("PrivateNote",),
+        "unapplied_amount": ("UnappliedAmt",),
+    },
+    "lines": {
+        "description": ("Description",),
+        "amount": ("Amount",),
+        "quantity": ("SalesItemLineDetail", "Qty"),
+        "unit_price": ("SalesItemLineDetail", "UnitPrice"),
+        "tax_code_ref": ("SalesItemLineDetail", "TaxCodeRef", "value"),
+        "service_date": ("SalesItemLineDetail", "ServiceDate"),
+    },
+}
+ITEM_REF_PATH = ("SalesItemLineDetail", "ItemRef", "value")
+
+
+def fields_of(entity: str) -> tuple[mapping.Field, ...]:
+    return mapping.LINE_FIELDS if entity == "lines" else mapping.ENTITIES[entity].fields
+
+
 def check_samples_cover_the_mapping() -> None:
-    """Every writable mapped field has a sample, and no sample names a field the mapping lacks:
-    a field added to (or removed from) the mapping makes the round-trip tests fail here."""
-    for entity, spec in mapping.ENTITIES.items():
+    """Every writable mapped field has a sample, every mapped field a documented path, and none
+    names a field the mapping lacks: a field added to (or removed from) the mapping makes the
+    round-trip tests fail here."""
+    for entity in mapping.ENTITIES:
         assert set(SAMPLES[entity]) == {f.column for f in writable(entity)}, entity
-        assert spec.qbo_entity
     assert set(LINE_SAMPLES) == {f.column for f in mapping.LINE_FIELDS}
+    for entity in [*mapping.ENTITIES, "lines"]:
+        assert set(QBO_PATH[entity]) == {f.column for f in fields_of(entity)}, entity
 
 
 def values(entity: str, n: int, refs: Refs) -> dict[str, Any]:
@@ -156,18 +233,19 @@ def _get(obj: Mapping[str, Any] | None, path: tuple[str, ...]) -> Any:
     return obj
 
 
-def qbo_fields(fields: list[mapping.Field] | tuple[mapping.Field, ...], row: Mapping) -> dict:
-    """The QBO object's fields for these local values, each put at its mapped path."""
+def qbo_fields(entity: str, row: Mapping) -> dict:
+    """The QBO object's fields (of `entity`, or "lines") for these local values of its writable
+    fields, each put where Intuit documents it."""
     body: dict[str, Any] = {}
-    for f in fields:
-        if f.column in row and row[f.column] is not None:
-            _put(body, f.path, f.kind.write(row[f.column]))
+    for f in fields_of(entity):
+        if not f.read_only and row.get(f.column) is not None:
+            _put(body, QBO_PATH[entity][f.column], f.kind.write(row[f.column]))
     return body
 
 
 def qbo_line(line: Mapping[str, Any], item_qbo_id: str, line_id: str | None = None) -> dict:
-    body = qbo_fields(mapping.LINE_FIELDS, line) | {"DetailType": mapping.SALES_LINE}
-    _put(body, mapping.LINE_ITEM_PATH, item_qbo_id)
+    body = qbo_fields("lines", line) | {"DetailType": "SalesItemLineDetail"}
+    _put(body, ITEM_REF_PATH, item_qbo_id)
     if line_id is not None:
         body["Id"] = line_id
     return body
@@ -256,6 +334,16 @@ def mapped_columns(entity: str) -> list[str]:
     return columns
 
 
+def documented(entity: str, obj: Mapping[str, Any]) -> dict[str, Any]:
+    """Each mapped column's value read from where Intuit documents it (the mapping's default
+    when QBO leaves it out)."""
+    read = {}
+    for f in fields_of(entity):
+        value = f.kind.read(_get(obj, QBO_PATH[entity][f.column]))
+        read[f.column] = f.default if value is None else value
+    return read
+
+
 def assert_row_matches_qbo(
     conn: psycopg.Connection, entity: str, row: Mapping[str, Any], obj: Mapping[str, Any]
 ) -> None:
@@ -265,6 +353,8 @@ def assert_row_matches_qbo(
     want = mapping.from_qbo(entity, obj)
     wrong = differences(row, want, mapped_columns(entity))
     assert wrong == [], (entity, obj["Id"], wrong)
+    wrong = differences(row, documented(entity, obj), [f.column for f in fields_of(entity)])
+    assert wrong == [], (entity, obj["Id"], "not where Intuit documents it", wrong)
     assert (row["qbo_id"], row["qbo_sync_token"]) == (obj["Id"], obj["SyncToken"])
     for ref in mapping.ENTITIES[entity].references:
         qbo_id = want[mapping.reference_key(ref.column)]
@@ -284,16 +374,22 @@ def assert_row_matches_qbo(
             wrong = differences(have, wanted, columns)
             assert wrong == [], (obj["Id"], have["line_number"], wrong)
             assert have["item_qbo_id"] == wanted[mapping.reference_key("item_id")]
+        sales = [x for x in obj.get("Line") or () if x.get("DetailType") == "SalesItemLineDetail"]
+        for have, line in zip(have_lines, sales, strict=True):
+            wrong = differences(have, documented("lines", line), list(QBO_PATH["lines"]))
+            assert wrong == [], (obj["Id"], line.get("Id"), "not where Intuit documents it", wrong)
+            assert have["item_qbo_id"] == _get(line, ITEM_REF_PATH)
 
 
 def assert_qbo_has_values(entity: str, obj: Mapping[str, Any], local: Mapping[str, Any]) -> None:
-    """QBO's object carries every writable value of the local row at its mapped path."""
+    """QBO's object carries every writable value of the local row where Intuit documents it."""
     wrong = [
-        (f.column, _get(obj, f.path), local[f.column])
+        (f.column, _get(obj, QBO_PATH[entity][f.column]), local[f.column])
         for f in writable(entity)
-        if normal(f.kind.read(_get(obj, f.path))) != normal(f.kind.write(local[f.column]))
+        if normal(f.kind.read(_get(obj, QBO_PATH[entity][f.column])))
+        != normal(f.kind.write(local[f.column]))
     ]
-    assert wrong == [], (entity, obj["Id"])
+    assert wrong == [], (entity, obj["Id"], wrong)
 
 
 # ----------------------------------------------------------------------------- running jobs

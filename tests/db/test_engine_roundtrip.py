@@ -21,6 +21,7 @@ from qbo_sync_db import mapping
 from tests.db.engine_tools import (
     INACTIVE,
     ORDER,
+    QBO_PATH,
     assert_qbo_has_values,
     assert_row_matches_qbo,
     check_samples_cover_the_mapping,
@@ -38,7 +39,6 @@ from tests.db.engine_tools import (
     run_job,
     snapshot,
     values,
-    writable,
 )
 from tests.db.qbo_jobs import LoggedServer, connect_realm
 
@@ -50,18 +50,16 @@ def make_in_qbo(sim: LoggedServer, refs: dict, n: int, customer: str, items: lis
     by a user with value set `n` for every mapped field. Returns {entity: QBO object}."""
     made: dict[str, dict] = {}
     made["customers"] = qbo_change(
-        sim, "Customer", "create", qbo_fields(writable("customers"), values("customers", n, refs))
+        sim, "Customer", "create", qbo_fields("customers", values("customers", n, refs))
     )
-    made["items"] = qbo_change(
-        sim, "Item", "create", qbo_fields(writable("items"), values("items", n, refs))
-    )
+    made["items"] = qbo_change(sim, "Item", "create", qbo_fields("items", values("items", n, refs)))
     customer = customer or made["customers"]["Id"]
     items = [*items, made["items"]["Id"]]
-    invoice = qbo_fields(writable("invoices"), values("invoices", n, refs))
+    invoice = qbo_fields("invoices", values("invoices", n, refs))
     invoice["CustomerRef"] = {"value": made["customers"]["Id"]}
     invoice["Line"] = [qbo_line(line_values(n, k), items[k % len(items)]) for k in range(1, 4)]
     made["invoices"] = qbo_change(sim, "Invoice", "create", invoice)
-    payment = qbo_fields(writable("payments"), values("payments", n, refs))
+    payment = qbo_fields("payments", values("payments", n, refs))
     payment["CustomerRef"] = {"value": made["customers"]["Id"]}
     payment["Line"] = [
         {
@@ -136,7 +134,7 @@ def test_objects_made_in_qbo_arrive_with_every_field_by_full_pull_then_by_cdc(
             empty_sim,
             QBO_NAME[entity],
             "create",
-            qbo_fields(writable(entity), values(entity, INACTIVE, refs)),
+            qbo_fields(entity, values(entity, INACTIVE, refs)),
         )
         for entity in ("customers", "items")
     }
@@ -160,10 +158,10 @@ def test_objects_made_in_qbo_arrive_with_every_field_by_full_pull_then_by_cdc(
             empty_sim,
             QBO_NAME[entity],
             "update",
-            qbo_fields(writable(entity), values(entity, 11, refs)),
+            qbo_fields(entity, values(entity, 11, refs)),
             first[entity]["Id"],
         )
-    invoice = qbo_fields(writable("invoices"), values("invoices", 11, refs))
+    invoice = qbo_fields("invoices", values("invoices", 11, refs))
     kept = [line for line in first["invoices"]["Line"] if line.get("Id")][:2]
     invoice["Line"] = [
         qbo_line(line_values(11, k), first["items"]["Id"], kept[k - 1]["Id"]) for k in (1, 2)
@@ -171,7 +169,7 @@ def test_objects_made_in_qbo_arrive_with_every_field_by_full_pull_then_by_cdc(
     edited["invoices"] = qbo_change(
         empty_sim, "Invoice", "update", invoice, first["invoices"]["Id"]
     )
-    payment = qbo_fields(writable("payments"), values("payments", 11, refs))
+    payment = qbo_fields("payments", values("payments", 11, refs))
     payment["Line"] = [
         {
             "Amount": payment["TotalAmt"],
@@ -310,7 +308,9 @@ def test_rows_made_locally_reach_qbo_with_every_field_and_the_round_trip_is_exac
 
 
 def _line_equal(line: dict, want: dict) -> bool:
-    read = {f.column: f.kind.read(_path(line, f.path)) for f in mapping.LINE_FIELDS}
+    read = {
+        f.column: f.kind.read(_path(line, QBO_PATH["lines"][f.column])) for f in mapping.LINE_FIELDS
+    }
     return differences(read, want, list(want)) == []
 
 
@@ -335,7 +335,7 @@ def test_deletes_voids_and_inactivation_arrive_as_what_they_are_in_both_pull_mod
             empty_sim,
             "Customer",
             "create",
-            qbo_fields(writable("customers"), values("customers", n + 50, refs)),
+            qbo_fields("customers", values("customers", n + 50, refs)),
         )
         for n in (1, 3)
     }
@@ -344,7 +344,7 @@ def test_deletes_voids_and_inactivation_arrive_as_what_they_are_in_both_pull_mod
             empty_sim,
             "Item",
             "create",
-            qbo_fields(writable("items"), values("items", n + 50, refs)),
+            qbo_fields("items", values("items", n + 50, refs)),
         )
         for n in (1, 3)
     }

@@ -23,7 +23,6 @@ from tests.db.engine_tools import (
     reference_ids,
     run_job,
     values,
-    writable,
 )
 from tests.db.qbo_jobs import LoggedServer, connect_realm, sim_call
 from tests.simulator.simtools import REALM
@@ -141,13 +140,11 @@ def test_a_pulled_invoice_keeps_the_tax_qbo_computed(
         empty_sim,
         "Customer",
         "create",
-        qbo_fields(writable("customers"), values("customers", 4, refs) | {"taxable": True}),
+        qbo_fields("customers", values("customers", 4, refs) | {"taxable": True}),
     )
-    item = qbo_change(
-        empty_sim, "Item", "create", qbo_fields(writable("items"), values("items", 1, refs))
-    )
+    item = qbo_change(empty_sim, "Item", "create", qbo_fields("items", values("items", 1, refs)))
     lines = [line_values(3, k) for k in (1, 2, 3)]
-    body = qbo_fields(writable("invoices"), values("invoices", 3, refs))
+    body = qbo_fields("invoices", values("invoices", 3, refs))
     body["CustomerRef"] = {"value": customer["Id"]}
     body["Line"] = [qbo_line(line, item["Id"]) for line in lines]
     made = qbo_change(empty_sim, "Invoice", "create", body)

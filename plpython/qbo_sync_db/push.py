@@ -358,7 +358,9 @@ class Pusher:
                 )
             }
             for op in creates:
-                op.requestid = stored[op.key]
+                op.requestid = stored.get(op.key, "")
+            # a row deleted here since it was read is not created
+            ops = [op for op in ops if op.kind != "create" or op.requestid]
         self.ctx.commit()  # stored before any request can leave
         limits = self.ctx.connection().pacer.limits
         singles = singles_per_batch(limits.per_minute, limits.batches_per_minute)

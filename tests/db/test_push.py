@@ -384,3 +384,22 @@ def test_a_payment_of_a_pushed_invoice_is_created_and_applied_to_it(conn, seeded
         i for i in qbo_objects(seeded, connected.access, "invoices") if i["Id"] == unpaid["Id"]
     )
     assert Decimal(str(after["Balance"])) == Decimal(str(unpaid["Balance"])) - 10
+
+
+def test_a_request_that_fails_the_job_notes_its_class_on_the_rows_it_carried(conn, seeded):
+    connected = connect_realm(conn, seeded)
+    row_id = add_customer(conn, connected.org, "Not Now Client")
+    # the connecting user lost admin rights: QBO answers 401 (code 120) whatever the token
+    sim_control(seeded, "PATCH", "realms/9341453050298375/status", {"admin_access": False})
+    job = push(conn, connected.org, "customers")
+    assert outcome(conn, job)["status"] == "failed"
+    row = record_of(conn, "customer_profile", row_id)
+    assert (row["qbo_sync_status"], row["qbo_sync_error_class"]) == ("pending", "auth")
+    assert row["qbo_sync_error_code"] == "120" and row["qbo_sync_attempts"] == 1
+    assert row["qbo_intuit_tid"] and row["qbo_id"] is None
+    sim_control(seeded, "PATCH", "realms/9341453050298375/status", {"admin_access": True})
+    job = push(conn, connected.org, "customers")
+    assert outcome(conn, job)["status"] == "completed"
+    row = record_of(conn, "customer_profile", row_id)
+    assert row["qbo_sync_status"] == "synced" and row["qbo_id"] is not None
+    assert (row["qbo_sync_error_class"], row["qbo_sync_attempts"]) == (None, 0)

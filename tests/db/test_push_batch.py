@@ -107,3 +107,59 @@ def test_an_update_whose_answer_was_lost_and_that_was_resent_is_recognised_as_ou
     row = local_rows(conn, "customers", connected.org)[some]
     assert there["Notes"] == "sent twice"
     assert (row["qbo_sync_status"], row["qbo_sync_token"]) == ("synced", there["SyncToken"])
+
+
+def test_a_5010_on_one_item_of_a_batch_is_merged_and_the_others_are_stored(conn, seeded):
+    connected = connect_realm(conn, seeded)
+    pull(conn, connected.org, "customers")
+    ids = sorted(local_rows(conn, "customers", connected.org), key=int)[5:8]
+    change(seeded, "Customer", "update", ids[1], CompanyName="Moved On In QBO")
+    conn.execute(
+        "UPDATE customer_profile SET notes = 'batch of three' WHERE organization_id = %s"
+        " AND qbo_id = ANY (%s)",
+        (connected.org, ids),
+    )
+    job = push(conn, connected.org, "customers")
+    result = outcome(conn, job)
+    assert result["status"] == "completed", result
+    summary = result["summary"]
+    # two stored from the batch, the stale one merged and pushed once more on its own
+    assert (summary["batches"], summary["pushed_updates"], summary["merged_push"]) == (1, 3, 1)
+    there = {o["Id"]: o for o in qbo_objects(seeded, connected.access, "customers")}
+    assert all(there[i]["Notes"] == "batch of three" for i in ids)
+    assert there[ids[1]]["CompanyName"] == "Moved On In QBO"
+    rows = local_rows(conn, "customers", connected.org)
+    assert all(rows[i]["qbo_sync_status"] == "synced" for i in ids)
+    assert all(rows[i]["qbo_sync_token"] == there[i]["SyncToken"] for i in ids)
+
+
+def test_a_5010_on_a_field_changed_on_both_sides_under_the_hold_policy_waits_for_a_person(
+    conn, seeded
+):
+    connected = connect_realm(conn, seeded)
+    conn.execute(
+        "INSERT INTO qbo_sync.organization_settings (organization_id, conflict_policy)"
+        " VALUES (%s, 'hold') ON CONFLICT (organization_id) DO UPDATE SET conflict_policy = 'hold'",
+        (connected.org,),
+    )
+    pull(conn, connected.org, "customers")
+    some = sorted(local_rows(conn, "customers", connected.org), key=int)[8]
+    change(seeded, "Customer", "update", some, Notes="QBO's note")
+    conn.execute(
+        "UPDATE customer_profile SET notes = 'our note' WHERE organization_id = %s AND qbo_id = %s",
+        (connected.org, some),
+    )
+    job = push(conn, connected.org, "customers")
+    result = outcome(conn, job)
+    assert result["status"] == "completed", result
+    assert result["summary"]["merged_held"] == 1 and result["summary"]["pushed_updates"] == 0
+    there = next(o for o in qbo_objects(seeded, connected.access, "customers") if o["Id"] == some)
+    assert there["Notes"] == "QBO's note"  # nothing overwritten in QBO
+    row = local_rows(conn, "customers", connected.org)[some]
+    assert row["qbo_sync_status"] == "conflict" and row["notes"] == "our note"
+    held = conn.execute(
+        "SELECT count(*) FROM qbo_sync_conflict WHERE organization_id = %s AND qbo_id = %s"
+        " AND status = 'held'",
+        (connected.org, some),
+    ).fetchone()[0]
+    assert held == 1

@@ -139,6 +139,11 @@ AS $$
                           SELECT FROM public.qbo_sync_queue AS b
                            WHERE b.id = ANY (qbo_sync.job_ids(j.payload -> 'after'))
                              AND b.status IN ('pending', 'processing')))
+                  -- an organization another worker's job holds is left to it: with several
+                  -- workers (worker.processes) each takes a different organization
+                  AND NOT EXISTS (SELECT FROM qbo_sync.organization_lock AS l
+                                   WHERE l.organization_id = j.organization_id
+                                     AND l.lease_id IS NOT NULL AND l.held_until > now())
                 ORDER BY j.priority DESC, j.run_at, j.created_at
                 LIMIT max_jobs
                   FOR UPDATE SKIP LOCKED))

@@ -1,4 +1,5 @@
-"""The nine pg_cron jobs, and a real pg_cron run of the queue processor."""
+"""The nine pg_cron jobs of the guide and the daily drift audit, the extra workers of
+worker.processes, and a real pg_cron run of the queue processor."""
 
 from __future__ import annotations
 
@@ -23,10 +24,11 @@ EXPECTED_JOBS = {
     "cleanup-old-webhook-processed": ("5 2 * * *", "SELECT qbo_sync.cleanup_webhook_processed()"),
     "cleanup-old-sync-jobs": ("10 2 * * *", "SELECT qbo_sync.cleanup_sync_jobs()"),
     "cleanup-old-sync-history": ("15 2 * * *", "SELECT qbo_sync.cleanup_sync_history()"),
+    "qbo-drift-audit": ("30 3 * * *", "SELECT qbo_sync.drift_audit_all()"),
 }
 
 
-def test_the_nine_jobs_exist_with_their_schedules(cron_dsn):
+def test_the_nine_jobs_and_the_drift_audit_exist_with_their_schedules(cron_dsn):
     with psycopg.connect(cron_dsn) as conn:
         rows = conn.execute(
             "SELECT jobname, schedule, command, active, database FROM cron.job"
@@ -86,10 +88,17 @@ def test_every_scheduled_command_runs_and_does_its_work(cron_dsn):
                 "cleanup-old-webhook-processed": 1,
                 "cleanup-old-sync-jobs": 1,
                 "cleanup-old-sync-history": 1,
+                "qbo-drift-audit": 4,  # an audit per entity of the one active connection
             }
+            audits = conn.execute(
+                "SELECT sync_endpoint FROM qbo_sync_queue WHERE organization_id = %s"
+                " AND payload ? 'audit' AND direction = 'pull' ORDER BY 1",
+                (org,),
+            ).fetchall()
+            assert [a[0] for a in audits] == ["customers", "invoices", "items", "payments"]
             queued = conn.execute(
                 "SELECT sync_endpoint, direction FROM qbo_sync_queue WHERE organization_id = %s"
-                " ORDER BY 1, 2",
+                " AND NOT payload ? 'audit' ORDER BY 1, 2",
                 (org,),
             ).fetchall()
             assert queued == [
@@ -102,6 +111,47 @@ def test_every_scheduled_command_runs_and_does_its_work(cron_dsn):
         finally:
             conn.execute("DELETE FROM organizations WHERE id = %s", (org,))
             conn.execute("DELETE FROM qbo_webhook_log WHERE body = 'old'")
+
+
+def worker_jobs(conn: psycopg.Connection) -> dict[str, tuple[str, str]]:
+    rows = conn.execute(
+        "SELECT jobname, schedule, command FROM cron.job"
+        " WHERE jobname LIKE 'process-qbo-sync-queue%' ORDER BY jobname"
+    ).fetchall()
+    return {name: (schedule, command) for name, schedule, command in rows}
+
+
+def test_worker_processes_schedules_that_many_workers(cron_dsn):
+    with psycopg.connect(cron_dsn, autocommit=True) as conn:
+        worker = ("* * * * *", "CALL qbo_sync.worker()")
+        try:
+            assert worker_jobs(conn) == {"process-qbo-sync-queue": worker}  # the default, 1
+            conn.execute("UPDATE qbo_sync.settings SET value = '3' WHERE key = 'worker.processes'")
+            assert conn.execute("SELECT qbo_sync.schedule_workers()").fetchone()[0] == 3
+            assert worker_jobs(conn) == {
+                "process-qbo-sync-queue": worker,
+                "process-qbo-sync-queue-2": worker,
+                "process-qbo-sync-queue-3": worker,
+            }
+            runs_view = conn.execute(
+                "SELECT pg_get_viewdef('qbo_cron_job_runs'::regclass)"
+            ).fetchone()[0]
+            assert "process-qbo-sync-queue-" in runs_view
+            conn.execute("UPDATE qbo_sync.settings SET value = '2' WHERE key = 'worker.processes'")
+            conn.execute("SELECT qbo_sync.schedule_workers()")
+            assert sorted(worker_jobs(conn)) == [
+                "process-qbo-sync-queue",
+                "process-qbo-sync-queue-2",
+            ]
+            conn.execute("UPDATE qbo_sync.settings SET value = '0' WHERE key = 'worker.processes'")
+            with pytest.raises(psycopg.errors.InvalidParameterValue, match="between 1 and 32"):
+                conn.execute("SELECT qbo_sync.schedule_workers()")
+        finally:
+            conn.execute("UPDATE qbo_sync.settings SET value = '1' WHERE key = 'worker.processes'")
+            conn.execute("SELECT qbo_sync.schedule_workers()")
+        # back to one: exactly the guide's nine jobs and the audit, names unchanged
+        names = {r[0] for r in conn.execute("SELECT jobname FROM cron.job")}
+        assert names == set(EXPECTED_JOBS)
 
 
 @pytest.mark.slow  # pg_cron 1.4 starts jobs on the minute: this waits up to a minute by nature

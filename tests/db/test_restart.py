@@ -34,7 +34,7 @@ def test_cluster_reports_its_state_and_dsn(cluster):
         preload = conn.execute("SHOW shared_preload_libraries").fetchone()[0]
         secrets_file = conn.execute("SHOW qbo_sync.secrets_file").fetchone()[0]
         assert preload == "pg_cron" and secrets_file == str(cluster.secrets_file)
-        assert conn.execute("SELECT count(*) FROM cron.job").fetchone()[0] == 9
+        assert conn.execute("SELECT count(*) FROM cron.job").fetchone()[0] == 10
     assert not (cluster.secrets_file.stat().st_mode & 0o077)  # readable by its owner only
 
 

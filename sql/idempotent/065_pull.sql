@@ -7,7 +7,9 @@
 -- * new here → inserted, synced;
 -- * here, unchanged locally, and QBO's SyncToken is newer than the stored one → updated;
 -- * the same SyncToken (an echo of our own write, or a page read twice) or an older one (an
---   event that arrived late) → left alone: older data never overwrites newer;
+--   event that arrived late) → left alone: older data never overwrites newer; but what QBO
+--   computes (a customer's balance, an invoice's) may move without a new SyncToken, so with the
+--   same SyncToken those columns (not the entity's synced columns) are refreshed when they differ;
 -- * here with a local change not pushed yet → left alone, counted as held and reported in
 --   held_ids: the pull merges it field by field (067_conflicts.sql, qbo_sync_db.conflicts); a
 --   pulled change never overwrites a local one without that merge;
@@ -89,6 +91,10 @@ DECLARE
     insert_columns text := '';
     select_values text := '';
     update_sets text := '';
+    computed_sets text;
+    computed_old text;
+    computed_new text;
+    refresh text := '';
     result jsonb;
 BEGIN
     IF jsonb_typeof(objects) IS DISTINCT FROM 'array' THEN
@@ -109,6 +115,24 @@ BEGIN
             (qbo_sync.entity_row(ref_entity)).app_table, ref_column || '_qbo_id');
         update_sets := update_sets || format(', %1$I = EXCLUDED.%1$I', ref_column);
     END LOOP;
+    -- what QBO computes: the columns written that are not synced ones (balances, totals)
+    SELECT string_agg(format('%1$I = i.%1$I', c), ', '), string_agg(format('t.%I', c), ', '),
+           string_agg(format('i.%I', c), ', ')
+      INTO computed_sets, computed_old, computed_new
+      FROM unnest(columns) AS c
+     WHERE NOT (c = ANY (target.synced_columns));
+    IF computed_sets IS NOT NULL THEN
+        refresh := format($r$, refreshed AS (
+            UPDATE public.%1$I AS t
+               SET %2$s, qbo_raw = i.doc -> 'qbo_raw', qbo_last_synced_at = now(), updated_at = now()
+              FROM incoming AS i
+             WHERE t.organization_id = $1 AND t.qbo_id = i.qbo_id
+               AND t.qbo_sync_token IS NOT DISTINCT FROM i.qbo_sync_token
+               AND ROW(%3$s) IS DISTINCT FROM ROW(%4$s)
+            RETURNING t.qbo_id)$r$, target.app_table, computed_sets, computed_old, computed_new);
+    ELSE
+        refresh := ', refreshed AS (SELECT NULL::text AS qbo_id WHERE false)';
+    END IF;
 
     EXECUTE format($sql$
         WITH incoming AS (
@@ -139,16 +163,17 @@ BEGIN
               JOIN public.%1$I AS t ON t.organization_id = $1 AND t.qbo_id = i.qbo_id
              WHERE (t.qbo_local_version > t.qbo_synced_version OR t.qbo_sync_status = 'conflict')
                AND qbo_sync.sync_token_newer(i.qbo_sync_token, t.qbo_sync_token)
-        )
+        ) %5$s
         SELECT jsonb_build_object(
                    'received', (SELECT count(*) FROM incoming),
                    'inserted', (SELECT count(*) FROM written WHERE inserted),
-                   'updated', (SELECT count(*) FROM written WHERE NOT inserted),
+                   'updated', (SELECT count(*) FROM written WHERE NOT inserted)
+                              + (SELECT count(*) FROM refreshed),
                    'held', (SELECT count(*) FROM held),
                    'held_ids', (SELECT coalesce(jsonb_agg(qbo_id), '[]') FROM held WHERE changed_here),
                    'conflict_ids', (SELECT coalesce(jsonb_agg(qbo_id), '[]') FROM held WHERE NOT changed_here),
                    'written_ids', (SELECT coalesce(jsonb_agg(qbo_id), '[]') FROM written))
-    $sql$, target.app_table, insert_columns, select_values, update_sets)
+    $sql$, target.app_table, insert_columns, select_values, update_sets, refresh)
     INTO result USING organization_id, objects;
     RETURN result || jsonb_build_object(
         'unchanged', (result ->> 'received')::integer - (result ->> 'inserted')::integer
@@ -244,6 +269,41 @@ BEGIN
                        AND t.qbo_local_version <= t.qbo_synced_version AND t.qbo_sync_status <> ''conflict''',
                    (qbo_sync.entity_row(entity)).app_table)
        USING organization_id, qbo_ids;
+    GET DIAGNOSTICS marked = ROW_COUNT;
+    RETURN marked;
+END
+$$;
+
+-- What a page of a full pull says QBO no longer has: the page is every object QBO has with an
+-- Id from its first to its last (read in Id order; the first page from the lowest, the last page
+-- up to the highest, when `low_id` or `high_id` is NULL), so a row linked to an Id in that range
+-- that the page does not hold (`seen`) was deleted in QBO: marked, like CDC's deletions (not a
+-- row with a local change waiting, nor one waiting for a person). A gap between pages (objects
+-- that moved across a page boundary) is in no page's range, so is never marked.
+CREATE OR REPLACE FUNCTION qbo_sync.apply_pulled_absent(
+    organization_id uuid, entity text, seen text[], low_id text, high_id text
+)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    marked integer;
+BEGIN
+    IF (low_id IS NOT NULL AND low_id !~ '^[0-9]{1,18}$') OR (high_id IS NOT NULL AND high_id !~ '^[0-9]{1,18}$') THEN
+        RETURN 0;  -- QBO's Ids are numbers; anything else is not a range this can judge
+    END IF;
+    PERFORM qbo_sync.begin_applying_remote();
+    EXECUTE format('UPDATE public.%I AS t
+                       SET qbo_deleted_at = now(), qbo_last_synced_at = now(), qbo_sync_status = ''synced''
+                     WHERE t.organization_id = $1 AND t.qbo_deleted_at IS NULL
+                       AND t.qbo_id ~ ''^[0-9]{1,18}$''
+                       AND ($3::bigint IS NULL OR t.qbo_id::bigint >= $3::bigint)
+                       AND ($4::bigint IS NULL OR t.qbo_id::bigint <= $4::bigint)
+                       AND NOT (t.qbo_id = ANY ($2))
+                       AND t.qbo_local_version <= t.qbo_synced_version AND t.qbo_sync_status <> ''conflict''',
+                   (qbo_sync.entity_row(entity)).app_table)
+       USING organization_id, coalesce(seen, '{}'), low_id, high_id;
     GET DIAGNOSTICS marked = ROW_COUNT;
     RETURN marked;
 END

@@ -418,3 +418,76 @@ def test_the_engine_writes_business_columns_only(conn, org):
                 "SELECT qbo_sync.record_pushed(%s, 'customers', gen_random_uuid(), 1, '{}', %s)",
                 (org, columns),
             )
+
+
+def full_pass_next(conn: psycopg.Connection, org: uuid.UUID) -> None:
+    conn.execute(
+        "UPDATE qbo_sync_cursor SET full_pass_needed = true WHERE organization_id = %s", (org,)
+    )
+
+
+def test_a_full_pass_marks_the_rows_qbo_deleted_while_no_cdc_saw_it(conn, seeded, small_pages):
+    connected = connect_realm(conn, seeded)
+    pull(conn, connected.org, "invoices")
+    invoices = qbo_objects(seeded, connected.access, "invoices")
+    unpaid = sorted(
+        (i for i in invoices if not i.get("LinkedTxn") and i["Balance"] == i["TotalAmt"]),
+        key=lambda i: int(i["Id"]),
+    )
+    # one on the first page, one further on (pages of 7), and the highest Id if unpaid
+    gone = {unpaid[0]["Id"], unpaid[len(unpaid) // 2]["Id"], unpaid[-1]["Id"]}
+    for qbo_id in gone:
+        change(seeded, "Invoice", "delete", qbo_id)
+    full_pass_next(conn, connected.org)
+
+    summary = outcome(conn, pull(conn, connected.org, "invoices"))["summary"]
+    assert summary["mode"] == "full" and summary["deleted"] == len(gone)
+    rows = local_rows(conn, "invoices", connected.org)
+    assert {q for q, r in rows.items() if r["qbo_deleted_at"] is not None} == gone
+    assert all(r["qbo_local_version"] == r["qbo_synced_version"] for r in rows.values())
+    # a local change waiting to be pushed is not marked (the push finds out)
+    kept = next(i for i in unpaid if i["Id"] not in gone)
+    conn.execute(
+        "UPDATE invoice_record SET private_note = 'changed here'"
+        " WHERE organization_id = %s AND qbo_id = %s",
+        (connected.org, kept["Id"]),
+    )
+    change(seeded, "Invoice", "delete", kept["Id"])
+    full_pass_next(conn, connected.org)
+    summary = outcome(conn, pull(conn, connected.org, "invoices"))["summary"]
+    assert summary["deleted"] == 0
+    assert local_rows(conn, "invoices", connected.org)[kept["Id"]]["qbo_deleted_at"] is None
+
+
+def test_a_balance_qbo_moved_without_a_new_sync_token_is_refreshed(conn, seeded):
+    connected = connect_realm(conn, seeded)
+    pull(conn, connected.org, "customers")
+    invoices = qbo_objects(seeded, connected.access, "invoices")
+    unpaid = next(i for i in invoices if not i.get("LinkedTxn") and i["Balance"] == i["TotalAmt"])
+    some = unpaid["CustomerRef"]["value"]
+    before = local_rows(conn, "customers", connected.org)[some]
+    # a payment made in QBO lowers the customer's balance; the customer's SyncToken stays
+    change(
+        seeded,
+        "Payment",
+        "create",
+        CustomerRef={"value": some},
+        TotalAmt=5,
+        Line=[{"Amount": 5, "LinkedTxn": [{"TxnId": unpaid["Id"], "TxnType": "Invoice"}]}],
+    )
+    there = next(c for c in qbo_objects(seeded, connected.access, "customers") if c["Id"] == some)
+    assert there["SyncToken"] == before["qbo_sync_token"]
+    assert Decimal(str(there["Balance"])) == before["balance"] - 5
+    full_pass_next(conn, connected.org)
+    summary = outcome(conn, pull(conn, connected.org, "customers"))["summary"]
+    assert summary["updated"] == 1
+    after = local_rows(conn, "customers", connected.org)[some]
+    assert after["balance"] == before["balance"] - 5
+    assert after["qbo_sync_token"] == before["qbo_sync_token"]
+    assert after["qbo_local_version"] == after["qbo_synced_version"]  # no echo
+    # read again: nothing changes
+    full_pass_next(conn, connected.org)
+    summary = outcome(conn, pull(conn, connected.org, "customers"))["summary"]
+    assert summary["updated"] == 0
+    again = local_rows(conn, "customers", connected.org)[some]
+    assert again["updated_at"] == after["updated_at"]

@@ -12,6 +12,9 @@ import pytest
 from psycopg import errors
 
 from tests.conftest import make_org
+from tests.db.qbo_jobs import LoggedServer, connect_realm
+from tests.db.test_pull import local_rows, pull
+from tests.db.test_qbo_calls import outcome, run_worker
 from tests.db.test_roles import APP, MONITOR, app_session, scalar
 
 STATUS_COLUMNS = (
@@ -345,3 +348,36 @@ def test_bad_arguments_get_a_clear_error(conn, connect, records, call, error, me
     with pytest.raises(error, match=message):
         app.execute(f"SELECT {call}", params)
     assert status_of(conn, ids["error"])["state"] == "error"
+
+
+def test_a_skipped_change_is_replaced_by_qbos_values_through_the_worker(conn, connect):
+    """Against the simulator: a local change QBO refused is skipped; the refetch brings QBO's
+    values and SyncToken back, and nothing is sent."""
+    sim = LoggedServer(limits_enabled=False, seed_customers=3)
+    sim.start()
+    try:
+        connected = connect_realm(conn, sim)
+        pull(conn, connected.org, "customers")
+        qbo_id = sorted(local_rows(conn, "customers", connected.org), key=int)[0]
+        before = local_rows(conn, "customers", connected.org)[qbo_id]
+        conn.execute(
+            "UPDATE customer_profile SET notes = 'local only' WHERE organization_id = %s AND qbo_id = %s",
+            (connected.org, qbo_id),
+        )
+        app = app_session(connect, connected.org)
+        job = scalar(
+            app, "SELECT qbo_sync_skip_record('customers', %s, 'not wanted')", (before["id"],)
+        )
+        writes_before = len([a for a in sim.log.api() if a.method == "POST"])
+        run_worker(conn)
+        assert outcome(conn, job)["summary"]["refetched"] == 1
+        after = local_rows(conn, "customers", connected.org)[qbo_id]
+        assert after["notes"] == before["notes"] != "local only"
+        assert after["qbo_sync_token"] == before["qbo_sync_token"]
+        assert (after["qbo_sync_status"], after["qbo_local_version"]) == (
+            "synced",
+            after["qbo_synced_version"],
+        )
+        assert len([a for a in sim.log.api() if a.method == "POST"]) == writes_before
+    finally:
+        sim.stop()

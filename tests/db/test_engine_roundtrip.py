@@ -40,7 +40,7 @@ from tests.db.engine_tools import (
     snapshot,
     values,
 )
-from tests.db.qbo_jobs import LoggedServer, connect_realm
+from tests.db.qbo_jobs import LoggedServer, connect_realm, setting  # noqa: F401 - fixture
 
 QBO_NAME = {"customers": "Customer", "items": "Item", "invoices": "Invoice", "payments": "Payment"}
 
@@ -323,6 +323,7 @@ def _path(obj: Any, path: tuple[str, ...]) -> Any:
 def test_deletes_voids_and_inactivation_arrive_as_what_they_are_in_both_pull_modes(
     conn: psycopg.Connection,
     empty_sim: LoggedServer,  # noqa: F811
+    setting,  # noqa: F811
 ):
     """Every entity, each way QBO removes it: customers and items go inactive (and stay, as
     inactive rows), invoices and payments are voided (they stay, voided, zeroed) or deleted
@@ -401,25 +402,41 @@ def test_deletes_voids_and_inactivation_arrive_as_what_they_are_in_both_pull_mod
             assert summary["deleted"] == 1, (entity, summary)
     check(1, 2)
 
-    # a full pass later (one is asked for after a capped CDC answer, or by hand): what CDC
-    # applied stays as it is, and rows QBO deleted while no CDC saw it are marked deleted too
+    # a full pass later (one is asked for after a capped CDC answer, or by hand), in pages of
+    # two: what CDC applied stays as it is, rows QBO deleted while no CDC saw it are marked
+    # deleted too (here ones in the middle of the Id range, on a page between others), and
+    # nothing QBO still has is
     made[5] = make_in_qbo(empty_sim, refs, 5, "", [])
+    made[6] = make_in_qbo(empty_sim, refs, 6, "", [])
     for entity in ORDER:
         run_job(conn, connected.org, entity, "pull")
     qbo_change(empty_sim, "Payment", "delete", None, made[5]["payments"]["Id"])
     qbo_change(empty_sim, "Invoice", "delete", None, made[5]["invoices"]["Id"])
+    setting("pull.page_size", "2")
+    setting("pull.page_overlap", "1")
     conn.execute(
         "UPDATE qbo_sync_cursor SET full_pass_needed = true WHERE organization_id = %s",
         (connected.org,),
     )
     for entity in ORDER:
-        assert run_job(conn, connected.org, entity, "pull")["mode"] == "full"
+        summary = run_job(conn, connected.org, entity, "pull")
+        assert summary["mode"] == "full" and summary["pages"] >= 2, summary
     check(1, 2)
     for entity in ("invoices", "payments"):
-        row = local_rows(conn, entity, connected.org)[made[5][entity]["Id"]]
+        rows = local_rows(conn, entity, connected.org)
+        row = rows[made[5][entity]["Id"]]
         assert row["qbo_deleted_at"] is not None, (
             f"{entity} {made[5][entity]['Id']} was deleted in QBO, and a complete full pull"
             " did not mark it deleted"
+        )
+    for entity in ORDER:
+        rows = local_rows(conn, entity, connected.org)
+        live = {o["Id"] for o in qbo_objects(empty_sim, connected.access, entity)}
+        assert live <= set(rows)
+        assert [q for q in live if rows[q]["qbo_deleted_at"] is not None] == [], entity
+        gone = {q for q, r in rows.items() if r["qbo_deleted_at"] is not None}
+        assert gone.isdisjoint(live) and len(gone) == (
+            2 if entity in ("invoices", "payments") else 0
         )
 
 

@@ -305,6 +305,9 @@ class Pusher:
             if not rows:
                 return self.counts
             ops: list[Op] = []
+            named = self._names_in_qbo(
+                [r for r in rows if r.get("qbo_id") is None and r.get("qbo_create_sent_at")]
+            )
             for row in rows:
                 reason = self._hold_reason(entity, row)
                 if reason is not None:
@@ -313,7 +316,7 @@ class Pusher:
                     self.counts["held"] += 1
                     continue
                 if row.get("qbo_id") is None and row.get("qbo_create_sent_at") is not None:
-                    if self._found_in_qbo(row):
+                    if self._found_in_qbo(row, named):
                         continue  # the create had reached QBO: linked
                 op = self._op(row)
                 if op is not None:
@@ -613,12 +616,14 @@ class Pusher:
 
     # ------------------------------------------------------------------ finding creates
 
-    def _found_in_qbo(self, row: dict[str, Any]) -> bool:
-        """A create whose outcome is unknown: is it in QBO (then linked: True)?"""
+    def _found_in_qbo(self, row: dict[str, Any], named: dict[str, dict[str, Any]]) -> bool:
+        """A create whose outcome is unknown: is it in QBO (then linked: True)? `named`: the
+        name-list objects of this round's such rows, by name (`_names_in_qbo`)."""
         self.counts["looked_up"] = self.counts.get("looked_up", 0) + 1
         body = mapping.to_qbo(self.entity, row, lines=_lines(self.entity, row))
         if self.entity in NAME_FIELD:
-            candidates = [c for c in [self._by_name(body.get(NAME_FIELD[self.entity]))] if c]
+            found = named.get(str(body.get(NAME_FIELD[self.entity]) or "").casefold())
+            candidates = [found] if found is not None else []
         else:
             candidates = self._query(self._lookup_query(row, body))
             candidates = [c for c in candidates if sent_matches(body, c)]
@@ -643,6 +648,21 @@ class Pusher:
         if self.entity == "invoices" and body.get("DocNumber"):
             where.append(("DocNumber", "=", body["DocNumber"]))
         return client.select(self.spec.qbo_entity, where=where)
+
+    def _names_in_qbo(self, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """The customers or items of QBO named as `rows` (inactive ones too), by name folded:
+        one query per 30 names (QBO's names are unique whatever their case)."""
+        if self.entity not in NAME_FIELD or not rows:
+            return {}
+        field = NAME_FIELD[self.entity]
+        column = "display_name" if self.entity == "customers" else "name"
+        names = sorted({str(r[column]) for r in rows if r.get(column)})
+        found: dict[str, dict[str, Any]] = {}
+        for chunk in client.chunks(names):
+            where = [(field, "IN", list(chunk)), ("Active", "IN", [True, False])]
+            for obj in self._query(client.select(self.spec.qbo_entity, where=where)):
+                found[str(obj.get(field, "")).casefold()] = obj
+        return found
 
     def _by_name(self, name: Any) -> dict[str, Any] | None:
         if not name:

@@ -75,6 +75,7 @@ def test_a_batch_of_creates_whose_answer_was_lost_is_looked_up_not_made_again(co
     seen = counters(seeded)
     assert seen.get("fault.drop_after_commit") == 1
     assert seen.get("batch") == 1 and not seen.get("write.customer")  # nothing sent twice
+    assert seen.get("query") == 1  # the five looked up by name in one query
     there = qbo_objects(seeded, connected.access, "customers")
     rows = {r["display_name"]: r for r in local_rows(conn, "customers", connected.org).values()}
     for name in names:

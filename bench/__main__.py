@@ -1,7 +1,7 @@
 """`python -m bench`: run every benchmark (queue, and the simulator's when present).
 
-`--only NAME` (queue, simulator, plpython, pacing, pacer_db) runs one; any further arguments go
-to that benchmark.
+`--only NAME` (queue, simulator, plpython, pacing, pacer_db, engine, listener) runs one; any further
+arguments go to that benchmark.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ BENCHMARKS = {
     "plpython": "bench.bench_plpython",
     "pacing": "bench.bench_pacing",
     "pacer_db": "bench.bench_pacer_db",
+    "engine": "bench.bench_engine",
+    "listener": "bench.bench_listener",
 }
 
 

@@ -32,6 +32,8 @@ from aiohttp import web
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from qbo_sync_db import secrets, webhooks
 
+from listener.store import UNAVAILABLE, LogRow, LogWriter
+
 log = logging.getLogger("qbo_sync.listener")
 
 WEBHOOK_PATHS = ("/webhooks/qbo", "/functions/v1/qbo-webhook-listener")
@@ -39,11 +41,6 @@ MAX_BODY = 1024 * 1024
 #: how much of a rejected body is kept (enough to see what it was; an unsigned POST is not ours)
 REJECTED_BODY_KEPT = 4096
 
-INSERT = """
-INSERT INTO public.qbo_webhook_log
-    (body, payload, signature, signature_valid, content_type, remote_addr, payload_format,
-     status, error)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"""
 CALLBACK = "SELECT public.qbo_oauth_callback(%s, %s, %s)::text"
 
 
@@ -65,6 +62,7 @@ class ListenerConfig:
 
 
 POOL_KEY = web.AppKey("pool", AsyncConnectionPool)
+WRITER_KEY = web.AppKey("writer", LogWriter)
 CONFIG_KEY = web.AppKey("config", ListenerConfig)
 
 
@@ -86,15 +84,26 @@ async def _pool(app: web.Application) -> Any:
         config.dsn,
         min_size=1,
         max_size=config.pool_size,
-        kwargs={"autocommit": True, "application_name": "qbo-sync listener"},
+        kwargs={
+            "autocommit": True,
+            "application_name": "qbo-sync listener",
+            # a statement stuck behind a lock answers 503 in time for Intuit to send it again
+            "options": "-c statement_timeout=10s",
+        },
+        # a connection is checked when taken (once per batch of webhooks, see store.py): one
+        # broken by a database restart is replaced at once, not found out by the INSERT
         check=AsyncConnectionPool.check_connection,
         timeout=config.db_timeout,
         open=False,
         name="qbo-sync-listener",
     )
     await pool.open(wait=False)
+    writer = LogWriter(pool, writers=config.pool_size)
+    writer.start()
     app[POOL_KEY] = pool
+    app[WRITER_KEY] = writer
     yield
+    await writer.stop()
     await pool.close(timeout=5)
 
 
@@ -129,10 +138,11 @@ async def receive_webhook(request: web.Request) -> web.Response:
     content_type = request.headers.get("Content-Type")
     remote = request.remote
     text = body.decode("utf-8", errors="replace")
+    writer = request.app[WRITER_KEY]
 
     if not webhooks.verify(body, header, config.verifier_token):
         reason = "no intuit-signature header" if not header else "signature did not verify"
-        row = (
+        row = LogRow(
             text[:REJECTED_BODY_KEPT],
             None,
             (header or "")[:200] or None,
@@ -144,7 +154,7 @@ async def receive_webhook(request: web.Request) -> web.Response:
             reason,
         )
         try:
-            await _execute(request.app, INSERT, row)
+            await writer.store(row)
         except (psycopg.Error, PoolTimeout) as exc:
             log.warning("rejected webhook from %s not logged: %s", remote, type(exc).__name__)
         log.info("webhook from %s rejected: %s", remote, reason)
@@ -155,7 +165,7 @@ async def receive_webhook(request: web.Request) -> web.Response:
     except (ValueError, UnicodeDecodeError):
         payload = None
     if payload is None or not isinstance(payload, (dict, list)):
-        row = (
+        row = LogRow(
             text[:REJECTED_BODY_KEPT],
             None,
             header[:200],
@@ -167,29 +177,23 @@ async def receive_webhook(request: web.Request) -> web.Response:
             "malformed JSON",
         )
         try:
-            await _execute(request.app, INSERT, row)
+            await writer.store(row)
         except (psycopg.Error, PoolTimeout):
             return _answer(503, "the database is not available; send it again later")
         return _answer(400, "malformed JSON")
 
-    payload = webhooks.normal_payload(payload)
     kind = webhooks.payload_format(payload)
-    row = (
-        text,
-        psycopg.types.json.Jsonb(payload),
-        header[:200],
-        True,
-        content_type,
-        remote,
-        kind,
-        "received",
-        None,
-    )
+    # PostgreSQL parses the text into jsonb; one CloudEvent is stored as an array of one
+    stored = f"[{text}]" if isinstance(payload, dict) and kind == "cloudevents" else text
+    row = LogRow(text, stored, header[:200], True, content_type, remote, kind, "received", None)
     try:
-        await _execute(request.app, INSERT, row)
-    except (psycopg.Error, PoolTimeout) as exc:
+        await writer.store(row)
+    except UNAVAILABLE as exc:
         log.warning("webhook from %s not stored (%s): answered 503", remote, type(exc).__name__)
         return _answer(503, "the database is not available; send it again later")
+    except psycopg.Error as exc:
+        log.error("webhook from %s not stored (%s): answered 503", remote, type(exc).__name__)
+        return _answer(503, "the webhook could not be stored; send it again later")
     return _answer(200, "stored", format=kind)
 
 

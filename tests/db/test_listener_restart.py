@@ -144,9 +144,11 @@ def test_webhooks_across_a_database_restart_are_stored_and_processed_once(cluste
             time.sleep(0.2)
         all_deliveries = deliveries(sim)
         assert [d["state"] for d in all_deliveries] == ["delivered"] * 15, all_deliveries
-        # never a 200 for a webhook that was not stored: only 200 or 503 (or a refused connection)
+        # never a 200 for a webhook that was not stored: 200, or 503 / no answer in time (the
+        # simulator, like Intuit, sends those again)
         results = {a["result"] for d in all_deliveries for a in d["attempts"]}
-        assert results <= {200, 503, "ClientConnectorError", "ServerDisconnectedError"}, results
+        assert 200 in results and 503 in results
+        assert results <= {200, 503, "TimeoutError", "ServerDisconnectedError"}, results
 
         with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
             stored = conn.execute(

@@ -4,7 +4,7 @@
 SET search_path = tap, public, qbo_sync;
 
 BEGIN;
-SELECT plan(147);
+SELECT plan(154);
 
 -- ---------------------------------------------------------------- roles
 SELECT has_role(r, 'role ' || r || ' exists')
@@ -221,8 +221,24 @@ SELECT table_privs_are(s, t, r, privs, r || ' on ' || s || '.' || t || ': ' || c
     ('qbo_sync', 'settings',            'qbo_sync_app', ARRAY['SELECT']),
     ('qbo_sync', 'python_module',       'qbo_sync_app', ARRAY[]::text[]),
     ('qbo_sync', 'entity',              'qbo_sync_app', ARRAY[]::text[]),
-    ('qbo_sync', 'organization_lock',   'qbo_sync_app', ARRAY[]::text[])
-  ) AS x(s, t, r, privs);                                                                -- 50
+    ('qbo_sync', 'organization_lock',   'qbo_sync_app', ARRAY[]::text[]),
+    -- per-record status: read by the application (its organization) and the monitor
+    ('public', 'qbo_sync_record_status', 'qbo_sync_listener', ARRAY[]::text[]),
+    ('public', 'qbo_sync_record_counts', 'qbo_sync_listener', ARRAY[]::text[]),
+    ('public', 'qbo_sync_record_status', 'qbo_sync_monitor', ARRAY['SELECT']),
+    ('public', 'qbo_sync_record_counts', 'qbo_sync_monitor', ARRAY['SELECT']),
+    ('public', 'qbo_sync_record_status', 'qbo_sync_app', ARRAY['SELECT']),
+    ('public', 'qbo_sync_record_counts', 'qbo_sync_app', ARRAY['SELECT'])
+  ) AS x(s, t, r, privs);                                                                -- 56
+-- the monitor reads the status columns of the synced tables (for qbo_sync_record_status), not
+-- their business values
+SELECT set_eq($$SELECT a.attname::text FROM pg_attribute AS a
+                 WHERE a.attrelid = 'public.customer_profile'::regclass AND a.attnum > 0 AND NOT a.attisdropped
+                   AND has_column_privilege('qbo_sync_monitor', a.attrelid, a.attnum, 'SELECT')$$,
+              ARRAY['id', 'organization_id', 'qbo_id', 'qbo_sync_status', 'qbo_deleted_at',
+                    'qbo_sync_error_class', 'qbo_sync_error_code', 'qbo_sync_error', 'qbo_intuit_tid',
+                    'qbo_sync_attempts', 'qbo_last_synced_at', 'qbo_local_version', 'qbo_synced_version'],
+              'the monitor reads exactly the status columns of customer_profile');
 
 -- ---------------------------------------------------------------- column privileges
 SELECT set_eq($$SELECT a.attname::text FROM pg_attribute AS a

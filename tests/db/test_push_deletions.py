@@ -192,3 +192,34 @@ def test_a_customer_made_inactive_here_is_made_inactive_in_qbo(conn, seeded):
     ).fetchone()[0]
     there = next(o for o in qbo_objects(seeded, connected.access, "customers") if o["Id"] == qbo_id)
     assert there["Active"] is False
+
+
+def test_a_deletion_with_a_stale_sync_token_reads_qbo_again_and_is_done(conn, seeded):
+    connected = pulled(conn, seeded, "customers", "items", "invoices")
+    invoice = unlinked_invoices(seeded, connected.access)[3]["Id"]
+    customer = add_customer(conn, connected.org, "Edited Then Deleted")
+    push(conn, connected.org, "customers")
+    customer_id = conn.execute(
+        "SELECT qbo_id FROM customer_profile WHERE id = %s", (customer,)
+    ).fetchone()[0]
+    # QBO's users edit both meanwhile: the SyncTokens stored here are stale
+    change(seeded, "Invoice", "update", invoice, PrivateNote="edited in QBO")
+    change(seeded, "Customer", "update", customer_id, Notes="edited in QBO")
+    conn.execute(
+        "DELETE FROM invoice_record WHERE organization_id = %s AND qbo_id = %s",
+        (connected.org, invoice),
+    )
+    conn.execute("DELETE FROM customer_profile WHERE id = %s", (customer,))
+    for entity, qbo_id, counter in (
+        ("invoices", invoice, "deleted"),
+        ("customers", customer_id, "deactivated"),
+    ):
+        job = push(conn, connected.org, entity)
+        result = outcome(conn, job)
+        assert result["status"] == "completed" and result["summary"][counter] == 1, result
+        assert deletion(conn, connected.org, entity, qbo_id)[0] is True
+    assert invoice not in {i["Id"] for i in qbo_objects(seeded, connected.access, "invoices")}
+    there = next(
+        o for o in qbo_objects(seeded, connected.access, "customers") if o["Id"] == customer_id
+    )
+    assert there["Active"] is False

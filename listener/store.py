@@ -6,8 +6,9 @@ Requests that arrive together are written together: a writer takes every row wai
 wakes each request with the outcome. This is group commit done by the listener: one WAL flush
 for a batch instead of one per request, and no request is told 200 before its row is durable.
 A row the database refuses (a payload PostgreSQL's jsonb cannot hold, such as a \\u0000 escape) is
-stored alone, without its parsed payload and marked 'error' with the reason: nothing signed is
-lost, and it never takes the rest of its batch down with it.
+stored alone, without its parsed payload and marked 'rejected' with the reason (as malformed JSON
+is: the listener role may insert only 'received' and 'rejected' rows): nothing signed is lost,
+and it never takes the rest of its batch down with it.
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ class LogWriter:
                         row.content_type,
                         row.remote,
                         row.kind,
-                        "error" if row.valid else "rejected",
+                        "rejected",
                         f"stored without its payload: {reason}",
                     )
                 ]

@@ -385,3 +385,30 @@ async def test_sigterm_finishes_the_requests_in_flight(conn, connect, listening_
     assert status == 200
     assert process.wait(timeout=30) == 0
     assert [r["payload"] for r in log_rows(conn)] == [legacy_payload(entity_id="77")]
+
+
+async def test_concurrent_webhooks_are_each_stored_before_their_200(conn, listener, http):
+    """Rows that arrive together are committed together; every 200 means a stored row."""
+    bodies = [json.dumps(legacy_payload(entity_id=str(i))).encode() for i in range(60)]
+    answers = await asyncio.gather(
+        *(post(http, listener.url + "/webhooks/qbo", body, sign(body)) for body in bodies)
+    )
+    assert [status for status, _ in answers] == [200] * 60
+    stored = sorted(r["body"] for r in log_rows(conn))
+    assert stored == sorted(body.decode() for body in bodies)
+
+
+async def test_a_signed_payload_jsonb_cannot_hold_is_kept_not_lost(conn, listener, http):
+    """\\u0000 is valid JSON but not storable as jsonb: the row is kept (raw body, marked
+    as rejected with the reason: a person can read it, nothing processes it) and answered 200, and a good webhook sent with it is unaffected."""
+    bad = b'{"eventNotifications": [], "note": "\\u0000"}'
+    good = json.dumps(legacy_payload()).encode()
+    (bad_status, _), (good_status, _) = await asyncio.gather(
+        post(http, listener.url + "/webhooks/qbo", bad, sign(bad)),
+        post(http, listener.url + "/webhooks/qbo", good, sign(good)),
+    )
+    assert (bad_status, good_status) == (200, 200)
+    rows = {r["body"]: r for r in log_rows(conn)}
+    assert rows[bad.decode()]["status"] == "rejected" and rows[bad.decode()]["payload"] is None
+    assert "stored without its payload" in rows[bad.decode()]["error"]
+    assert rows[good.decode()]["status"] == "received"

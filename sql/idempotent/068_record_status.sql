@@ -11,7 +11,9 @@
 --   (WHERE qbo_sync_status <> 'synced'), never the synced rows.
 -- * public.qbo_sync_retry_record(entity, record_id): an error, held or conflict record (or a
 --   pending one) goes back to pending, its attempts and error cleared, and a push of its
---   entity is queued.
+--   entity is queued. A record waiting on a held conflict (qbo_sync_conflict, status 'held') is
+--   refused, for retry and skip alike: a person decides it with qbo_sync_resolve_conflict (every
+--   pull would put it back on hold anyway).
 -- * public.qbo_sync_skip_record(entity, record_id, reason): the record's pending change is not
 --   sent. Exactly:
 --     - a record QBO has (qbo_id set): the local change is given up. The row is marked synced at
@@ -122,9 +124,14 @@ BEGIN
                                    ''deleted'', t.qbo_deleted_at IS NOT NULL,
                                    ''attempts'', t.qbo_sync_attempts,
                                    ''local_version'', t.qbo_local_version,
-                                   ''synced_version'', t.qbo_synced_version)
+                                   ''synced_version'', t.qbo_synced_version,
+                                   ''open_conflict'', (SELECT c.id FROM public.qbo_sync_conflict AS c
+                                                      WHERE c.organization_id = t.organization_id
+                                                        AND c.entity = $2 AND c.local_id = t.id
+                                                        AND c.status = ''held''
+                                                      ORDER BY c.detected_at DESC LIMIT 1))
            FROM public.%I AS t WHERE t.id = $1', target.app_table)
-       INTO located USING record_id;
+       INTO located USING record_id, entity;
     IF located IS NULL OR NOT qbo_sync.may_act_for((located ->> 'organization_id')::uuid) THEN
         RAISE EXCEPTION '% record % does not exist', entity, record_id
             USING ERRCODE = 'no_data_found',
@@ -132,6 +139,23 @@ BEGIN
     END IF;
     EXECUTE format('SELECT FROM public.%I AS t WHERE t.id = $1 FOR UPDATE', target.app_table) USING record_id;
     RETURN located;
+END
+$$;
+
+-- A record waiting for a person on a held conflict is theirs to decide: a retry or a skip would
+-- be undone (every pull puts such a record back on hold, qbo_sync.keep_conflicts_held).
+CREATE OR REPLACE FUNCTION qbo_sync.refuse_open_conflict(entity text, record_id uuid, located jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF located ->> 'open_conflict' IS NOT NULL THEN
+        RAISE EXCEPTION '% record % waits for a person on conflict %', entity, record_id, located ->> 'open_conflict'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('decide it: SELECT qbo_sync_resolve_conflict(%L, ''qbo'' | ''local'' | ''custom'')',
+                                located ->> 'open_conflict');
+    END IF;
 END
 $$;
 
@@ -178,6 +202,7 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'a synced record has nothing to send; qbo_sync_record_status shows each record''s state';
     END IF;
+    PERFORM qbo_sync.refuse_open_conflict(entity, record_id, target_row);
     PERFORM qbo_sync.begin_applying_remote();
     -- pending again, with a version to push (a record QBO refused has one already; the bump
     -- covers one whose change was recorded as sent)
@@ -221,6 +246,7 @@ BEGIN
                         CASE WHEN (target_row ->> 'deleted')::boolean THEN 'deleted in QBO' ELSE 'synced' END
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
+    PERFORM qbo_sync.refuse_open_conflict(entity, record_id, target_row);
     app_table := (qbo_sync.entity_row(entity)).app_table;
     PERFORM qbo_sync.begin_applying_remote();
     IF target_row ->> 'qbo_id' IS NOT NULL THEN

@@ -90,12 +90,15 @@ def records(conn: psycopg.Connection) -> dict:
         "create_refused": add_customer(
             conn, org_a, "Refused", "error", None, error="bad", error_class="validation"
         ),
+        "conflict": add_customer(
+            conn, org_a, "Conflict", "conflict", "6", error_class="conflict", local=1
+        ),
         "b_error": add_customer(conn, org_b, "B error", "error", "9", error_class="validation"),
     }
     conflict = conn.execute(
         """INSERT INTO qbo_sync_conflict (organization_id, entity, local_id, qbo_id, status, policy)
-           VALUES (%s, 'customers', %s, '4', 'held', 'hold') RETURNING id""",
-        (org_a, ids["error"]),
+           VALUES (%s, 'customers', %s, '6', 'held', 'hold') RETURNING id""",
+        (org_a, ids["conflict"]),
     ).fetchone()[0]
     return {"a": org_a, "b": org_b, "ids": ids, "conflict": conflict}
 
@@ -122,6 +125,7 @@ def test_every_synced_row_has_its_state_with_the_error_and_the_open_conflict(con
         "error": "error",
         "deleted": "deleted",
         "create_refused": "error",
+        "conflict": "conflict",
     }
     error = status_of(conn, ids["error"])
     assert error["entity"] == "customers" and error["qbo_id"] == "4"
@@ -133,8 +137,8 @@ def test_every_synced_row_has_its_state_with_the_error_and_the_open_conflict(con
     assert error["error_message"] == "Duplicate Name Exists Error"
     assert error["attempts"] == 3
     assert (error["local_version"], error["synced_version"]) == (2, 1)
-    assert error["conflict_id"] == records["conflict"]
-    assert status_of(conn, ids["pending"])["conflict_id"] is None
+    assert error["conflict_id"] is None
+    assert status_of(conn, ids["conflict"])["conflict_id"] == records["conflict"]
     # joined to the business row by record_id
     joined = conn.execute(
         """SELECT c.display_name, s.state FROM customer_profile AS c
@@ -170,6 +174,7 @@ def test_counts_per_organization_and_entity_come_from_the_partial_indexes(conn, 
         (records["a"],),
     ).fetchall()
     assert counts == [
+        ("customers", "conflict", 1),
         ("customers", "error", 2),
         ("customers", "held", 1),
         ("customers", "pending", 1),
@@ -273,6 +278,25 @@ def test_skip_of_a_record_qbo_never_had_keeps_it_local_until_it_changes(conn, co
     assert scalar(conn, "SELECT count(*) FROM qbo_sync_history WHERE sync_type = 'skip'") == 1
     # the application changes it: pending again
     app.execute("UPDATE customer_profile SET display_name = 'Refused 2' WHERE id = %s", (record,))
+    assert status_of(conn, record)["state"] == "pending"
+
+
+def test_a_record_waiting_on_a_held_conflict_is_left_to_its_resolution(conn, connect, records):
+    app = app_session(connect, records["a"])
+    record = records["ids"]["conflict"]
+    for call in (
+        "SELECT qbo_sync_retry_record('customers', %s)",
+        "SELECT qbo_sync_skip_record('customers', %s, 'x')",
+    ):
+        with pytest.raises(errors.ObjectNotInPrerequisiteState, match="waits for a person") as info:
+            app.execute(call, (record,))
+        assert "qbo_sync_resolve_conflict" in (info.value.diag.message_hint or "")
+    assert status_of(conn, record)["state"] == "conflict"
+    # once resolved (no held conflict left), a conflict record may be retried
+    conn.execute(
+        "UPDATE qbo_sync_conflict SET status = 'resolved' WHERE id = %s", (records["conflict"],)
+    )
+    scalar(app, "SELECT qbo_sync_retry_record('customers', %s)", (record,))
     assert status_of(conn, record)["state"] == "pending"
 
 

@@ -31,7 +31,7 @@ SELECT functions_are('qbo_sync', ARRAY[
     'row_linked_to', 'record_push_conflict', 'deletions_to_push', 'record_deletion_pushed',
     'conflict_settings', 'conflict_rows', 'apply_merges', 'record_held_remote', 'keep_conflicts_held',
     'conflict_for_resolution', 'mark_conflict_resolved', 'resolve_conflict_values',
-    'lock_record_for_caller', 'record_manual_action', 'record_errors', 'job_ids', 'queue_entity_sync',
+    'lock_record_for_caller', 'refuse_open_conflict', 'record_manual_action', 'record_errors', 'job_ids', 'queue_entity_sync',
     'audit_local_counts', 'audit_local_tokens', 'record_drift', 'queue_drift_audit', 'drift_audit_all', 'schedule_workers'
 ]::name[], 'qbo_sync has exactly the expected functions');
 

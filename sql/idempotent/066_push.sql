@@ -140,6 +140,9 @@ $$;
 -- intuit_tid; the attempts are counted. `status` is the row's new status ('error': skipped until
 -- it changes again; 'held': tried again on the next push; 'conflict'), or NULL to keep it (a job
 -- that failed: the row is pushed again when the job is retried). Either way the other rows go on.
+-- A create QBO refused ('error', 'conflict') made nothing: its requestid is dropped, since QBO
+-- answers a requestid it has seen with its first answer, the fault too, and the corrected row
+-- must go as a new request.
 DROP FUNCTION IF EXISTS qbo_sync.record_push_problem(uuid, text, uuid, text, boolean);
 CREATE OR REPLACE FUNCTION qbo_sync.record_push_problem(
     organization_id uuid, entity text, row_id uuid, message text, status text, error_class text,
@@ -155,7 +158,11 @@ BEGIN
                        SET qbo_sync_status = coalesce($4, t.qbo_sync_status),
                            qbo_sync_error = $3, qbo_sync_error_class = $5,
                            qbo_sync_error_code = $6, qbo_intuit_tid = $7,
-                           qbo_sync_attempts = t.qbo_sync_attempts + 1
+                           qbo_sync_attempts = t.qbo_sync_attempts + 1,
+                           qbo_request_id = CASE WHEN $4 IN (''error'', ''conflict'')
+                                                 THEN NULL ELSE t.qbo_request_id END,
+                           qbo_create_sent_at = CASE WHEN $4 IN (''error'', ''conflict'')
+                                                     THEN NULL ELSE t.qbo_create_sent_at END
                      WHERE t.organization_id = $1 AND t.id = $2',
                    (qbo_sync.entity_row(entity)).app_table)
        USING organization_id, row_id, left(message, 2000), status, error_class, error_code,

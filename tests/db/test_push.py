@@ -403,3 +403,23 @@ def test_a_request_that_fails_the_job_notes_its_class_on_the_rows_it_carried(con
     row = record_of(conn, "customer_profile", row_id)
     assert row["qbo_sync_status"] == "synced" and row["qbo_id"] is not None
     assert (row["qbo_sync_error_class"], row["qbo_sync_attempts"]) == (None, 0)
+
+
+def test_a_create_qbo_refused_is_sent_with_a_new_requestid_once_corrected(conn, seeded):
+    """QBO answers a requestid it has seen with its first answer, a fault too: a corrected row
+    must not be sent under the requestid of the create QBO refused."""
+    connected = connect_realm(conn, seeded)
+    for entity in ("customers", "items"):
+        pull(conn, connected.org, entity)
+    customer = next(iter(local_rows(conn, "customers", connected.org).values()))
+    item = next(r for r in local_rows(conn, "items", connected.org).values() if r["is_active"])
+    bad = add_invoice(conn, connected.org, customer["id"], [(item["id"], Decimal(1), Decimal(-9))])
+    job = push(conn, connected.org, "invoices")  # alone: a single call with the row's requestid
+    assert outcome(conn, job)["summary"]["refused"] == 1
+    conn.execute(
+        "UPDATE invoice_line_item SET unit_price = 9, amount = 9 WHERE invoice_id = %s", (bad,)
+    )
+    job = push(conn, connected.org, "invoices")
+    result = outcome(conn, job)
+    assert result["summary"]["created"] == 1, result
+    assert record_of(conn, "invoice_record", bad)["qbo_sync_status"] == "synced"

@@ -340,7 +340,11 @@ def _change(
             ]
     if obj is not None:
         values.update(
-            qbo_sync_token=remote.get("qbo_sync_token"),
+            # a row held for a person keeps the SyncToken it had: nothing can update QBO from it
+            # until the person decides (a push of it meets 5010, and merge_remote finds it held)
+            qbo_sync_token=row.get("qbo_sync_token")
+            if outcome.held
+            else remote.get("qbo_sync_token"),
             qbo_created_at=remote.get("qbo_created_at"),
             qbo_updated_at=remote.get("qbo_updated_at"),
             qbo_raw=obj,
@@ -497,7 +501,8 @@ def resolve(plpy: Any, conflict_id: str, choice: str, custom: Mapping[str, Any] 
         not same(kinds.get(key, mapping.TEXT), key, value, base.get(key))
         for key, value in values.items()
     )
-    change = _change(entity, row, base, None, outcome, None)
+    # the base becomes the row's own again: its SyncToken too (kept back while it was held)
+    change = _change(entity, row, base, base_obj if merged_here else None, outcome, None)
     change["lines"] = None
     if choice == "qbo" and LINES in chosen:
         if not same(kinds[LINES], LINES, chosen[LINES], local.get(LINES)):

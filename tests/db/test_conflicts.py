@@ -570,3 +570,28 @@ def test_held_with_an_owned_field_the_person_decides_only_the_rest(conn, seeded)
     outcome(conn, push(conn, connected.org, "invoices"))
     there = qbo_object(seeded, connected.access, "invoices", row["qbo_id"])
     assert there["DueDate"] == "2031-06-06" and there["PrivateNote"] == "noted in QBO"
+
+
+def test_a_held_row_edited_here_is_not_pushed_by_a_push_alone(conn, seeded):  # noqa: F811
+    """A held row keeps its old SyncToken: edited again and pushed before any pull, the push
+    meets 5010, and the merge finds it held: QBO keeps its values, the row waits again."""
+    connected = connect_realm(conn, seeded)
+    row, conflict = held_invoice(conn, seeded, connected)
+    there = qbo_object(seeded, connected.access, "invoices", row["qbo_id"])
+    held = invoice(conn, connected.org, row["qbo_id"])
+    assert held["qbo_sync_token"] == row["qbo_sync_token"] != there["SyncToken"]
+    assert held["qbo_raw"]["SyncToken"] == there["SyncToken"]  # QBO's object is the base
+    local_change(conn, "invoice_record", row["id"], customer_memo="edited while held")
+    outcome(conn, push(conn, connected.org, "invoices"))
+    now = qbo_object(seeded, connected.access, "invoices", row["qbo_id"])
+    assert now["SyncToken"] == there["SyncToken"] and now["PrivateNote"] == "noted in QBO"
+    after = invoice(conn, connected.org, row["qbo_id"])
+    assert after["qbo_sync_status"] == "conflict" and after["customer_memo"] == "edited while held"
+    # the person decides: the SyncToken is QBO's again, and the push goes through
+    resolve(conn, conflict["id"], "local")
+    assert invoice(conn, connected.org, row["qbo_id"])["qbo_sync_token"] == there["SyncToken"]
+    outcome(conn, push(conn, connected.org, "invoices"))
+    now = qbo_object(seeded, connected.access, "invoices", row["qbo_id"])
+    assert (
+        now["PrivateNote"] == "noted here" and now["CustomerMemo"]["value"] == "edited while held"
+    )

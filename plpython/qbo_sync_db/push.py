@@ -108,8 +108,8 @@ LOOKUP_MARGIN = timedelta(minutes=10)
 MAX_UNKNOWN_OUTCOMES = 3
 #: the namespace of batch requestids (uuid5 of what the batch carries)
 BATCH_NAMESPACE = uuid.UUID("6f1d1c8e-3b0f-5a53-9a57-0d1e8c4f7b21")
-#: QBO's "Duplicate Name Exists", "Stale Object", "Object Not Found"
-DUPLICATE_NAME, STALE, NOT_FOUND = "6240", "5010", "610"
+#: QBO's "Duplicate Name Exists", "Stale Object", "Object Not Found", "RequestId already exists"
+DUPLICATE_NAME, STALE, NOT_FOUND, REQUESTID_USED = "6240", "5010", "610", "600"
 NAME_FIELD = {"customers": "DisplayName", "items": "Name"}
 
 
@@ -495,6 +495,13 @@ class Pusher:
             return
         if code == STALE and op.kind in ("update", "void"):
             self._stale(op, code, tid, message)
+            return
+        if code == REQUESTID_USED and op.kind == "create":
+            # QBO saw this requestid (some paths answer 600 rather than replay) and the lookup
+            # did not find the object: QBO refused it then. The next push sends it afresh.
+            self._problem(op.key, message, None, "transient", code, tid)
+            self.skip.append(op.key)
+            self.counts["failure_count"] += 1
             return
         if code == DUPLICATE_NAME and op.kind == "create" and self.entity in NAME_FIELD:
             self._duplicate_name(op, code, tid, message)

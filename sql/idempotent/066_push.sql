@@ -142,7 +142,8 @@ $$;
 -- that failed: the row is pushed again when the job is retried). Either way the other rows go on.
 -- A create QBO refused ('error', 'conflict') made nothing: its requestid is dropped, since QBO
 -- answers a requestid it has seen with its first answer, the fault too, and the corrected row
--- must go as a new request.
+-- must go as a new request. So is one QBO answered 600 (RequestId already exists: QBO saw it, and
+-- the lookup did not find what it would have made, so QBO refused it).
 DROP FUNCTION IF EXISTS qbo_sync.record_push_problem(uuid, text, uuid, text, boolean);
 CREATE OR REPLACE FUNCTION qbo_sync.record_push_problem(
     organization_id uuid, entity text, row_id uuid, message text, status text, error_class text,
@@ -159,9 +160,9 @@ BEGIN
                            qbo_sync_error = $3, qbo_sync_error_class = $5,
                            qbo_sync_error_code = $6, qbo_intuit_tid = $7,
                            qbo_sync_attempts = t.qbo_sync_attempts + 1,
-                           qbo_request_id = CASE WHEN $4 IN (''error'', ''conflict'')
+                           qbo_request_id = CASE WHEN $4 IN (''error'', ''conflict'') OR $6 = ''600''
                                                  THEN NULL ELSE t.qbo_request_id END,
-                           qbo_create_sent_at = CASE WHEN $4 IN (''error'', ''conflict'')
+                           qbo_create_sent_at = CASE WHEN $4 IN (''error'', ''conflict'') OR $6 = ''600''
                                                      THEN NULL ELSE t.qbo_create_sent_at END
                      WHERE t.organization_id = $1 AND t.id = $2',
                    (qbo_sync.entity_row(entity)).app_table)

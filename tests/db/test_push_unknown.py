@@ -214,3 +214,36 @@ def test_a_429_storm_makes_no_duplicate_and_loses_nothing(conn, seeded):
         if r["display_name"] in names
     ]
     assert len(rows) == 40 and all(r["qbo_sync_status"] == "synced" for r in rows)
+
+
+def test_a_refused_create_whose_fault_was_lost_is_not_stuck_on_qbos_600(conn, seeded):
+    """QBO answering a seen requestid with fault 600 (RequestId already exists) instead of its
+    first answer: the create the lookup did not find goes again under a new requestid, and the
+    row ends with QBO's real answer."""
+    connected = connect_realm(conn, seeded)
+    for entity in ("customers", "items"):
+        pull(conn, connected.org, entity)
+    sim_control(seeded, "PATCH", "config", {"requestid_mode": "error600"})
+    customer = next(iter(local_rows(conn, "customers", connected.org).values()))
+    item = next(r for r in local_rows(conn, "items", connected.org).values() if r["is_active"])
+    bad = add_invoice(conn, connected.org, customer["id"], [(item["id"], Decimal(1), Decimal(-7))])
+    sim_control(
+        seeded,
+        "POST",
+        "faults",
+        {"next": [{"kind": "drop_after_commit", "path_contains": "/invoice"}]},
+    )
+    job = push(conn, connected.org, "invoices")
+    assert outcome(conn, job)["status"] == "completed"
+    status, error_class, code = conn.execute(
+        "SELECT qbo_sync_status, qbo_sync_error_class, qbo_sync_error_code FROM invoice_record"
+        " WHERE id = %s",
+        (bad,),
+    ).fetchone()
+    assert (status, error_class, code) == ("pending", "transient", "600")
+    push(conn, connected.org, "invoices")
+    assert conn.execute(
+        "SELECT qbo_sync_status, qbo_sync_error_class, qbo_sync_error_code FROM invoice_record"
+        " WHERE id = %s",
+        (bad,),
+    ).fetchone() == ("error", "validation", "6000")

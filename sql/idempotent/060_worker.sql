@@ -364,8 +364,18 @@ BEGIN
         message := format('%s (SQLSTATE %s)', left(error_message, 3800), error_state);
         retryable := qbo_sync.error_is_retryable(error_state);
         BEGIN
-            new_status := qbo_sync.fail(job.id, job.lease_id, message, retryable, error_state);
-            recorded := true;
+            IF error_state = 'QB429' THEN
+                -- QBO throttles the realm for longer than a job may wait: the job waits in the
+                -- queue instead, its attempt not counted (a long 429 storm must not use up the
+                -- attempts of work that will succeed once the storm ends)
+                recorded := qbo_sync.release(job.id, job.lease_id,
+                                             qbo_sync.setting_numeric('pacing.max_wait_seconds'),
+                                             message);
+                new_status := CASE WHEN recorded THEN 'pending (throttled: the attempt is not counted)' END;
+            ELSE
+                new_status := qbo_sync.fail(job.id, job.lease_id, message, retryable, error_state);
+                recorded := true;
+            END IF;
         EXCEPTION WHEN lock_not_available THEN
             recorded := false;
         END;

@@ -200,7 +200,6 @@ def test_a_transient_handler_error_is_retried_later(conn, org, handlers):
         ("RAISE EXCEPTION 'internal' USING ERRCODE = 'XX000'", "XX000", False),
         ("RAISE EXCEPTION 'QBO said no' USING ERRCODE = 'QB400'", "QB400", False),
         ("RAISE EXCEPTION 'reconnect' USING ERRCODE = 'QB410'", "QB410", False),
-        ("RAISE EXCEPTION 'throttled' USING ERRCODE = 'QB429'", "QB429", True),
         ("RAISE EXCEPTION 'QBO 502' USING ERRCODE = 'QB500'", "QB500", True),
         ("RAISE EXCEPTION 'QBO timeout' USING ERRCODE = 'QB504'", "QB504", True),
         ("RAISE EXCEPTION 'serialization' USING ERRCODE = '40001'", "40001", True),
@@ -218,6 +217,26 @@ def test_only_transient_errors_are_retried(conn, org, handlers, raise_sql, sqlst
     assert row["last_error_code"] == sqlstate and row["attempts"] == 1
     assert row["status"] == ("pending" if retried else "failed")
     assert f"SQLSTATE {sqlstate}" in row["last_error"]
+
+
+def test_a_throttled_job_waits_in_the_queue_without_using_up_its_attempts(conn, org, handlers):
+    """QB429 (QBO throttles the realm for longer than pacing.max_wait_seconds): the job goes
+    back to the queue for that long, and however often it happens the job never fails for it."""
+    handlers("items", "BEGIN RAISE EXCEPTION 'throttled' USING ERRCODE = 'QB429'; RETURN NULL; END")
+    job_id = conn.execute("SELECT trigger_qbo_sync(%s, 'items')", (org,)).fetchone()[0]
+    max_attempts = job_row(conn, job_id)["max_attempts"]
+    for _ in range(max_attempts + 2):
+        run_worker(conn, max_jobs=1)
+        row = job_row(conn, job_id)
+        assert (row["status"], row["attempts"]) == ("pending", 0)
+        assert "SQLSTATE QB429" in row["last_error"]
+        waits = conn.execute(
+            "SELECT extract(epoch FROM run_at - now()) FROM qbo_sync_queue WHERE id = %s",
+            (job_id,),
+        ).fetchone()[0]
+        assert 25 <= waits <= 30  # pacing.max_wait_seconds
+        conn.execute("UPDATE qbo_sync_queue SET run_at = now() WHERE id = %s", (job_id,))
+    assert "throttled: the attempt is not counted" in history(conn)[0][1]
 
 
 @pytest.mark.parametrize(

@@ -595,3 +595,48 @@ def test_a_held_row_edited_here_is_not_pushed_by_a_push_alone(conn, seeded):  # 
     assert (
         now["PrivateNote"] == "noted here" and now["CustomerMemo"]["value"] == "edited while held"
     )
+
+
+def test_a_merge_is_not_applied_over_a_local_change_made_since_it_was_read(conn, org):
+    row_id, version = conn.execute(
+        "INSERT INTO customer_profile (organization_id, display_name, qbo_id, qbo_sync_token)"
+        " VALUES (%s, 'Before', '41', '3') RETURNING id, qbo_local_version",
+        (org,),
+    ).fetchone()
+    conn.execute("UPDATE customer_profile SET notes = 'edited meanwhile' WHERE id = %s", (row_id,))
+    change = {
+        "id": str(row_id),
+        "version": version,  # as read before the edit
+        "status": "synced",
+        "columns": ["display_name"],
+        "refs": {},
+        "values": {"display_name": "From QBO", "qbo_sync_token": "4", "qbo_raw": {"Id": "41"}},
+        "new_base": True,
+        "lines": None,
+        "conflict": {"fields": ["display_name"], "status": "resolved", "detected_by": "pull"},
+    }
+    result = conn.execute(
+        "SELECT qbo_sync.apply_merges(%s, 'customers', %s)", (org, json.dumps([change]))
+    ).fetchone()[0]
+    assert result == {"applied": [], "stale": [str(row_id)]}
+    name, notes, token = conn.execute(
+        "SELECT display_name, notes, qbo_sync_token FROM customer_profile WHERE id = %s",
+        (row_id,),
+    ).fetchone()
+    assert (name, notes, token) == ("Before", "edited meanwhile", "3")
+    assert conflict_rows(conn, org) == []  # no conflict recorded for a merge not applied
+    # read again, it applies
+    change["version"] = conn.execute(
+        "SELECT qbo_local_version FROM customer_profile WHERE id = %s", (row_id,)
+    ).fetchone()[0]
+    change["conflict"] = None
+    result = conn.execute(
+        "SELECT qbo_sync.apply_merges(%s, 'customers', %s)", (org, json.dumps([change]))
+    ).fetchone()[0]
+    assert result == {"applied": [str(row_id)], "stale": []}
+    # the engine writes business columns only
+    change["columns"] = ["qbo_id"]
+    with pytest.raises(psycopg.errors.InvalidParameterValue):
+        conn.execute(
+            "SELECT qbo_sync.apply_merges(%s, 'customers', %s)", (org, json.dumps([change]))
+        )

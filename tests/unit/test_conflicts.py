@@ -226,3 +226,15 @@ def test_a_conflict_record_carries_the_three_values_of_the_fields_in_conflict():
     assert change["values"]["qbo_sync_token"] == "4" and change["values"]["qbo_raw"] == remote
     assert change["status"] == "pending" and change["version"] == 3
     assert result.outcome == "push"
+
+
+def test_conflicts_going_both_ways_are_mixed():
+    base, local, remote = rows(
+        "customers",
+        CUSTOMER,
+        {"notes": "here", "email": "here@example.com"},
+        {"Notes": "there", "PrimaryEmailAddr": {"Address": "there@example.com"}},
+    )
+    result = conflicts.merge("customers", base, local, remote, owners={"customers.email": "local"})
+    assert result.decided == {"email": "local", "notes": "qbo"}
+    assert result.resolution == "mixed" and result.outcome == "push"

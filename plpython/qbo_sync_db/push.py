@@ -598,6 +598,24 @@ class Pusher:
         if other is None:
             self._link(row, found)
             return
+        self._conflict(
+            row,
+            found,
+            f"{message} (the {field} is QBO's {self.spec.qbo_entity} {found['Id']}, linked"
+            f" to row {other})",
+            code,
+            tid,
+        )
+
+    def _conflict(
+        self,
+        row: dict[str, Any],
+        found: dict[str, Any],
+        message: str,
+        code: str | None,
+        tid: str | None,
+    ) -> None:
+        """A conflict for a person: the row and QBO object `found` (both sides' values)."""
         local = {c: row.get(c) for c in self.columns}
         remote = {c: v for c, v in mapping.from_qbo(self.entity, found).items() if c in local}
         fields = sorted(c for c in local if _norm(local[c]) != _norm(remote.get(c)))
@@ -613,8 +631,7 @@ class Pusher:
                 json.dumps(local, default=str),
                 json.dumps(remote, default=str),
                 fields,
-                f"{message} (the {field} is QBO's {self.spec.qbo_entity} {found['Id']}, linked"
-                f" to row {other})",
+                message,
                 code,
                 tid,
             ],
@@ -634,13 +651,31 @@ class Pusher:
         else:
             candidates = self._query(self._lookup_query(row, body))
             candidates = [c for c in candidates if sent_matches(body, c)]
+        taken = []
         for found in candidates:
-            if self._linked_elsewhere(row, found) is None:
+            other = self._linked_elsewhere(row, found)
+            if other is None:
                 self._link(row, found)
                 self.counts["found_after_unknown_outcome"] = (
                     self.counts.get("found_after_unknown_outcome", 0) + 1
                 )
                 return True
+            taken.append((found, other))
+        if taken and self.entity not in NAME_FIELD:
+            # QBO has what this row would create, made since it was first sent, but another row
+            # is linked to it (a pull brought it in before this lookup): most likely this row's
+            # own create. Sending it again would make a second one: a person decides.
+            found, other = taken[0]
+            self._conflict(
+                row,
+                found,
+                f"QBO's {self.spec.qbo_entity} {found['Id']} holds what this row's create sent"
+                f" (its answer was lost), but row {other} is linked to it: one of the two rows"
+                " is a copy",
+                None,
+                None,
+            )
+            return True
         return False
 
     def _lookup_query(self, row: dict[str, Any], body: dict[str, Any]) -> str:

@@ -247,3 +247,53 @@ def test_a_refused_create_whose_fault_was_lost_is_not_stuck_on_qbos_600(conn, se
         " WHERE id = %s",
         (bad,),
     ).fetchone() == ("error", "validation", "6000")
+
+
+def test_a_lost_create_a_pull_brought_in_first_is_a_conflict_not_a_second_invoice(conn, seeded):
+    """The create's answer is lost and the lookup cannot run (QBO answers 500 to it): the job
+    fails. A pull then brings QBO's new invoice in as a row of its own. The next push finds the
+    invoice, linked to that row: it does not create a second one, a person decides."""
+    connected = connect_realm(conn, seeded)
+    for entity in ("customers", "items", "invoices"):
+        pull(conn, connected.org, entity)
+    customer = next(iter(local_rows(conn, "customers", connected.org).values()))
+    item = next(r for r in local_rows(conn, "items", connected.org).values() if r["is_active"])
+    invoice = add_invoice(
+        conn, connected.org, customer["id"], [(item["id"], Decimal(3), Decimal(7))]
+    )
+    number = conn.execute(
+        "SELECT invoice_number FROM invoice_record WHERE id = %s", (invoice,)
+    ).fetchone()[0]
+    sim_control(
+        seeded,
+        "POST",
+        "faults",
+        {
+            "next": [
+                {"kind": "drop_after_commit", "path_contains": "/invoice"},
+                {"kind": "500", "path_contains": "/query", "times": 4},
+            ]
+        },
+    )
+    job = push(conn, connected.org, "invoices")
+    assert outcome(conn, job)["status"] != "completed"
+    pull(conn, connected.org, "invoices")
+    push(conn, connected.org, "invoices")
+    there = [
+        i for i in qbo_objects(seeded, connected.access, "invoices") if i.get("DocNumber") == number
+    ]
+    assert len(there) == 1  # no second invoice in QBO
+    status, error_class = conn.execute(
+        "SELECT qbo_sync_status, qbo_sync_error_class FROM invoice_record WHERE id = %s",
+        (invoice,),
+    ).fetchone()
+    assert (status, error_class) == ("conflict", "conflict")
+    copy = conn.execute(
+        "SELECT id FROM invoice_record WHERE organization_id = %s AND qbo_id = %s",
+        (connected.org, there[0]["Id"]),
+    ).fetchone()[0]
+    assert copy != invoice
+    assert conn.execute(
+        "SELECT qbo_id, status, detected_by FROM qbo_sync_conflict WHERE local_id = %s",
+        (invoice,),
+    ).fetchone() == (there[0]["Id"], "held", "push")

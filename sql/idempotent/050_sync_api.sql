@@ -1,5 +1,6 @@
--- The SQL entry points users call: trigger_qbo_sync, qbo_sync_orchestrator, and the
--- scheduled enqueuers the pg_cron jobs run.
+-- The SQL entry points users call: trigger_qbo_sync, qbo_sync_orchestrator, the per-entity
+-- functions (qbo_sync_customers, _items, _invoices, _payments), and the scheduled enqueuers the
+-- pg_cron jobs run.
 
 -- Before 0.2 the scheduled functions lived in public, where a role with CREATE there could plant
 -- overloads that pg_cron's owner would then call. They live in qbo_sync now.

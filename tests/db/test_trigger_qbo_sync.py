@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from tests.conftest import make_org
+from tests.db.test_roles import MONITOR, app_session
 
 CALL = "SELECT trigger_qbo_sync(%s::uuid, %s, %s, %s)"
 
@@ -155,3 +156,21 @@ def test_each_entity_has_its_own_function(conn, org, entity):
         conn.execute(f"SELECT qbo_sync_{entity}(%s, 'sideways')", (org,))
     with pytest.raises(psycopg.errors.NoDataFound, match="does not exist"):
         conn.execute(f"SELECT qbo_sync_{entity}(%s)", (uuid.uuid4(),))
+
+
+def test_the_application_queues_entity_syncs_for_its_organization_only(conn, connect):
+    org_a, org_b = make_org(conn, "App A"), make_org(conn, "App B")
+    app = app_session(connect, org_a)
+    job = app.execute("SELECT qbo_sync_invoices(%s, 'pull')", (org_a,)).fetchone()[0]
+    summary = app.execute("SELECT qbo_sync_orchestrator(%s, 'push')", (org_a,)).fetchone()[0]
+    assert len(summary["jobs"]) == 4
+    for entity in ("customers", "items", "invoices", "payments"):
+        with pytest.raises(psycopg.errors.NoDataFound, match="does not exist"):
+            app.execute(f"SELECT qbo_sync_{entity}(%s)", (org_b,))
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        connect(user=MONITOR).execute("SELECT qbo_sync_items(%s)", (org_a,))
+    queued = conn.execute("SELECT DISTINCT organization_id FROM qbo_sync_queue").fetchall()
+    assert queued == [(org_a,)]
+    assert conn.execute("SELECT source FROM qbo_sync_queue WHERE id = %s", (job,)).fetchone() == (
+        "manual",
+    )

@@ -52,8 +52,12 @@ Creates are made once in QBO:
   (both unique in QBO), invoices and payments by what was sent (CustomerRef, TxnDate, DocNumber
   when set, created since qbo_create_sent_at minus a margin, then every value of the body the
   engine sends, lines included; for a payment its TotalAmt). A match no other row is linked to
-  is linked and stored like the answer to the create; otherwise the create is sent again (with
-  its stored requestid).
+  is linked and stored like the answer to the create. A match another row is linked to (a pull
+  brought it in before the lookup could run) is a conflict for a person, not a second object in
+  QBO. Without a match the create is sent again (with its stored requestid);
+* a create QBO refused drops its requestid (QBO answers a requestid it has seen with its first
+  answer, a fault too), so the corrected row is a new request; so does one QBO answers 600
+  (RequestId already exists) when the lookup found nothing.
 """
 
 from __future__ import annotations

@@ -187,7 +187,8 @@ def merge(
     stored with QBO's object) counts every difference as changed on both sides."""
     owners = owners or {}
     result = Merge(values={}, sources={})
-    for key, kind in mergeable_kinds(entity).items():
+    kinds = mergeable_kinds(entity)
+    for key, kind in kinds.items():
         here, there = local.get(key), remote.get(key)
         if same(kind, key, here, there):
             result.values[key], result.sources[key] = there, "remote"
@@ -209,7 +210,6 @@ def merge(
             result.values[key], result.sources[key] = there, "remote"
         else:  # local, or held: the row keeps its value until a person decides
             result.values[key], result.sources[key] = here, "local"
-    kinds = mergeable_kinds(entity)
     result.pending = any(
         not same(kinds[key], key, value, remote.get(key)) for key, value in result.values.items()
     )

@@ -442,7 +442,6 @@ class Pusher:
                     api_error.code if api_error else None,
                     api_error.intuit_tid if api_error else None,
                 )
-        self.counts["failure_count"] += len(ops)
         if (
             ambiguous
             and any(op.kind == "create" for op in ops)
@@ -452,6 +451,7 @@ class Pusher:
             self.counts["unknown_outcomes"] = self.unknown_outcomes
             self.ctx.commit()
             return
+        self.counts["failure_count"] += len(ops)
         self.ctx.commit()  # the rows' notes outlive the failed job
         raise failed
 
@@ -468,10 +468,10 @@ class Pusher:
                 api_error.code if api_error else None,
                 api_error.intuit_tid if api_error else None,
             )
-            if op.kind != "create" or self.unknown_outcomes >= MAX_UNKNOWN_OUTCOMES:
-                self.skip.append(op.key)
-            else:
+            if op.kind == "create" and self.unknown_outcomes < MAX_UNKNOWN_OUTCOMES:
                 self.unknown_outcomes += 1
+                return
+            self.skip.append(op.key)
         else:
             self._deletion_done(op.key, error.message)
         self.counts["failure_count"] += 1

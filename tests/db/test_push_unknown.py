@@ -297,3 +297,20 @@ def test_a_lost_create_a_pull_brought_in_first_is_a_conflict_not_a_second_invoic
         "SELECT qbo_id, status, detected_by FROM qbo_sync_conflict WHERE local_id = %s",
         (invoice,),
     ).fetchone() == (there[0]["Id"], "held", "push")
+
+
+def test_a_job_that_recovered_a_lost_batch_answer_is_complete_not_partial(conn, seeded):
+    connected = connect_realm(conn, seeded)
+    sim_control(
+        seeded,
+        "POST",
+        "faults",
+        {"next": [{"kind": "drop_after_commit", "path_contains": "/batch"}]},
+    )
+    for n in range(3):
+        add_customer(conn, connected.org, f"Recovered {n}")
+    job = push(conn, connected.org, "customers")
+    result = outcome(conn, job)
+    assert (result["status"], result["history"]) == ("completed", "completed"), result
+    assert result["summary"]["unknown_outcomes"] == 1
+    assert result["summary"]["failure_count"] == 0

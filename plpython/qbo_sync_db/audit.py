@@ -13,7 +13,11 @@ pulled yet is drift too, and the repair brings it). Cheap first, exact when need
    ...`, 1000 a page; TotalAmt too for invoices and payments, for the totals), compared with the
    local rows: objects missing here and objects newer in QBO (a higher SyncToken) are queued for
    a targeted pull (a refetch of those Ids, qbo_sync_db.engine), and local rows QBO no longer has
-   are reported.
+   are reported. Rows the application deleted whose deletion is not pushed yet count as here (a
+   refetch must not bring them back). A slice that differs while every object is here at QBO's
+   version is a local change not pushed yet, not drift.
+   A change in QBO that leaves every count as it was (a renamed customer) is not something counts
+   can see: CDC and webhooks bring those.
 3. The result is a row of public.qbo_sync_drift (counts, totals when listed, missing Ids, the
    repair job) and the job's summary.
 """
@@ -65,6 +69,7 @@ def run(ctx: Any, entity: str) -> dict[str, Any]:
         db.execute(ctx.plpy, LOCAL_COUNTS, ["uuid", "text"], [org, entity])[0]["counts"]
     )
     local_counts = {name: int(local[name]) for name in qbo_counts}
+    local_counts["all"] += int(local.get("pending_deletions") or 0)
     differing = sorted(n for n in qbo_counts if qbo_counts[n] != local_counts[n])
     result: dict[str, Any] = {
         "qbo_counts": qbo_counts,
@@ -87,8 +92,10 @@ def run(ctx: Any, entity: str) -> dict[str, Any]:
         )
         gone = _sorted_ids(i for i in tokens if i not in listed)
         repair = missing_here + newer
+        # a slice that differs while every object is here at QBO's version is a local change
+        # not pushed yet (a payment's amount, say): not drift
         result.update(
-            drifted=True,
+            drifted=bool(repair or gone) or qbo_counts["all"] != local_counts["all"],
             missing_here=missing_here[:LISTED_IDS],
             newer_in_qbo=newer[:LISTED_IDS],
             not_in_qbo=gone[:LISTED_IDS],

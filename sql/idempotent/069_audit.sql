@@ -9,7 +9,9 @@
 -- * pg_cron's daily `qbo-drift-audit` runs qbo_sync.drift_audit_all() (110_cron.sql).
 
 -- The local side of the counts, in the slices audit.py counts in QBO (and the total of the
--- amounts for invoices and payments): rows linked to QBO (qbo_id) and not deleted there.
+-- amounts for invoices and payments): rows linked to QBO (qbo_id) and not deleted there. Rows the
+-- application deleted whose deletion is not pushed yet count as here ("pending_deletions"): QBO
+-- still has them, rightly, until the push.
 CREATE OR REPLACE FUNCTION qbo_sync.audit_local_counts(organization_id uuid, entity text)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE
@@ -42,11 +44,15 @@ BEGIN
                        (qbo_sync.entity_row(entity)).app_table)
            INTO counts USING organization_id;
     END IF;
-    RETURN counts;
+    RETURN counts || jsonb_build_object('pending_deletions', (
+        SELECT count(*) FROM qbo_sync.local_deletion AS d
+         WHERE d.organization_id = audit_local_counts.organization_id
+           AND d.entity = audit_local_counts.entity AND d.pushed_at IS NULL));
 END
 $$;
 
--- QBO Id → stored SyncToken of the same rows.
+-- QBO Id → stored SyncToken of the same rows, and of the deletions not pushed yet (never
+-- "missing here": a refetch would bring back a row the application deleted).
 CREATE OR REPLACE FUNCTION qbo_sync.audit_local_tokens(organization_id uuid, entity text)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE
@@ -60,7 +66,10 @@ BEGIN
                      WHERE t.organization_id = $1 AND t.qbo_id IS NOT NULL AND t.qbo_deleted_at IS NULL',
                    (qbo_sync.entity_row(entity)).app_table)
        INTO tokens USING organization_id;
-    RETURN tokens;
+    RETURN (SELECT coalesce(jsonb_object_agg(d.qbo_id, d.qbo_sync_token), '{}')
+              FROM qbo_sync.local_deletion AS d
+             WHERE d.organization_id = audit_local_tokens.organization_id
+               AND d.entity = audit_local_tokens.entity AND d.pushed_at IS NULL) || tokens;
 END
 $$;
 

@@ -143,3 +143,21 @@ def test_the_application_audits_its_own_organization_only(conn, connect, seeded)
     # an operator's NULL: every organization with an active connection
     conn.execute("DELETE FROM qbo_sync_queue")
     assert conn.execute("SELECT qbo_sync_drift_audit()").fetchone()[0] == 4
+
+
+def test_a_deletion_not_pushed_yet_is_not_drift_and_is_not_brought_back(conn, seeded):
+    org = synced(conn, seeded)
+    gone = sorted(local_rows(conn, "payments", org), key=int)[0]
+    conn.execute(  # the application deletes it: recorded for the push, not pushed yet
+        "DELETE FROM invoice_payment WHERE organization_id = %s AND qbo_id = %s", (org, gone)
+    )
+    pending = conn.execute(
+        "SELECT count(*) FROM qbo_sync.local_deletion WHERE organization_id = %s AND qbo_id = %s"
+        " AND pushed_at IS NULL",
+        (org, gone),
+    ).fetchone()[0]
+    assert pending == 1
+    payments = audit(conn, org)["payments"]
+    assert payments["drifted"] is False, payments
+    assert payments["repair_job_id"] is None
+    assert gone not in local_rows(conn, "payments", org)

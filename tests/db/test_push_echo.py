@@ -16,7 +16,7 @@ from psycopg import sql
 from tests.db.qbo_jobs import connect_realm
 from tests.db.test_pull import APP_TABLE, local_rows, pull, seeded  # noqa: F401
 from tests.db.test_push import add_customer, add_invoice, push
-from tests.db.test_qbo_calls import outcome
+from tests.db.test_qbo_calls import outcome, run_worker
 
 
 def snapshot(conn: psycopg.Connection, org: uuid.UUID, entity: str) -> dict:
@@ -121,4 +121,15 @@ def test_pull_after_push_changes_nothing(conn, seeded, entity):
     assert summary["mode"] == "incremental"
     assert (summary["inserted"], summary["updated"], summary.get("held", 0)) == (0, 0, 0)
     assert summary["unchanged"] >= 4  # CDC brought back the four objects we wrote
+    assert snapshot(conn, connected.org, entity) == before
+    # the webhooks of our own writes: the pull webhook processing queues for those Ids
+    ids = [r["qbo_id"] for r in local_rows(conn, entity, connected.org).values()]
+    job = conn.execute(
+        "SELECT qbo_sync.enqueue(%s, %s, 'pull', 'high', %s, 'webhook')",
+        (connected.org, entity, ids),
+    ).fetchone()[0]
+    run_worker(conn)
+    result = outcome(conn, job)
+    assert result["status"] == "completed", result
+    assert (result["summary"]["inserted"], result["summary"]["updated"]) == (0, 0)
     assert snapshot(conn, connected.org, entity) == before

@@ -1,5 +1,5 @@
 # qbo-sync: every target sets up what is missing first, so each is one command on a fresh machine.
-.PHONY: setup test test-fast test-unit lint bench db db-stop db-status install simulator clean
+.PHONY: setup test test-fast test-unit lint bench demo demo-stop db db-stop db-status install simulator clean
 
 VENV := .venv
 QBO := $(VENV)/bin/qbo-sync
@@ -22,6 +22,13 @@ lint: setup
 
 bench: setup
 	$(VENV)/bin/python -m bench
+
+# the database, the simulator and the listener, a real two-way sync, left running
+demo: setup
+	$(QBO) demo
+
+demo-stop: setup
+	$(QBO) demo --stop
 
 db: setup
 	$(QBO) db start

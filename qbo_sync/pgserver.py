@@ -220,21 +220,31 @@ class Cluster:
         shutil.rmtree(self.base_dir, ignore_errors=True)
 
 
-def local_cluster_dir() -> Path:
-    """Where `qbo-sync db` keeps its cluster: `.local/pg` in the project.
+HOME_VARIABLE = "QBO_SYNC_HOME"
 
-    When we are root and the server user cannot reach the project (a clone under /root, say),
-    the cluster lives under /var/tmp and `.local/pg` is a symlink to it.
+
+def local_home() -> Path:
+    """Where the local development pieces live (the cluster, the demo's processes and logs):
+    $QBO_SYNC_HOME, else `.local` in the project."""
+    home = Path(os.environ.get(HOME_VARIABLE, "").strip() or PROJECT_ROOT / ".local")
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def local_cluster_dir() -> Path:
+    """Where `qbo-sync db` keeps its cluster: `pg` in local_home() (`.local/pg`).
+
+    When we are root and the server user cannot reach that directory (a clone under /root, say),
+    the cluster lives under /var/tmp and `pg` is a symlink to it.
     """
-    local = PROJECT_ROOT / ".local"
-    local.mkdir(exist_ok=True)
+    local = local_home()
     link = local / "pg"
     if link.exists():
         return link.resolve()
     if server_user_can_reach(local):
         link.mkdir()
         return link
-    digest = hashlib.sha256(str(PROJECT_ROOT).encode()).hexdigest()[:12]
+    digest = hashlib.sha256(str(local.resolve()).encode()).hexdigest()[:12]
     outside = Path("/var/tmp") / f"qbo-sync-{digest}"
     outside.mkdir(parents=True, exist_ok=True)
     link.symlink_to(outside)

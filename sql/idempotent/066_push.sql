@@ -209,7 +209,7 @@ BEGIN
            (organization_id, entity, local_id, qbo_id, local_values, remote_values, fields,
             resolution, policy, status, detected_by)
     VALUES (organization_id, entity, row_id, qbo_id, local_values, remote_values, fields,
-            'hold', 'hold', 'held', 'push')
+            'held', 'hold', 'held', 'push')
     RETURNING c.id INTO conflict;
     PERFORM qbo_sync.record_push_problem(organization_id, entity, row_id, message, 'conflict',
                                          'conflict', error_code, intuit_tid);

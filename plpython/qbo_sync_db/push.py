@@ -609,6 +609,7 @@ class Pusher:
             f" to row {other})",
             code,
             tid,
+            fields=["display_name" if self.entity == "customers" else "name"],
         )
 
     def _conflict(
@@ -618,11 +619,15 @@ class Pusher:
         message: str,
         code: str | None,
         tid: str | None,
+        fields: Sequence[str] | None = None,
     ) -> None:
-        """A conflict for a person: the row and QBO object `found` (both sides' values)."""
+        """A conflict for a person: the row and QBO object `found` (both sides' values), about
+        `fields` (None: those that differ). A name QBO says is taken is about the name alone:
+        the person renames the row (or links it by hand)."""
         local = {c: row.get(c) for c in self.columns}
         remote = {c: v for c, v in mapping.from_qbo(self.entity, found).items() if c in local}
-        fields = sorted(c for c in local if _norm(local[c]) != _norm(remote.get(c)))
+        if fields is None:
+            fields = sorted(c for c in local if _norm(local[c]) != _norm(remote.get(c)))
         db.execute(
             self.plpy,
             CONFLICT,
@@ -634,7 +639,7 @@ class Pusher:
                 str(found["Id"]),
                 json.dumps(local, default=str),
                 json.dumps(remote, default=str),
-                fields,
+                list(fields),
                 message,
                 code,
                 tid,

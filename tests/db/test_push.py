@@ -152,6 +152,18 @@ def test_a_name_qbo_has_for_another_linked_row_is_a_conflict_for_a_person(conn, 
     # a conflict row is not pushed again until a person resolves it or it changes
     job = push(conn, connected.org, "items")
     assert outcome(conn, job)["summary"].get("entity_count", 0) == 0
+    # a person renames it: the next push creates it
+    conflict_id = conn.execute(
+        "SELECT id FROM qbo_sync_conflict WHERE local_id = %s", (row_id,)
+    ).fetchone()[0]
+    conn.execute(
+        "SELECT qbo_sync_resolve_conflict(%s, 'custom', %s)",
+        (conflict_id, json.dumps({"name": "Renamed By A Person"})),
+    )
+    job = push(conn, connected.org, "items")
+    assert outcome(conn, job)["summary"]["created"] == 1
+    assert len(by_name(qbo_objects(seeded, connected.access, "items"), "Renamed By A Person")) == 1
+    assert record_of(conn, "item_record", row_id)["qbo_sync_status"] == "synced"
 
 
 def test_a_validation_fault_on_one_invoice_leaves_the_rest_of_its_batch_and_its_job_done(

@@ -160,3 +160,32 @@ def test_a_create_is_never_resent_blindly_and_a_batch_with_creates_neither():
     }
     void = push.Op("void", "Payment", {"Id": "8", "SyncToken": "1"}, {"id": "p"}, "rid-4")
     assert "include=void" in void.single(company).url
+
+
+def test_the_shared_pacer_counts_a_batch_once_toward_each_of_its_two_limits():
+    limits = pacing.Limits()
+    state = pacing.new_state(T0)
+    decision, after_call = pacing.reserve(state, T0, "call", limits)
+    assert decision.go
+    decision, after_batch = pacing.reserve(state, T0, "batch", limits)
+    assert decision.go
+    # a batch moves the per-minute budget exactly as one call does, and the batch budget once
+    assert after_batch["tat"]["per_minute"] == after_call["tat"]["per_minute"]
+    assert after_batch["tat"]["per_second"] == after_call["tat"]["per_second"]
+    assert "batches_per_minute" in after_batch["tat"]
+    assert after_call["tat"].get("batches_per_minute") in (
+        None,
+        state["tat"].get("batches_per_minute"),
+    )
+    # 40 batches go in a minute, the 41st waits for the next
+    state, now, gone = pacing.new_state(T0), T0, 0
+    while now < T0 + 60:
+        decision, state = pacing.reserve(
+            state, now, "batch", pacing.Limits(headroom=0, skew_seconds=0)
+        )
+        if decision.go:
+            gone += 1
+            state = pacing.release(state, now, decision.slot, 0, limits)
+        else:
+            now += decision.wait_seconds
+    assert gone == 40

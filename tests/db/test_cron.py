@@ -3,6 +3,7 @@ worker.processes, and a real pg_cron run of the queue processor."""
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 
 import psycopg
@@ -209,3 +210,65 @@ def test_pg_cron_runs_the_queue_processor_which_processes_a_job(cron_dsn):
             conn.execute(
                 "UPDATE qbo_sync.settings SET value = '50' WHERE key = 'worker.drain_seconds'"
             )
+
+
+@pytest.mark.slow  # pg_cron 1.4 starts jobs on the minute: this waits up to a minute by nature
+def test_two_cron_workers_run_two_organizations_at_the_same_time(cron_dsn):
+    with psycopg.connect(cron_dsn, autocommit=True) as conn:
+        conn.execute(
+            """CREATE OR REPLACE FUNCTION qbo_sync.sync_items(job qbo_sync_queue)
+               RETURNS jsonb LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+               DECLARE began timestamptz := clock_timestamp();
+               BEGIN
+                   PERFORM pg_sleep(3);
+                   RETURN jsonb_build_object('began', began, 'ended', clock_timestamp(),
+                                             'pid', pg_backend_pid());
+               END $$"""
+        )
+        conn.execute("UPDATE qbo_sync.settings SET value = '8' WHERE key = 'worker.drain_seconds'")
+        conn.execute("UPDATE qbo_sync.settings SET value = '2' WHERE key = 'worker.processes'")
+        conn.execute("SELECT qbo_sync.schedule_workers()")
+        orgs = []
+        try:
+            for name in ("Cron A", "Cron B"):
+                org = conn.execute(
+                    "INSERT INTO organizations (name) VALUES (%s) RETURNING id", (name,)
+                ).fetchone()[0]
+                orgs.append(org)
+                conn.execute(
+                    "INSERT INTO qbo_connection (organization_id, realm_id, qbo_token_expires_at)"
+                    " VALUES (%s, %s, now() + interval '1 hour')",
+                    (org, f"realm-{name}"),
+                )
+            jobs = [
+                conn.execute("SELECT trigger_qbo_sync(%s, 'items', 'pull')", (org,)).fetchone()[0]
+                for org in orgs
+            ]
+            deadline = time.monotonic() + 80
+            results: list = []
+            while time.monotonic() < deadline:
+                results = conn.execute(
+                    "SELECT result FROM qbo_sync_queue WHERE id = ANY (%s) AND status = 'completed'",
+                    (jobs,),
+                ).fetchall()
+                if len(results) == 2:
+                    break
+                time.sleep(0.5)
+            assert len(results) == 2, "pg_cron's two workers did not process both jobs in time"
+            first, second = (r[0] for r in results)
+            assert first["pid"] != second["pid"]
+            at = {
+                (n, k): dt.datetime.fromisoformat(run[k])
+                for n, run in enumerate((first, second))
+                for k in ("began", "ended")
+            }
+            assert at[0, "began"] < at[1, "ended"] and at[1, "began"] < at[0, "ended"]
+        finally:
+            for org in orgs:
+                conn.execute("DELETE FROM organizations WHERE id = %s", (org,))
+            conn.execute("DROP FUNCTION qbo_sync.sync_items(qbo_sync_queue)")
+            conn.execute(
+                "UPDATE qbo_sync.settings SET value = '50' WHERE key = 'worker.drain_seconds'"
+            )
+            conn.execute("UPDATE qbo_sync.settings SET value = '1' WHERE key = 'worker.processes'")
+            conn.execute("SELECT qbo_sync.schedule_workers()")

@@ -21,8 +21,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from qbo_sync_db import audit, db
-from qbo_sync_db.pull import FETCH_CHUNK, Puller
+from qbo_sync_db import audit, client, db, mapping
+from qbo_sync_db.pull import FETCH_CHUNK, NAME_LISTS, Puller
 from qbo_sync_db.push import Pusher
 
 RECORD_ERRORS = "SELECT qbo_sync.record_errors($1, $2)::text AS errors"
@@ -56,12 +56,21 @@ def run(ctx: Any) -> dict[str, Any]:
 
 
 def refetch(puller: Puller, entity: str, qbo_ids: Sequence[str]) -> int:
-    """Read the objects `qbo_ids` of `entity` from QBO by Id and apply them; returns how many
-    QBO answered (an Id QBO no longer has is left for the next pull's deletions)."""
+    """Read the objects `qbo_ids` of `entity` from QBO by Id (`Id IN (...)`, FETCH_CHUNK at a
+    time; name lists with inactive ones too) and apply them; returns how many QBO answered (an
+    Id QBO no longer has is left for the next pull's deletions)."""
+    spec = mapping.ENTITIES[entity]
     ids = sorted({str(i) for i in qbo_ids}, key=lambda i: (len(i), i))
     fetched = 0
     for start in range(0, len(ids), FETCH_CHUNK):
-        objects = puller._fetch(entity, ids[start : start + FETCH_CHUNK])
+        where: list[tuple[str, str, Any]] = [("Id", "IN", ids[start : start + FETCH_CHUNK])]
+        if entity in NAME_LISTS:
+            where.append(("Active", "IN", [True, False]))
+        text = client.page(client.select(spec.qbo_entity, where), 1, client.QUERY_MAX_RESULTS)
+        answer = puller.ctx.connection().send(
+            lambda company, text=text: client.query_request(company, text)
+        )
+        objects = client.parse_query(answer.data, spec.qbo_entity).rows
         puller.apply(entity, objects)
         puller.ctx.commit()
         fetched += len(objects)

@@ -59,12 +59,9 @@ def run(ctx: Any, entity: str) -> dict[str, Any]:
     """Audit `entity` for the job's organization; returns what was found (also recorded)."""
     org = ctx.organization_id
     spec = mapping.ENTITIES[entity]
-    base: list[tuple[str, str, Any]] = (
-        [("Active", "IN", [True, False])] if entity in NAME_LISTS else []
-    )
-    qbo_counts = {"all": _count(ctx, spec.qbo_entity, base)}
-    for name, where in SLICES[entity].items():
-        qbo_counts[name] = _count(ctx, spec.qbo_entity, [*base, where])
+    qbo_counts = {
+        name: _count(ctx, spec.qbo_entity, text) for name, text in count_queries(entity).items()
+    }
     local = json.loads(
         db.execute(ctx.plpy, LOCAL_COUNTS, ["uuid", "text"], [org, entity])[0]["counts"]
     )
@@ -82,13 +79,13 @@ def run(ctx: Any, entity: str) -> dict[str, Any]:
     local_total = Decimal(str(local["total"])) if local.get("total") is not None else None
     missing_here: list[str] = []
     if differing:
-        listed, qbo_total = _list(ctx, entity, spec.qbo_entity, base)
+        listed, qbo_total = _list(ctx, entity, spec.qbo_entity)
         tokens = json.loads(
             db.execute(ctx.plpy, LOCAL_TOKENS, ["uuid", "text"], [org, entity])[0]["tokens"]
         )
         missing_here = _sorted_ids(i for i in listed if i not in tokens)
         newer = _sorted_ids(
-            i for i, token in listed.items() if i in tokens and _newer(token, tokens[i])
+            i for i, token in listed.items() if i in tokens and newer(token, tokens[i])
         )
         gone = _sorted_ids(i for i in tokens if i not in listed)
         repair = missing_here + newer
@@ -132,19 +129,36 @@ def run(ctx: Any, entity: str) -> dict[str, Any]:
     return result
 
 
-def _count(ctx: Any, qbo_entity: str, where: list[tuple[str, str, Any]]) -> int:
-    text = client.select(qbo_entity, where, count=True)
+def _base(entity: str) -> list[tuple[str, str, Any]]:
+    return [("Active", "IN", [True, False])] if entity in NAME_LISTS else []
+
+
+def count_queries(entity: str) -> dict[str, str]:
+    """The COUNT queries of `entity`: "all", then its slices."""
+    qbo_entity = mapping.ENTITIES[entity].qbo_entity
+    queries = {"all": client.select(qbo_entity, _base(entity), count=True)}
+    for name, where in SLICES[entity].items():
+        queries[name] = client.select(qbo_entity, [*_base(entity), where], count=True)
+    return queries
+
+
+def listing_query(entity: str) -> str:
+    """Id and SyncToken (and TotalAmt for invoices and payments) of every object, by Id; paged
+    by the caller."""
+    fields = "Id, SyncToken" + (", TotalAmt" if entity in WITH_TOTALS else "")
+    query = client.select(mapping.ENTITIES[entity].qbo_entity, _base(entity), ["Id"])
+    return query.replace("SELECT * ", f"SELECT {fields} ", 1)
+
+
+def _count(ctx: Any, qbo_entity: str, text: str) -> int:
     answer = ctx.connection().send(lambda company: client.query_request(company, text))
     total = client.parse_query(answer.data, qbo_entity).total_count
     return int(total or 0)
 
 
-def _list(
-    ctx: Any, entity: str, qbo_entity: str, where: list[tuple[str, str, Any]]
-) -> tuple[dict[str, str | None], Decimal | None]:
+def _list(ctx: Any, entity: str, qbo_entity: str) -> tuple[dict[str, str | None], Decimal | None]:
     """Id → SyncToken of every object (and the sum of TotalAmt for invoices and payments)."""
-    fields = "Id, SyncToken" + (", TotalAmt" if entity in WITH_TOTALS else "")
-    query = client.select(qbo_entity, where, ["Id"]).replace("SELECT * ", f"SELECT {fields} ", 1)
+    query = listing_query(entity)
     listed: dict[str, str | None] = {}
     total = Decimal(0) if entity in WITH_TOTALS else None
     position: int | None = 1
@@ -164,7 +178,7 @@ def _list(
     return listed, total
 
 
-def _newer(a: str | None, b: str | None) -> bool:
+def newer(a: str | None, b: str | None) -> bool:
     """Whether SyncToken a is newer than b (as qbo_sync.sync_token_newer decides)."""
     if b is None or not b.isdigit():
         return True

@@ -84,21 +84,21 @@ def run(ctx: Any, entity: str) -> dict[str, Any]:
             db.execute(ctx.plpy, LOCAL_TOKENS, ["uuid", "text"], [org, entity])[0]["tokens"]
         )
         missing_here = _sorted_ids(i for i in listed if i not in tokens)
-        newer = _sorted_ids(
+        newer_ids = _sorted_ids(
             i for i, token in listed.items() if i in tokens and newer(token, tokens[i])
         )
         gone = _sorted_ids(i for i in tokens if i not in listed)
-        repair = missing_here + newer
+        repair = missing_here + newer_ids
         # a slice that differs while every object is here at QBO's version is a local change
         # not pushed yet (a payment's amount, say): not drift
         result.update(
             drifted=bool(repair or gone) or qbo_counts["all"] != local_counts["all"],
             missing_here=missing_here[:LISTED_IDS],
-            newer_in_qbo=newer[:LISTED_IDS],
+            newer_in_qbo=newer_ids[:LISTED_IDS],
             not_in_qbo=gone[:LISTED_IDS],
             counts={
                 "missing_here": len(missing_here),
-                "newer_in_qbo": len(newer),
+                "newer_in_qbo": len(newer_ids),
                 "not_in_qbo": len(gone),
             },
         )

@@ -41,10 +41,10 @@ Creates are made once in QBO:
   create was first sent (qbo_create_sent_at), and committed before the request leaves; every
   resend of that create reuses it;
 * the requestid of a batch (QBO takes one per batch request, none per item) is derived from what
-  the batch carries: its operations, each row's version and each create's stored requestid
-  (a UUID 5). A batch resent unchanged, by the transport or by a retried job, has the same
-  requestid and QBO answers it from its first answer; a batch made of other rows is another
-  request;
+  the batch carries: its operations, each row's version and SyncToken, each create's stored
+  requestid (a UUID 5). A batch resent unchanged, by the transport or by a retried job, has the
+  same requestid and QBO answers it from its first answer; a batch of other rows, or of the same
+  rows merged after a 5010 (QBO's newer SyncTokens), is another request;
 * because integrators report duplicates despite requestid, a request carrying a create is not
   resent blindly after an answer that never came (a timeout, a dropped connection, a 5xx): the
   transport gives it back, and a create whose outcome is unknown (qbo_create_sent_at set, no
@@ -245,8 +245,12 @@ class Op:
 
     def identity(self) -> str:
         """What makes this operation this one (for the batch's requestid)."""
-        version = self.row["qbo_local_version"] if self.row is not None else self.body["SyncToken"]
-        return f"{self.kind}:{self.key}:{version}:{self.requestid}"
+        version = self.row["qbo_local_version"] if self.row is not None else ""
+        # the SyncToken too: a row merged after a 5010 keeps its version but is another update
+        token = self.body.get("SyncToken", "")
+        # a create's requestid is the row's stored one; other operations' are fresh each time
+        stored = self.requestid if self.kind == "create" else ""
+        return f"{self.kind}:{self.key}:{version}:{token}:{stored}"
 
 
 def batch_requestid(entity: str, ops: Sequence[Op]) -> str:

@@ -182,3 +182,29 @@ def test_200_creates_take_50_requests_paced_under_qbos_limits(conn, seeded):
     assert after.get("throttled", 0) == before.get("throttled", 0)  # the pacer kept under
     names = {o["DisplayName"] for o in qbo_objects(seeded, connected.access, "customers")}
     assert all(f"Paced Client {n:03}" in names for n in range(200))
+
+
+def test_two_stale_rows_of_one_batch_are_merged_and_pushed_once_more_as_a_batch(conn, seeded):
+    """The batch sent again holds the same rows at the same versions, with QBO's newer
+    SyncTokens: another request (QBO must not answer it with the first batch's 5010s)."""
+    connected = connect_realm(conn, seeded)
+    pull(conn, connected.org, "customers")
+    ids = sorted(local_rows(conn, "customers", connected.org), key=int)[9:11]
+    for qbo_id in ids:
+        change(seeded, "Customer", "update", qbo_id, CompanyName=f"QBO {qbo_id}")
+    conn.execute(
+        "UPDATE customer_profile SET notes = 'both stale' WHERE organization_id = %s"
+        " AND qbo_id = ANY (%s)",
+        (connected.org, ids),
+    )
+    job = push(conn, connected.org, "customers")
+    result = outcome(conn, job)
+    assert result["status"] == "completed", result
+    summary = result["summary"]
+    assert (summary["batches"], summary["merged_push"], summary["pushed_updates"]) == (2, 2, 2)
+    there = {o["Id"]: o for o in qbo_objects(seeded, connected.access, "customers")}
+    rows = local_rows(conn, "customers", connected.org)
+    for qbo_id in ids:
+        assert there[qbo_id]["Notes"] == "both stale"
+        assert there[qbo_id]["CompanyName"] == f"QBO {qbo_id}"
+        assert rows[qbo_id]["qbo_sync_status"] == "synced"

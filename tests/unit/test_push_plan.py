@@ -81,6 +81,13 @@ def test_a_batch_requestid_is_the_same_for_the_same_operations_only():
     newer = push.Op("create", "Customer", {}, dict(row, qbo_local_version=4), requestid="r-1")
     assert push.batch_requestid("customers", [newer, update]) != first
     assert push.batch_requestid("customers", [update]) != first
+    # an update's own requestid is fresh each time: the same update read again by a retried
+    # job gives the same batch requestid
+    again = push.Op("update", "Customer", update.body, update.row, requestid="another")
+    assert push.batch_requestid("customers", [create, again]) == first
+    # merged after a 5010: the same version with QBO's newer SyncToken is another request
+    merged = push.Op("update", "Customer", {"Id": "5", "SyncToken": "3"}, update.row)
+    assert push.batch_requestid("customers", [create, merged]) != first
 
 
 def test_what_was_sent_is_matched_against_qbos_object():

@@ -248,8 +248,11 @@ class Op:
         version = self.row["qbo_local_version"] if self.row is not None else ""
         # the SyncToken too: a row merged after a 5010 keeps its version but is another update
         token = self.body.get("SyncToken", "")
-        # a create's requestid is the row's stored one; other operations' are fresh each time
-        stored = self.requestid if self.kind == "create" else ""
+        # a create's requestid is the row's stored one; an update's is fresh each time (the row's
+        # version and SyncToken say which update it is); a deletion's is fresh and kept: a
+        # deletion QBO refused (an invoice with payments) must not be answered from that refusal
+        # once it is tried again (deleting twice is harmless: QBO answers 610, done)
+        stored = "" if self.kind in ("update", "void") else self.requestid
         return f"{self.kind}:{self.key}:{version}:{token}:{stored}"
 
 

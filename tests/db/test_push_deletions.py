@@ -223,3 +223,36 @@ def test_a_deletion_with_a_stale_sync_token_reads_qbo_again_and_is_done(conn, se
         o for o in qbo_objects(seeded, connected.access, "customers") if o["Id"] == customer_id
     )
     assert there["Active"] is False
+
+
+def test_deletions_qbo_refused_in_a_batch_go_through_once_what_blocked_them_is_gone(conn, seeded):
+    """Two invoices with payments deleted here: QBO refuses both (one batch). Once a QBO user
+    deleted the payments, the next push sends them again as a new request (not answered from
+    the refusal) and they are deleted."""
+    from tests.db.test_qbo_calls import sim_control
+
+    connected = pulled(conn, seeded, "customers", "items", "invoices", "payments")
+    sim_control(seeded, "PATCH", "config", {"payment_bumps_invoice": False})
+    paid = [
+        i
+        for i in qbo_objects(seeded, connected.access, "invoices")
+        if any(link.get("TxnType") == "Payment" for link in i.get("LinkedTxn") or ())
+    ][:2]
+    ids = [i["Id"] for i in paid]
+    conn.execute(
+        "DELETE FROM invoice_record WHERE organization_id = %s AND qbo_id = ANY (%s)",
+        (connected.org, ids),
+    )
+    job = push(conn, connected.org, "invoices")
+    assert outcome(conn, job)["summary"]["batches"] == 1
+    assert all(deletion(conn, connected.org, "invoices", i)[:2] == (False, 1) for i in ids)
+    for invoice in paid:
+        for link in invoice["LinkedTxn"]:
+            if link["TxnType"] == "Payment":
+                change(seeded, "Payment", "delete", link["TxnId"])
+    job = push(conn, connected.org, "invoices")
+    result = outcome(conn, job)
+    assert result["summary"]["deleted"] == 2, result
+    left = {i["Id"] for i in qbo_objects(seeded, connected.access, "invoices")}
+    assert not left & set(ids)
+    assert all(deletion(conn, connected.org, "invoices", i) == (True, 2, None) for i in ids)

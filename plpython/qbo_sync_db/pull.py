@@ -31,8 +31,15 @@ from typing import Any
 
 from qbo_sync_db import client, conflicts, db, mapping
 
-CURSOR = "SELECT started_at, next_position, changed_since FROM qbo_sync.pull_cursor($1, $2)"
-SAVE_INCREMENTAL = "SELECT qbo_sync.save_incremental_pull($1, $2, $3::timestamptz, $4)"
+CURSOR = """
+SELECT started_at, next_position, changed_since,
+       coalesce(requested_at::timestamptz >= $3::timestamptz, false) AS covered
+  FROM qbo_sync.pull_cursor($1, $2)"""
+COMPANIONS = "SELECT entity, changed_since FROM qbo_sync.cdc_companions($1, $2)"
+SAVE_INCREMENTAL = (
+    "SELECT qbo_sync.save_incremental_pull($1, $2, $3::timestamptz, $4, $5::timestamptz)"
+)
+CLOCK = "SELECT pg_catalog.clock_timestamp()::text AS now"
 APPLY_DELETIONS = "SELECT qbo_sync.apply_pulled_deletions($1, $2, $3) AS marked"
 APPLY_ABSENT = "SELECT qbo_sync.apply_pulled_absent($1, $2, $3, $4, $5) AS marked"
 START_PASS = "SELECT pg_catalog.now()::text AS started_at"
@@ -48,6 +55,8 @@ SELECT qbo_sync.setting_numeric('pull.page_size')::integer AS page_size,
        qbo_sync.setting_numeric('pull.cdc_max_objects')::integer AS cdc_max_objects"""
 
 NAME_LISTS = frozenset({"customers", "items"})
+#: the order pulled objects are applied in: what is referenced before what references it
+APPLY_ORDER = ("customers", "items", "invoices", "payments")
 #: ids per query when fetching referenced objects (`Id IN (...)`)
 FETCH_CHUNK = 200
 
@@ -78,50 +87,79 @@ class Puller:
             "held_for_person": 0,
             "fetched_references": 0,
             "deleted": 0,
+            "balances_refreshed": 0,
             "mode": None,
         }
+        #: customers whose balance an invoice or payment pulled here may have moved (QBO changes
+        #: a customer's Balance without a new SyncToken, and neither CDC nor webhooks report it)
+        self.balances_moved: set[str] = set()
+        self.customers_read: set[str] = set()
 
     def pull(self, entity: str) -> dict[str, Any]:
-        """Incremental (CDC) when the cursor allows it, else a full pass (or the rest of one)."""
+        """Incremental (CDC) when the cursor allows it, else a full pass (or the rest of one);
+        nothing when a CDC request sent after this job was queued already covered the entity
+        (another entity's job of the organization brought it up to date in the same call)."""
         db.execute(self.plpy, KEEP_HELD, ["uuid", "text"], [self.org, entity])
-        cursor = db.execute(self.plpy, CURSOR, ["uuid", "text"], [self.org, entity])[0]
+        cursor = db.execute(
+            self.plpy,
+            CURSOR,
+            ["uuid", "text", "text"],
+            [self.org, entity, self.ctx.job.get("created_at")],
+        )[0]
+        if cursor["changed_since"] is not None and cursor["covered"]:
+            self.counts["mode"] = "up to date"
+            return self.counts
         if cursor["changed_since"] is not None:
-            return self.incremental_pull(entity, float(cursor["changed_since"]))
+            self.incremental_pull(entity, float(cursor["changed_since"]))
+            self.refresh_balances()
+            return self.counts
         return self.full_pull(entity, cursor["started_at"], cursor["next_position"])
 
     # ------------------------------------------------------------------ incremental pull
 
     def incremental_pull(self, entity: str, changed_since: float) -> dict[str, Any]:
         """Changes since the cursor (less `pull.cdc_overlap_seconds`, so a change at the edge is
-        read again rather than missed) through CDC, one entity per call. CDC answers at most
-        1000 objects (deletions after the live ones): a full answer is followed by another from
-        its last change on, and a full pass is asked for next, since deletions may be missing."""
+        read again rather than missed) through CDC.
+
+        One call asks for every entity of the organization whose cursor allows CDC, and brings
+        them all up to date (their own jobs then find nothing to do): an incremental cycle of the
+        four entities is one call. When that answer is capped (CDC answers at most 1000 objects
+        in all) the job goes on with its own entity alone: a full answer is followed by another
+        from its last change on, and a full pass is asked for next, since deletions may be
+        missing."""
+        companions = [
+            (row["entity"], float(row["changed_since"]))
+            for row in db.execute(self.plpy, COMPANIONS, ["uuid", "text"], [self.org, entity])
+        ]
+        if companions and self._combined_cdc([(entity, changed_since), *companions]):
+            return self.counts
         spec = mapping.ENTITIES[entity]
         self.counts["mode"] = "incremental"
         since = dt.datetime.fromtimestamp(changed_since - self.cdc_overlap, dt.UTC)
         capped = False
         while True:
+            requested_at = db.execute(self.plpy, CLOCK, [], [])[0]["now"]
             answer = self.ctx.connection().send(
                 lambda company, since=since: client.cdc_request(company, [spec.qbo_entity], since)
             )
             result = client.parse_cdc(answer.data)
             live, deleted = result.live(spec.qbo_entity), result.deleted(spec.qbo_entity)
             self.counts["pages"] += 1
-            self.apply(entity, live)
-            if deleted:
-                ids = [str(obj.get("Id")) for obj in deleted]
-                marked = db.execute(
-                    self.plpy, APPLY_DELETIONS, ["uuid", "text", "text[]"], [self.org, entity, ids]
-                )[0]["marked"]
-                self.counts["deleted"] += marked
+            self._apply_changes(entity, live, deleted)
             full = len(live) + len(deleted) >= self.cdc_max_objects
             capped = capped or full
             point = _latest_change(live) if full else result.time
             db.execute(
                 self.plpy,
                 SAVE_INCREMENTAL,
-                ["uuid", "text", "text", "boolean"],
-                [self.org, entity, point or since.isoformat(), capped],
+                ["uuid", "text", "text", "boolean", "text"],
+                [
+                    self.org,
+                    entity,
+                    point or since.isoformat(),
+                    capped,
+                    None if full else requested_at,
+                ],
             )
             self.ctx.commit()
             if not full:
@@ -133,6 +171,58 @@ class Puller:
             if following is None or following <= since:
                 return self.counts  # no progress possible here: the full pass asked for reads on
             since = following
+
+    def _combined_cdc(self, group: Sequence[tuple[str, float]]) -> bool:
+        """One CDC call for every entity of `group` (entity, cursor), from the earliest cursor;
+        False (nothing applied) when the answer was capped and each entity must go alone."""
+        ordered = sorted(group, key=lambda item: APPLY_ORDER.index(item[0]))
+        names = [mapping.ENTITIES[e].qbo_entity for e, _ in ordered]
+        since = dt.datetime.fromtimestamp(min(c for _, c in ordered) - self.cdc_overlap, dt.UTC)
+        requested_at = db.execute(self.plpy, CLOCK, [], [])[0]["now"]
+        answer = self.ctx.connection().send(
+            lambda company: client.cdc_request(company, names, since)
+        )
+        result = client.parse_cdc(answer.data)
+        self.counts["pages"] += 1
+        if result.count >= self.cdc_max_objects:
+            return False
+        self.counts["mode"] = "incremental"
+        self.counts["cdc_entities"] = names
+        for (entity, _), name in zip(ordered, names, strict=True):
+            self._apply_changes(entity, result.live(name), result.deleted(name))
+            db.execute(
+                self.plpy,
+                SAVE_INCREMENTAL,
+                ["uuid", "text", "text", "boolean", "text"],
+                [self.org, entity, result.time or since.isoformat(), False, requested_at],
+            )
+        self.ctx.commit()
+        return True
+
+    def _apply_changes(
+        self, entity: str, live: Sequence[Mapping[str, Any]], deleted: Sequence[Mapping[str, Any]]
+    ) -> None:
+        self.apply(entity, live)
+        if deleted:
+            ids = [str(obj.get("Id")) for obj in deleted]
+            self.counts["deleted"] += db.execute(
+                self.plpy, APPLY_DELETIONS, ["uuid", "text", "text[]"], [self.org, entity, ids]
+            )[0]["marked"]
+
+    def refresh_balances(self) -> None:
+        """Read again the customers whose balance the invoices and payments pulled may have
+        moved (not read in this job already): QBO changes a customer's Balance without a new
+        SyncToken, and neither CDC nor webhooks report it."""
+        ids = sorted(self.balances_moved - self.customers_read, key=lambda i: (len(i), i))
+        kept = {key: self.counts[key] for key in ("inserted", "updated", "unchanged", "held")}
+        for chunk in _chunks(ids, FETCH_CHUNK):
+            fetched = self._fetch("customers", chunk)
+            self.apply("customers", fetched, depth=1)
+            self.counts["balances_refreshed"] += len(fetched)
+        self.counts.update(kept)  # the job's counts are of its own entity's objects
+        if ids:
+            self.ctx.commit()
+        self.balances_moved.clear()
 
     # ------------------------------------------------------------------ full pull
 
@@ -202,6 +292,11 @@ class Puller:
             return
         spec = mapping.ENTITIES[entity]
         rows = [mapping.from_qbo(entity, obj) | {"qbo_raw": obj} for obj in objects]
+        if entity == "customers":
+            self.customers_read.update(str(obj.get("Id")) for obj in objects)
+        elif entity in ("invoices", "payments"):
+            key = mapping.reference_key("customer_id")
+            self.balances_moved.update(str(r[key]) for r in rows if r.get(key))
         lines: list[dict[str, Any]] = []
         if entity == "invoices":
             for obj in objects:

@@ -310,11 +310,14 @@ END
 $$;
 
 -- Where an organization's pulls of an entity stand: a full pass under way (its start and the
--- STARTPOSITION of its next page), and the point incremental pulls continue from (as seconds
--- since the epoch), NULL when a full pass is needed: never pulled, a pass under way, the point
--- older than CDC reaches back (pull.cdc_max_days), or a full pass asked for.
+-- STARTPOSITION of its next page), the point incremental pulls continue from (as seconds since
+-- the epoch), NULL when a full pass is needed: never pulled, a pass under way, the point older
+-- than CDC reaches back (pull.cdc_max_days), or a full pass asked for; and when the CDC request
+-- that last brought it up to date was sent (a pull job queued before then has nothing to do).
+DROP FUNCTION IF EXISTS qbo_sync.pull_cursor(uuid, text);
 CREATE OR REPLACE FUNCTION qbo_sync.pull_cursor(organization_id uuid, entity text)
-RETURNS TABLE (started_at text, next_position integer, changed_since double precision)
+RETURNS TABLE (started_at text, next_position integer, changed_since double precision,
+               requested_at text)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -322,28 +325,49 @@ AS $$
            CASE WHEN c.full_pass_position IS NULL AND NOT coalesce(c.full_pass_needed, false)
                      AND c.last_changed_since > now() - make_interval(
                              days => qbo_sync.setting_numeric('pull.cdc_max_days')::integer)
-                THEN extract(epoch FROM c.last_changed_since)::double precision END
+                THEN extract(epoch FROM c.last_changed_since)::double precision END,
+           c.incremental_requested_at::text
       FROM (SELECT) AS one
       LEFT JOIN public.qbo_sync_cursor AS c
         ON c.organization_id = pull_cursor.organization_id AND c.entity = pull_cursor.entity
 $$;
 
--- Record where an incremental pull got to (in the transaction that applied its changes), and
--- whether a full pass is needed next (CDC capped its answer, so deletions may be missing).
+-- The other entities of an organization that an incremental pull may bring up to date in the
+-- same CDC call: those whose own cursor allows CDC (pull_cursor's changed_since), with it.
+CREATE OR REPLACE FUNCTION qbo_sync.cdc_companions(organization_id uuid, entity text)
+RETURNS TABLE (entity text, changed_since double precision)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT e.entity, c.changed_since
+      FROM qbo_sync.entity AS e
+     CROSS JOIN LATERAL qbo_sync.pull_cursor(cdc_companions.organization_id, e.entity) AS c
+     WHERE e.entity <> cdc_companions.entity AND c.changed_since IS NOT NULL
+     ORDER BY e.dependency_order, e.entity
+$$;
+
+-- Record where an incremental pull got to (in the transaction that applied its changes), whether
+-- a full pass is needed next (CDC capped its answer, so deletions may be missing), and when its
+-- request was sent (NULL: leave it).
+DROP FUNCTION IF EXISTS qbo_sync.save_incremental_pull(uuid, text, timestamptz, boolean);
 CREATE OR REPLACE FUNCTION qbo_sync.save_incremental_pull(
-    organization_id uuid, entity text, changed_since timestamptz, full_pass_needed boolean
+    organization_id uuid, entity text, changed_since timestamptz, full_pass_needed boolean,
+    requested_at timestamptz DEFAULT NULL
 )
 RETURNS void
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
     INSERT INTO public.qbo_sync_cursor AS c
-        (organization_id, entity, last_changed_since, last_pull_at, full_pass_needed)
-    VALUES (organization_id, entity, changed_since, now(), full_pass_needed)
+        (organization_id, entity, last_changed_since, last_pull_at, full_pass_needed,
+         incremental_requested_at)
+    VALUES (organization_id, entity, changed_since, now(), full_pass_needed, requested_at)
     ON CONFLICT ON CONSTRAINT qbo_sync_cursor_pkey DO UPDATE
        SET last_changed_since = greatest(c.last_changed_since, EXCLUDED.last_changed_since),
            last_pull_at = now(),
-           full_pass_needed = coalesce(c.full_pass_needed, false) OR EXCLUDED.full_pass_needed
+           full_pass_needed = coalesce(c.full_pass_needed, false) OR EXCLUDED.full_pass_needed,
+           incremental_requested_at = greatest(c.incremental_requested_at,
+                                               EXCLUDED.incremental_requested_at)
 $$;
 
 -- Record a full pull's progress (in the transaction that applied the page), or its end
@@ -357,8 +381,9 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     INSERT INTO public.qbo_sync_cursor AS c
         (organization_id, entity, full_pass_started_at, full_pass_position, last_pull_at,
-         last_full_sync_at, last_changed_since)
+         last_full_sync_at, last_changed_since, incremental_requested_at)
     VALUES (organization_id, entity, started_at, next_position, now(),
+            CASE WHEN next_position IS NULL THEN started_at END,
             CASE WHEN next_position IS NULL THEN started_at END,
             CASE WHEN next_position IS NULL THEN started_at END)
     ON CONFLICT ON CONSTRAINT qbo_sync_cursor_pkey DO UPDATE
@@ -368,5 +393,9 @@ AS $$
            last_pull_at = now(),
            last_full_sync_at = coalesce(EXCLUDED.last_full_sync_at, c.last_full_sync_at),
            last_changed_since = coalesce(EXCLUDED.last_changed_since, c.last_changed_since),
+           -- a finished pass read everything changed before it started
+           incremental_requested_at = CASE WHEN EXCLUDED.full_pass_position IS NULL
+                                           THEN greatest(c.incremental_requested_at, EXCLUDED.last_changed_since)
+                                           ELSE c.incremental_requested_at END,
            full_pass_needed = c.full_pass_needed AND EXCLUDED.full_pass_position IS NOT NULL
 $$;

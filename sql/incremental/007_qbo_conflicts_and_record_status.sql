@@ -11,6 +11,9 @@
 --   resolved it how; organization_settings gains the 'hold' policy and per-field ownership.
 -- * qbo_sync.local_deletion records its attempts and last error.
 -- * public.qbo_sync_drift: what the drift audit found (counts and totals in QBO and here).
+-- * qbo_sync_cursor.incremental_requested_at: when (the database's clock) the CDC request that
+--   brought the entity up to date was sent; a pull job queued before then has nothing left to
+--   do (one CDC call serves every entity of an organization that is due).
 
 DO $$
 DECLARE
@@ -90,3 +93,8 @@ CREATE TABLE public.qbo_sync_drift (
 COMMENT ON TABLE public.qbo_sync_drift IS
     'What the drift audit found per organization and entity: counts (and totals for invoices and '
     'payments) in QBO and here, and the targeted pull queued to repair a difference';
+
+ALTER TABLE public.qbo_sync_cursor ADD COLUMN incremental_requested_at timestamptz;
+COMMENT ON COLUMN public.qbo_sync_cursor.incremental_requested_at IS
+    'when the CDC request that last brought this entity up to date was sent (database clock): '
+    'a pull job queued before then finds nothing to do';

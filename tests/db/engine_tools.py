@@ -407,6 +407,24 @@ def run_job(conn: psycopg.Connection, org: uuid.UUID, entity: str, direction: st
     return result["summary"]
 
 
+def run_jobs(conn: psycopg.Connection, org: uuid.UUID, direction: str) -> dict[str, dict]:
+    """Queue one job per entity together (as the orchestrator and the cron jobs do), then run
+    the worker until the queue is idle: each job's summary, each a completed run."""
+    jobs = {
+        entity: conn.execute(
+            "SELECT trigger_qbo_sync(%s, %s, %s)", (org, entity, direction)
+        ).fetchone()[0]
+        for entity in ORDER
+    }
+    run_worker(conn)
+    summaries = {}
+    for entity, job in jobs.items():
+        result = outcome(conn, job)
+        assert result["status"] == "completed", (entity, direction, result)
+        summaries[entity] = result["summary"]
+    return summaries
+
+
 def snapshot(conn: psycopg.Connection, org: uuid.UUID) -> dict[str, list[tuple]]:
     """What a no-op sync must leave as it is: every row's versions, updated_at, QBO
     timestamps, SyncToken and status, and every line."""

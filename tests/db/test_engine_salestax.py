@@ -172,7 +172,8 @@ def test_a_pulled_invoice_keeps_the_tax_qbo_computed(
         made["Id"],
     )
     summary = run_job(conn, connected.org, "invoices", "pull")
-    assert summary["mode"] == "incremental" and summary["updated"] == 1, summary
+    # one CDC call for every entity: the invoice, and the customer whose balance it moved
+    assert summary["mode"] == "incremental" and summary["updated"] >= 1, summary
     row = local_rows(conn, "invoices", connected.org)[made["Id"]]
     obj = qbo_invoice(empty_sim, connected.access, made["Id"])
     assert row["tax_total"] == expected_tax(changed, "CA") > tax

@@ -41,10 +41,11 @@ Creates are made once in QBO:
   create was first sent (qbo_create_sent_at), and committed before the request leaves; every
   resend of that create reuses it;
 * the requestid of a batch (QBO takes one per batch request, none per item) is derived from what
-  the batch carries: its operations, each row's version and SyncToken, each create's stored
-  requestid (a UUID 5). A batch resent unchanged, by the transport or by a retried job, has the
-  same requestid and QBO answers it from its first answer; a batch of other rows, or of the same
-  rows merged after a 5010 (QBO's newer SyncTokens), is another request;
+  the batch carries: its operations, each row's version, attempts and SyncToken, each create's
+  stored requestid (a UUID 5). A batch resent unchanged, by the transport or by a job that died
+  before recording QBO's answer, has the same requestid and QBO answers it from its first answer;
+  a batch of other rows, of rows merged after a 5010 (QBO's newer SyncTokens) or of rows that had
+  a problem since (attempts), is another request, and so is every batch of deletions;
 * because integrators report duplicates despite requestid, a request carrying a create is not
   resent blindly after an answer that never came (a timeout, a dropped connection, a 5xx): the
   transport gives it back, and a create whose outcome is unknown (qbo_create_sent_at set, no
@@ -245,8 +246,11 @@ class Op:
 
     def identity(self) -> str:
         """What makes this operation this one (for the batch's requestid)."""
-        version = self.row["qbo_local_version"] if self.row is not None else ""
-        # the SyncToken too: a row merged after a 5010 keeps its version but is another update
+        row = self.row or {}
+        # the SyncToken too: a row merged after a 5010 keeps its version but is another update;
+        # and the attempts: a row QBO refused and that is retried unchanged (a person fixed what
+        # it references in QBO) must not be answered from that refusal
+        version = f"{row.get('qbo_local_version', '')}.{row.get('qbo_sync_attempts', '')}"
         token = self.body.get("SyncToken", "")
         # a create's requestid is the row's stored one; an update's is fresh each time (the row's
         # version and SyncToken say which update it is); a deletion's is fresh and kept: a

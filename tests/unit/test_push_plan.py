@@ -88,6 +88,9 @@ def test_a_batch_requestid_is_the_same_for_the_same_operations_only():
     # merged after a 5010: the same version with QBO's newer SyncToken is another request
     merged = push.Op("update", "Customer", {"Id": "5", "SyncToken": "3"}, update.row)
     assert push.batch_requestid("customers", [create, merged]) != first
+    # refused once and retried unchanged: another request too
+    retried = push.Op("update", "Customer", update.body, dict(update.row, qbo_sync_attempts=1))
+    assert push.batch_requestid("customers", [create, retried]) != first
 
 
 def test_what_was_sent_is_matched_against_qbos_object():

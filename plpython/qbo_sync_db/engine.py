@@ -39,6 +39,12 @@ def run(ctx: Any) -> dict[str, Any]:
         counts["audit"] = audit.run(ctx, entity)
     elif direction in ("pull", "both") and payload.get("refetch") and ids:
         counts["refetched"] = refetch(puller, entity, ids)
+        puller.refresh_balances()
+    elif direction in ("pull", "both") and ids and _webhook_fetch(ctx.job, ids):
+        # QBO's webhooks name the objects that changed: read just those (gone ones are marked)
+        counts["mode"] = "webhook objects"
+        counts["refetched"] = refetch(puller, entity, ids, mark_gone=True)
+        puller.refresh_balances()
     elif direction in ("pull", "both"):
         puller.pull(entity)
         if counts.get("continues"):
@@ -55,10 +61,18 @@ def run(ctx: Any) -> dict[str, Any]:
     return ctx.summary(**counts)
 
 
-def refetch(puller: Puller, entity: str, qbo_ids: Sequence[str]) -> int:
+def _webhook_fetch(job: dict[str, Any], ids: Sequence[str]) -> bool:
+    """Whether a pull job is a webhook's with few enough Ids to read them one query at a time
+    (more than one query's worth: CDC, one call for everything that changed)."""
+    return job.get("source") == "webhook" and 0 < len(set(ids)) <= FETCH_CHUNK
+
+
+def refetch(puller: Puller, entity: str, qbo_ids: Sequence[str], *, mark_gone: bool = False) -> int:
     """Read the objects `qbo_ids` of `entity` from QBO by Id (`Id IN (...)`, FETCH_CHUNK at a
-    time; name lists with inactive ones too) and apply them; returns how many QBO answered (an
-    Id QBO no longer has is left for the next pull's deletions)."""
+    time; name lists with inactive ones too) and apply them; returns how many QBO answered. An
+    Id QBO no longer has is marked deleted when `mark_gone` (a webhook said it changed, and QBO
+    answers every object it has, inactive and voided ones included: it was deleted or merged
+    away); otherwise it is left for the next pull's deletions."""
     spec = mapping.ENTITIES[entity]
     ids = sorted({str(i) for i in qbo_ids}, key=lambda i: (len(i), i))
     fetched = 0
@@ -72,6 +86,11 @@ def refetch(puller: Puller, entity: str, qbo_ids: Sequence[str]) -> int:
         )
         objects = client.parse_query(answer.data, spec.qbo_entity).rows
         puller.apply(entity, objects)
+        if mark_gone:
+            answered = {str(obj.get("Id")) for obj in objects}
+            gone = [i for i in ids[start : start + FETCH_CHUNK] if i not in answered]
+            if gone:
+                puller._apply_changes(entity, [], [{"Id": i} for i in gone])
         puller.ctx.commit()
         fetched += len(objects)
     return fetched

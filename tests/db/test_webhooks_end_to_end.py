@@ -104,6 +104,7 @@ def test_qbo_changes_reach_the_tables_through_webhooks(conn, webhook_sim, backgr
     for entity in ("customers", "items", "invoices", "payments"):
         pull(conn, org, entity)  # the first full pull; from here on webhooks bring the changes
     conn.execute("DELETE FROM qbo_webhook_log")
+    webhook_sim.log.answers.clear()
 
     def arrives(entity: str, qbo_id: str, test: Callable[[dict], bool], what: str) -> dict:
         return wait_for(
@@ -177,6 +178,14 @@ def test_qbo_changes_reach_the_tables_through_webhooks(conn, webhook_sim, backgr
     arrives("customers", customer_id, lambda r: r["is_active"] is False, "inactivation")
     change(webhook_sim, "Item", "deactivate", item_id)
     arrives("items", item_id, lambda r: r["is_active"] is False, "inactivation")
+
+    # each webhook's job read just the objects it named (by Id, no CDC, no full pass)
+    modes = conn.execute(
+        "SELECT DISTINCT h.summary ->> 'mode' FROM qbo_sync_history AS h"
+        " JOIN qbo_sync_queue AS q ON q.id = h.queue_job_id WHERE q.source = 'webhook'"
+    ).fetchall()
+    assert modes == [("webhook objects",)], modes
+    assert not [a for a in webhook_sim.log.api() if a.path.endswith("/cdc")]
 
     # every webhook was signed, stored, processed; none came back as a local change to push
     statuses = conn.execute(

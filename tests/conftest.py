@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -69,6 +70,20 @@ class PgServer:
             )
 
 
+def wait_until_accepting(server: PgServer, seconds: float = 120) -> None:
+    """The executor returns once the port answers; on a loaded machine the server may still be
+    "starting up" then, and refuse the first logins."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with psycopg.connect(server.dsn(), connect_timeout=5):
+                return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
     base = Path(tempfile.mkdtemp(prefix="qbo-sync-test-"))
@@ -102,8 +117,10 @@ def pg_server() -> Iterator[PgServer]:
         timeout=120,
     )
     executor.start()
+    server = PgServer(port=port, base_dir=base, secrets_file=secrets_file)
+    wait_until_accepting(server)
     try:
-        yield PgServer(port=port, base_dir=base, secrets_file=secrets_file)
+        yield server
     finally:
         executor.stop()
         shutil.rmtree(base, ignore_errors=True)

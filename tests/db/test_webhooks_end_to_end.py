@@ -16,7 +16,7 @@ import pytest
 
 from tests.db.qbo_jobs import LoggedServer, connect_realm
 from tests.db.test_listener import VERIFIER, listener_dsn, listening_process  # noqa: F401
-from tests.db.test_pull import APP_TABLE, pull
+from tests.db.test_pull import APP_TABLE, pull, qbo_objects
 from tests.db.test_qbo_calls import sim_control
 from tests.simulator.simtools import REALM
 
@@ -199,3 +199,79 @@ def test_qbo_changes_reach_the_tables_through_webhooks(conn, webhook_sim, backgr
             (org,),
         ).fetchone()[0]
         assert pending == 0, entity
+
+
+@pytest.fixture
+def unruly_sim(listening_process) -> Iterator[LoggedServer]:  # noqa: F811
+    """Webhooks as Intuit warns they may come: every POST delivered twice, events shuffled and
+    batches in reverse order."""
+    _, url = listening_process
+    server = LoggedServer(
+        seed_customers=3,
+        webhook_urls=[url + "/webhooks/qbo"],
+        verifier_token=VERIFIER,
+        webhook_window_s=0.3,
+        webhook_max_events=2,
+        webhook_duplicate_rate=1.0,
+        webhook_reorder=True,
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_duplicated_and_reordered_webhooks_change_each_row_once_to_qbos_latest(
+    conn, unruly_sim, background_worker
+):
+    connected = connect_realm(conn, unruly_sim)
+    org = connected.org
+    pull(conn, org, "customers")
+    conn.execute("DELETE FROM qbo_webhook_log")
+    rows = conn.execute(
+        "SELECT qbo_id FROM customer_profile WHERE organization_id = %s ORDER BY qbo_id", (org,)
+    ).fetchall()
+    targets = [r[0] for r in rows]
+    for version in range(1, 4):  # three edits of each customer, in quick succession
+        for qbo_id in targets:
+            change(unruly_sim, "Customer", "update", qbo_id, Notes=f"version {version}")
+    sim_control(unruly_sim, "POST", "webhooks/flush")
+
+    def settled() -> bool:
+        deliveries = sim_control(unruly_sim, "GET", "webhooks/deliveries")
+        notes = {
+            r[0]
+            for r in conn.execute(
+                "SELECT notes FROM customer_profile WHERE organization_id = %s", (org,)
+            )
+        }
+        return (
+            deliveries["pending_events"] == 0
+            and all(d["state"] == "delivered" for d in deliveries["deliveries"])
+            and notes == {"version 3"}
+            and conn.execute(
+                "SELECT count(*) FROM qbo_webhook_log WHERE status = 'received'"
+            ).fetchone()[0]
+            == 0
+        )
+
+    wait_for(settled, "every webhook delivered (twice), processed, and QBO's latest value here")
+    deliveries = sim_control(unruly_sim, "GET", "webhooks/deliveries")["deliveries"]
+    sent_twice = [d for d in deliveries if len(d["attempts"]) == 2]
+    assert sent_twice and len(sent_twice) == len(deliveries)  # the simulator duplicated each
+    events = 3 * len(targets)
+    assert conn.execute(
+        "SELECT count(*), count(DISTINCT body) FROM qbo_webhook_log WHERE signature_valid"
+    ).fetchone() == (2 * len(deliveries), len(deliveries))
+    # each event became work once, whatever the copies and the order
+    assert conn.execute(
+        "SELECT count(*) FROM qbo_webhook_processed WHERE organization_id = %s", (org,)
+    ).fetchone() == (events,)
+    # and QBO's latest value is every row's, with QBO's latest SyncToken (nothing older won)
+    qbo = {str(c["Id"]): c for c in qbo_objects(unruly_sim, connected.access, "customers")}
+    for qbo_id, notes, token in conn.execute(
+        "SELECT qbo_id, notes, qbo_sync_token FROM customer_profile WHERE organization_id = %s",
+        (org,),
+    ):
+        assert (notes, token) == (qbo[qbo_id]["Notes"], qbo[qbo_id]["SyncToken"])

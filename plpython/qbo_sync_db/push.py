@@ -90,7 +90,7 @@ except ImportError:  # pragma: no cover - depends on what is installed
     conflicts = None  # type: ignore[assignment]
 
 ROWS = "SELECT row::text AS row FROM qbo_sync.rows_to_push($1, $2, $3, $4) AS row"
-LINES = "SELECT qbo_sync.record_pushed_lines($1, $2, $3)"
+LINES = "SELECT qbo_sync.record_pushed_lines($1, $2, $3, $4)"
 PREPARE = (
     "SELECT row_id::text AS row_id, requestid::text AS requestid"
     " FROM qbo_sync.prepare_creates($1, $2, $3)"
@@ -543,10 +543,13 @@ class Pusher:
                 self.always,
             ],
         )
-        if self.entity == "invoices" and (version is None or version >= row["qbo_local_version"]):
+        if self.entity == "invoices" and version is None:
             line_ids = [str(line["qbo_line_id"]) for line in mapping.invoice_lines(obj)]
             db.execute(
-                self.plpy, LINES, ["uuid", "uuid", "text[]"], [self.org, row["id"], line_ids]
+                self.plpy,
+                LINES,
+                ["uuid", "uuid", "text[]", "bigint"],
+                [self.org, row["id"], line_ids, row["qbo_local_version"]],
             )
 
     def _link(self, row: dict[str, Any], obj: dict[str, Any]) -> None:

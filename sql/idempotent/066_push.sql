@@ -249,8 +249,13 @@ AS $$
 $$;
 
 -- A pushed invoice's lines get the Ids QBO gave them: QBO answers with the sales lines in the
--- order they were sent (`line_ids`, one per local line in line_number order).
-CREATE OR REPLACE FUNCTION qbo_sync.record_pushed_lines(organization_id uuid, invoice_id uuid, line_ids text[])
+-- order they were sent (`line_ids`, one per local line in line_number order). Only while the
+-- invoice is still at the version pushed (`version`): lines changed meanwhile no longer match
+-- QBO's by position (they go with the next push, which sends every line).
+DROP FUNCTION IF EXISTS qbo_sync.record_pushed_lines(uuid, uuid, text[]);
+CREATE OR REPLACE FUNCTION qbo_sync.record_pushed_lines(
+    organization_id uuid, invoice_id uuid, line_ids text[], version bigint
+)
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -259,6 +264,12 @@ DECLARE
     written integer;
 BEGIN
     PERFORM qbo_sync.begin_applying_remote();
+    IF NOT EXISTS (SELECT FROM public.invoice_record AS i
+                    WHERE i.organization_id = record_pushed_lines.organization_id
+                      AND i.id = record_pushed_lines.invoice_id
+                      AND i.qbo_local_version <= version) THEN
+        RETURN 0;
+    END IF;
     WITH ordered AS (
         SELECT l.id, row_number() OVER (ORDER BY l.line_number, l.id) AS n
           FROM public.invoice_line_item AS l

@@ -440,3 +440,30 @@ def test_a_create_qbo_refused_is_sent_with_a_new_requestid_once_corrected(conn, 
     result = outcome(conn, job)
     assert result["summary"]["created"] == 1, result
     assert record_of(conn, "invoice_record", bad)["qbo_sync_status"] == "synced"
+
+
+def test_line_ids_are_not_taken_for_lines_changed_while_the_push_was_in_flight(conn, org):
+    customer = add_customer(conn, org, "Lines In Flight")
+    invoice = add_invoice(conn, org, customer, [(None, Decimal(1), Decimal(5))] * 2)
+    version = conn.execute(
+        "SELECT qbo_local_version FROM invoice_record WHERE id = %s", (invoice,)
+    ).fetchone()[0]
+    # a line inserted before the first while QBO was answering: positions no longer match
+    conn.execute(
+        "INSERT INTO invoice_line_item (organization_id, invoice_id, line_number, description,"
+        " quantity, unit_price, amount) VALUES (%s, %s, 0, 'meanwhile', 1, 1, 1)",
+        (org, invoice),
+    )
+    assert conn.execute(
+        "SELECT qbo_sync.record_pushed_lines(%s, %s, %s, %s)", (org, invoice, ["1", "2"], version)
+    ).fetchone() == (0,)
+    assert conn.execute(
+        "SELECT count(qbo_line_id) FROM invoice_line_item WHERE invoice_id = %s", (invoice,)
+    ).fetchone() == (0,)
+    current = conn.execute(
+        "SELECT qbo_local_version FROM invoice_record WHERE id = %s", (invoice,)
+    ).fetchone()[0]
+    assert conn.execute(
+        "SELECT qbo_sync.record_pushed_lines(%s, %s, %s, %s)",
+        (org, invoice, ["1", "2", "3"], current),
+    ).fetchone() == (3,)

@@ -48,7 +48,8 @@ def test_the_plan_paced_by_the_shared_pacer_uses_the_whole_budget_of_a_realm():
     plan says, as fast as the pacer lets them go, a minute carries close to 40 x 30 + 460."""
     limits = pacing.Limits()
     singles = push.singles_per_batch(limits.per_minute, limits.batches_per_minute)
-    runs = push.plan(10_000, client.BATCH_MAX_ITEMS, singles)
+    # rounds of push.ROUND rows, as the push reads them
+    runs = push.plan(push.ROUND, client.BATCH_MAX_ITEMS, singles) * 100
     state = pacing.new_state(T0)
     now = T0
     sent: list[tuple[float, str, int]] = []
@@ -199,3 +200,11 @@ def test_the_shared_pacer_counts_a_batch_once_toward_each_of_its_two_limits():
         else:
             now += decision.wait_seconds
     assert gone == 40
+
+
+def test_a_round_of_rows_is_whole_runs_of_a_full_batch_and_its_single_calls():
+    singles = push.singles_per_batch(500, 40)
+    assert push.ROUND == 3 * (client.BATCH_MAX_ITEMS + singles) == 123
+    runs = push.plan(push.ROUND, client.BATCH_MAX_ITEMS, singles)
+    assert [end - start for kind, start, end in runs if kind == "batch"] == [30, 30, 30]
+    assert sum(1 for kind, _start, _end in runs if kind == "single") == 33

@@ -50,6 +50,7 @@ import psycopg
 from bench.common import format_table, machine_info, write_results
 from bench.engine_setup import (
     SimulatorProcess,
+    WaitSampler,
     WorkerSession,
     bench_database,
     connect_organization,
@@ -475,6 +476,7 @@ def drain(
         ]
         started_at = one(conn, "SELECT clock_timestamp()")
         started = time.perf_counter()
+        sampler = WaitSampler(dsn, [s.pid for s in sessions])
         errors: list[BaseException] = []
 
         def work(session: WorkerSession) -> None:
@@ -502,6 +504,7 @@ def drain(
         for thread in threads:
             thread.join()
         elapsed = time.perf_counter() - started
+        waits = sampler.stop()
         sim_cpu = sim.cpu_seconds() - sim_cpu_before
         machine_after = machine_cpu()
         if errors:
@@ -561,6 +564,8 @@ def drain(
         "machine_busy_fraction": (machine_after[0] - machine_before[0])
         / (machine_after[0] - machine_before[0] + machine_after[1] - machine_before[1]),
         "other_cpu_seconds": machine_after[0] - machine_before[0] - worker_cpu - sim_cpu,
+        # what the worker backends were doing, sampled (see engine_setup.WaitSampler)
+        "wait_events": waits,
     }
 
 

@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -350,6 +351,43 @@ class WorkerSession:
 
     def close(self) -> None:
         self.conn.close()
+
+
+class WaitSampler:
+    """Samples what the given backends are waiting on (pg_stat_activity, every `interval`
+    seconds, active backends only) until stopped: where time goes that is neither CPU nor a
+    QBO call. A backend running Python (waiting on HTTP included) has no wait event: it is
+    counted as "running"."""
+
+    def __init__(self, dsn: str, pids: list[int], interval: float = 0.02) -> None:
+        self.dsn, self.pids, self.interval = dsn, pids, interval
+        self.counts: dict[str, int] = {}
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            while not self._stop.is_set():
+                rows = conn.execute(
+                    """SELECT coalesce(wait_event_type || ':' || wait_event, 'running')
+                         FROM pg_catalog.pg_stat_activity
+                        WHERE pid = ANY(%s) AND state = 'active'""",
+                    (self.pids,),
+                ).fetchall()
+                for (event,) in rows:
+                    self.counts[event] = self.counts.get(event, 0) + 1
+                self.samples += 1
+                time.sleep(self.interval)
+
+    def stop(self) -> dict[str, Any]:
+        """Each wait event's share of the active backends' samples, largest first."""
+        self._stop.set()
+        self._thread.join()
+        total = sum(self.counts.values()) or 1
+        shares = sorted(self.counts.items(), key=lambda kv: -kv[1])
+        return {"samples": self.samples, "shares": {k: v / total for k, v in shares}}
 
 
 def jobs_of(conn: psycopg.Connection, job_ids: list[uuid.UUID]) -> list[dict[str, Any]]:

@@ -50,9 +50,11 @@ WHERE jobname LIKE '%qbo%';"""
         )
         column = [c.name for c in cur.description].index("jobname")
         names = {row[column] for row in cur.fetchall()}
-    # The guide's filter matches the five job names that contain "qbo"; its four cleanup jobs
-    # (names fixed by the guide) do not contain it. docs/seed-compatibility.md notes this.
+    # The guide's filter matches the five of its job names that contain "qbo", and qbo-sync's own
+    # daily drift audit; its four cleanup jobs (names fixed by the guide) do not contain it.
+    # docs/seed-compatibility.md notes this.
     assert names == {
+        "qbo-drift-audit",
         "process-qbo-sync-queue",
         "qbo-check-token-expiry",
         "qbo-push-local-changes",

@@ -56,6 +56,11 @@ class ListenerConfig:
     #: seconds to wait for a database connection before answering 503
     db_timeout: float = 2.0
     max_body: int = MAX_BODY
+    #: seconds a request gets to send its whole body (a body that trickles in is answered 408)
+    body_timeout: float = 10.0
+    #: rejected POSTs (bad or no signature) stored a minute at most; the rest are answered 401
+    #: and only counted in the log (anyone can send them, and each row is kept for 30 days)
+    rejected_per_minute: int = 60
 
     def __repr__(self) -> str:  # never show the token or a password in a log or traceback
         return f"ListenerConfig(host={self.host!r}, port={self.port}, pool_size={self.pool_size})"
@@ -66,10 +71,37 @@ WRITER_KEY = web.AppKey("writer", LogWriter)
 CONFIG_KEY = web.AppKey("config", ListenerConfig)
 
 
+class RejectedBudget:
+    """How many rejected POSTs may still be stored in the current minute (a fixed window)."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self.window = -1
+        self.used = 0
+        self.dropped = 0
+
+    def take(self) -> bool:
+        """True when one more rejected row may be stored now."""
+        window = int(asyncio.get_running_loop().time() // 60)
+        if window != self.window:
+            if self.dropped:
+                log.warning("%d rejected webhooks over the limit were not stored", self.dropped)
+            self.window, self.used, self.dropped = window, 0, 0
+        if self.used < self.per_minute:
+            self.used += 1
+            return True
+        self.dropped += 1
+        return False
+
+
+BUDGET_KEY = web.AppKey("rejected_budget", RejectedBudget)
+
+
 def make_app(config: ListenerConfig) -> web.Application:
     """The listener application; its pool opens on startup without waiting for the database."""
     app = web.Application(client_max_size=config.max_body)
     app[CONFIG_KEY] = config
+    app[BUDGET_KEY] = RejectedBudget(config.rejected_per_minute)
     for path in WEBHOOK_PATHS:
         app.router.add_post(path, receive_webhook)
     app.router.add_get("/oauth/callback", oauth_callback)
@@ -131,19 +163,30 @@ async def receive_webhook(request: web.Request) -> web.Response:
     if request.content_length is not None and request.content_length > config.max_body:
         return _answer(413, f"body over {config.max_body} bytes")
     try:
-        body = await request.read()
+        body = await asyncio.wait_for(request.read(), timeout=config.body_timeout)
     except web.HTTPRequestEntityTooLarge:
         return _answer(413, f"body over {config.max_body} bytes")
+    except TimeoutError:
+        # a body that trickles in (slow-loris) would hold the connection for as long as the
+        # sender likes; the connection is closed, not kept alive
+        answer = _answer(408, f"the body did not arrive within {config.body_timeout:g} s")
+        answer.force_close()
+        return answer
     header = request.headers.get(webhooks.SIGNATURE_HEADER)
-    content_type = request.headers.get("Content-Type")
+    content_type = (request.headers.get("Content-Type") or "")[:200] or None
     remote = request.remote
     text = body.decode("utf-8", errors="replace")
+    # what is stored as text cannot hold NUL: a rejected body with one would fail its batch's
+    # INSERT and send every row of that batch, real webhooks too, to one commit each
+    kept = text[:REJECTED_BODY_KEPT].replace("\x00", "\ufffd")
     writer = request.app[WRITER_KEY]
 
     if not webhooks.verify(body, header, config.verifier_token):
         reason = "no intuit-signature header" if not header else "signature did not verify"
+        if not request.app[BUDGET_KEY].take():
+            return _answer(401, reason)
         row = LogRow(
-            text[:REJECTED_BODY_KEPT],
+            kept,
             None,
             (header or "")[:200] or None,
             False,
@@ -166,7 +209,7 @@ async def receive_webhook(request: web.Request) -> web.Response:
         payload = None
     if payload is None or not isinstance(payload, (dict, list)):
         row = LogRow(
-            text[:REJECTED_BODY_KEPT],
+            kept,
             None,
             header[:200],
             True,

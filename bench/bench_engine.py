@@ -434,6 +434,18 @@ def seed_org_realms(
     return realms
 
 
+def commits(conn: psycopg.Connection) -> int:
+    """Transactions committed in this database so far (the statistics system's count)."""
+    conn.execute("SELECT pg_catalog.pg_stat_clear_snapshot()")
+    return int(
+        one(
+            conn,
+            "SELECT xact_commit FROM pg_catalog.pg_stat_database"
+            " WHERE datname = pg_catalog.current_database()",
+        )
+    )
+
+
 def change_one_percent(
     conn: psycopg.Connection, sim: SimulatorProcess, realm: str, org: uuid.UUID, marker: str
 ) -> dict[str, int]:
@@ -469,6 +481,7 @@ def drain(
         sim_cpu_before = sim.cpu_seconds()
         machine_before = machine_cpu()
         functions_before = function_times(conn)
+        commits_before = commits(conn)
         jobs = [
             one(conn, "SELECT trigger_qbo_sync(%s, %s, 'pull', 'normal')", (org, entity))
             for entity in ENTITIES
@@ -526,6 +539,7 @@ def drain(
     wait_for_function_stats(dsn, "worker", worker_calls + sum(t["runs"] for t in totals))
     with psycopg.connect(dsn, autocommit=True) as conn:
         functions = function_delta(functions_before, function_times(conn))
+        committed = commits(conn) - commits_before
     counters: dict[str, int] = {}
     for realm in realms:
         for key, value in counter_delta(counters_before[realm], sim.counters(realm)).items():
@@ -564,6 +578,9 @@ def drain(
         "machine_busy_fraction": (machine_after[0] - machine_before[0])
         / (machine_after[0] - machine_before[0] + machine_after[1] - machine_before[1]),
         "other_cpu_seconds": machine_after[0] - machine_before[0] - worker_cpu - sim_cpu,
+        # transactions committed in the database while it ran (the workers' and this
+        # driver's few), per job: each is a WAL flush the job waits for (fsync on)
+        "commits_per_job": committed / len(jobs),
         # what the worker backends were doing, sampled (see engine_setup.WaitSampler)
         "wait_events": waits,
     }

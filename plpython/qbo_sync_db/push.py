@@ -357,9 +357,17 @@ class Pusher:
             and not mapping.is_voided(entity, row.get("qbo_raw") or {})
         ):
             return Op("void", spec.qbo_entity, ident, row, client.new_requestid())
-        # every value the row has, sparse: a value cleared locally is not sent as cleared
-        body = mapping.to_qbo(entity, row, lines=lines) | ident
-        return Op("update", spec.qbo_entity, body, row, client.new_requestid())
+        # sparse: every value the row has, and what it cleared since the base (the object as
+        # both sides last agreed) sent as QBO clears it; a field left out is kept by QBO
+        cleared = _cleared(entity, row)
+        body = mapping.to_qbo(entity, row, lines=lines)
+        if cleared:
+            body |= {
+                key: value
+                for key, value in mapping.to_qbo(entity, row, changed=cleared).items()
+                if key not in ("Id", "SyncToken", "sparse")
+            }
+        return Op("update", spec.qbo_entity, body | ident, row, client.new_requestid())
 
     # ------------------------------------------------------------------ sending
 
@@ -859,6 +867,23 @@ class Pusher:
         if not all(line.get("item_known", True) for line in row.get("lines") or ()):
             return "held: an item of its lines is not in QBO yet (pushed first, then this)"
         return None
+
+
+def _cleared(entity: str, row: Mapping[str, Any]) -> list[str]:
+    """The writable columns the row has no value for while its base (qbo_raw) had one: cleared
+    here, so the update must clear them in QBO (only those QBO can clear: a kind with `empty`)."""
+    base = row.get("qbo_raw")
+    if not isinstance(base, Mapping):
+        return []
+    known = mapping.from_qbo(entity, base)
+    return [
+        f.column
+        for f in mapping.ENTITIES[entity].fields
+        if not f.read_only
+        and f.kind.empty is not None
+        and row.get(f.column) in (None, "")
+        and known.get(f.column) not in (None, "", {})
+    ]
 
 
 def _lines(entity: str, row: dict[str, Any]) -> list[dict[str, Any]] | None:

@@ -1,11 +1,8 @@
-"""Adversarial review of the push (plpython/qbo_sync_db/push.py, being changed by its owner):
-reproductions of what it gets wrong, marked xfail(strict) so that they turn into failures to
-remove the mark from once the push is fixed."""
+"""Adversarial review of the push (plpython/qbo_sync_db/push.py): what it got wrong, kept as
+tests once fixed."""
 
 # ruff: noqa: F811 - the `seeded` fixture is imported and then taken as an argument
 from __future__ import annotations
-
-import pytest
 
 from tests.db.qbo_jobs import connect_realm
 from tests.db.test_pull import local_rows, pull, qbo_objects, seeded  # noqa: F401 - fixture
@@ -13,11 +10,6 @@ from tests.db.test_push import push
 from tests.db.test_qbo_calls import outcome
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Pusher._op sends mapping.to_qbo(changed=None): a value cleared here is left out of "
-    "the sparse update, so QBO keeps it, and QBO's answer puts it back in the row",
-)
 def test_a_value_cleared_here_is_cleared_in_qbo(conn, seeded):
     connected = connect_realm(conn, seeded)
     pull(conn, connected.org, "customers")

@@ -124,9 +124,9 @@ class Puller:
         One call asks for every entity of the organization whose cursor allows CDC, and brings
         them all up to date (their own jobs then find nothing to do): an incremental cycle of the
         four entities is one call. When that answer is capped (CDC answers at most 1000 objects
-        in all) the job goes on with its own entity alone: a full answer is followed by another
-        from its last change on, and a full pass is asked for next, since deletions may be
-        missing."""
+        in all) the job goes on with its own entity alone: a full answer is followed by the
+        next one, starting at its last change, and a full pass is asked for next, since
+        deletions may be missing."""
         companions = [
             (row["entity"], float(row["changed_since"]))
             for row in db.execute(self.plpy, COMPANIONS, ["uuid", "text"], [self.org, entity])
@@ -264,9 +264,9 @@ class Puller:
     def _mark_absent(
         self, entity: str, objects: Sequence[Mapping[str, Any]], *, first: bool, last: bool
     ) -> None:
-        """Rows QBO deleted, as a full pull's page shows them: a page in Id order is all QBO has
-        from its first Id to its last (from the lowest on the first page, up to the highest on
-        the last), so a row linked to an Id in that range the page lacks is gone from QBO."""
+        """Rows QBO deleted, as a full pull's page shows them: a page in Id order is all QBO
+        has between its first Id and its last (from the lowest on the first page, up to the
+        highest on the last), so a row linked to an Id in that range the page lacks is gone."""
         ids = sorted(
             (int(i) for i in (str(obj.get("Id")) for obj in objects) if i.isdigit()), key=int
         )

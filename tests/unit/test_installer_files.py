@@ -50,6 +50,7 @@ def test_in_database_code_imports_only_the_standard_library_and_requests():
         "hashlib",
         "hmac",
         "base64",
+        "binascii",
         "importlib",  # qbo_sync_db.worker imports a handler of the stored package
         "time",
         "datetime",

@@ -7,6 +7,7 @@ INSERT INTO qbo_sync.settings (key, value, description) VALUES
     ('queue.backoff_max_seconds', '3600', 'longest delay between attempts'),
     ('queue.backoff_jitter', '0.25', 'random extra delay, as a fraction of the delay'),
     ('queue.default_max_attempts', '5', 'attempts before a job is marked failed'),
+    ('queue.aging_seconds', '120', 'a job due for longer than this is claimed before younger work of any priority (no organization starves another)'),
     ('queue.busy_retry_seconds', '2', 'delay when another backend is working the same organization'),
     ('queue.api_lock_timeout_ms', '2000', 'longest wait of trigger_qbo_sync for a concurrent enqueue of the same job (then it queues its own)'),
     ('worker.drain_seconds', '50', 'how long one qbo_sync_worker() call drains the queue'),

@@ -109,6 +109,24 @@ $$;
 -- to a CTE here is planned for an unknown LIMIT (10% of the table) and hashes the whole queue on
 -- every call, so claims slow down as the backlog grows (bench/bench_queue.py measured 48 ms vs
 -- 0.6 ms at 200,000 pending).
+-- Whether a pending job may run now: a job the orchestrator queued after others (payload
+-- "after": job ids) waits while one of them is pending or processing (dependency order), and an
+-- organization another worker's job holds is left to it (with several workers each takes a
+-- different organization).
+CREATE OR REPLACE FUNCTION qbo_sync.job_may_run(payload jsonb, organization_id uuid)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT NOT (job_may_run.payload ? 'after' AND EXISTS (
+                   SELECT FROM public.qbo_sync_queue AS b
+                    WHERE b.id = ANY (qbo_sync.job_ids(job_may_run.payload -> 'after'))
+                      AND b.status IN ('pending', 'processing')))
+       AND NOT EXISTS (SELECT FROM qbo_sync.organization_lock AS l
+                        WHERE l.organization_id = job_may_run.organization_id
+                          AND l.lease_id IS NOT NULL AND l.held_until > now())
+$$;
+
 CREATE OR REPLACE FUNCTION qbo_sync.claim(
     max_jobs integer DEFAULT 1,
     worker text DEFAULT NULL,
@@ -118,7 +136,29 @@ RETURNS SETOF public.qbo_sync_queue
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
-    WITH claimed AS (
+    WITH aged AS (
+        -- work due for longer than queue.aging_seconds goes first, oldest first, whatever its
+        -- priority: no organization's urgent jobs keep another's scheduled work waiting forever
+        SELECT j.id, j.run_at, j.created_at
+          FROM public.qbo_sync_queue AS j
+         WHERE j.status = 'pending'
+           AND j.run_at <= now() - make_interval(
+                   secs => qbo_sync.setting_numeric('queue.aging_seconds')::double precision)
+           AND qbo_sync.job_may_run(j.payload, j.organization_id)
+         ORDER BY j.run_at, j.created_at
+         LIMIT max_jobs
+           FOR UPDATE SKIP LOCKED
+    ), due AS (
+        SELECT j.id
+          FROM public.qbo_sync_queue AS j
+         WHERE j.status = 'pending'
+           AND j.run_at <= now()
+           AND qbo_sync.job_may_run(j.payload, j.organization_id)
+           AND NOT EXISTS (SELECT FROM aged AS a WHERE a.id = j.id)
+         ORDER BY j.priority DESC, j.run_at, j.created_at
+         LIMIT greatest(max_jobs - (SELECT count(*) FROM aged), 0)
+           FOR UPDATE SKIP LOCKED
+    ), claimed AS (
     UPDATE public.qbo_sync_queue AS q
        SET status       = 'processing',
            attempts     = q.attempts + 1,
@@ -128,25 +168,7 @@ AS $$
                               lease_seconds, qbo_sync.setting_numeric('queue.lease_seconds'))::double precision),
            started_at   = now(),
            updated_at   = now()
-     WHERE q.id = ANY (ARRAY(
-               SELECT j.id
-                 FROM public.qbo_sync_queue AS j
-                WHERE j.status = 'pending'
-                  AND j.run_at <= now()
-                  -- a job the orchestrator queued after others (payload "after": job ids) waits
-                  -- while one of them is pending or processing: dependency order
-                  AND NOT (j.payload ? 'after' AND EXISTS (
-                          SELECT FROM public.qbo_sync_queue AS b
-                           WHERE b.id = ANY (qbo_sync.job_ids(j.payload -> 'after'))
-                             AND b.status IN ('pending', 'processing')))
-                  -- an organization another worker's job holds is left to it: with several
-                  -- workers (worker.processes) each takes a different organization
-                  AND NOT EXISTS (SELECT FROM qbo_sync.organization_lock AS l
-                                   WHERE l.organization_id = j.organization_id
-                                     AND l.lease_id IS NOT NULL AND l.held_until > now())
-                ORDER BY j.priority DESC, j.run_at, j.created_at
-                LIMIT max_jobs
-                  FOR UPDATE SKIP LOCKED))
+     WHERE q.id IN (SELECT a.id FROM aged AS a UNION ALL SELECT d.id FROM due AS d)
     RETURNING q.*
     )
     SELECT * FROM claimed ORDER BY priority DESC, run_at, created_at  -- the claim order, for batches

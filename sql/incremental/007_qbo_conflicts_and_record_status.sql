@@ -98,3 +98,7 @@ ALTER TABLE public.qbo_sync_cursor ADD COLUMN incremental_requested_at timestamp
 COMMENT ON COLUMN public.qbo_sync_cursor.incremental_requested_at IS
     'when the CDC request that last brought this entity up to date was sent (database clock): '
     'a pull job queued before then finds nothing to do';
+
+-- The claim takes work due for longer than queue.aging_seconds first, oldest first.
+CREATE INDEX qbo_sync_queue_due_idx ON public.qbo_sync_queue (run_at, created_at)
+    WHERE status = 'pending';

@@ -13,7 +13,7 @@ SELECT functions_are('qbo_sync', ARRAY[
     'python_loader', 'python_setup', 'secret', 'encrypt_token', 'decrypt_token', 'refresh_code_hash',
     'fields_changed', 'track_local_change', 'track_line_change', 'track_local_deletion',
     'begin_applying_remote',
-    'enqueue', 'claim', 'complete', 'backoff_seconds', 'fail', 'extend_lease', 'release',
+    'enqueue', 'job_may_run', 'claim', 'complete', 'backoff_seconds', 'fail', 'extend_lease', 'release',
     'reclaim_expired', 'lock_job_for_caller',
     'validate_sync_request', 'schedule_sync', 'push_local_changes',
     'token_refresh', 'connections_to_refresh', 'token_refresh_failed', 'refresh_expiring_tokens',

@@ -151,7 +151,10 @@ def truncate_all(conn: psycopg.Connection) -> None:
             sql.SQL(", ").join(sql.Identifier("public", t) for t in APP_TABLES)
         )
     )
-    conn.execute("TRUNCATE qbo_sync.local_deletion, qbo_sync.pacer, qbo_sync.organization_lock")
+    conn.execute(
+        "TRUNCATE qbo_sync.local_deletion, qbo_sync.pacer, qbo_sync.organization_lock,"
+        " qbo_sync.pull_pass_seen"
+    )
 
 
 @pytest.fixture

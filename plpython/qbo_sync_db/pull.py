@@ -8,8 +8,9 @@ that stops half-way resumes at the page it was on. A page starts `pull.page_over
 before where the last one ended, so an object that moved up (another was deleted meanwhile) is
 not skipped; objects read twice change nothing (same SyncToken), except what QBO computes (a
 balance may move without a new SyncToken). The pass's start becomes the point incremental pulls
-(CDC) continue from. Each page, all QBO has from its first Id to its last, also marks the rows
-linked to an Id in that range that QBO no longer has (deleted in QBO while no CDC saw it).
+(CDC) continue from. The Ids each page read are kept (qbo_sync.pull_pass_seen); when the pass
+ends, a row linked to an Id it never read was deleted in QBO while no CDC saw it, and is marked
+(whatever order QBO pages Ids in: Intuit does not say whether it sorts them as numbers).
 
 Objects that reference others (an invoice its customer and its lines' items, a payment its
 customer and invoice) are linked by QBO Id; a referenced object not here yet is fetched first.
@@ -41,7 +42,8 @@ SAVE_INCREMENTAL = (
 )
 CLOCK = "SELECT pg_catalog.clock_timestamp()::text AS now"
 APPLY_DELETIONS = "SELECT qbo_sync.apply_pulled_deletions($1, $2, $3) AS marked"
-APPLY_ABSENT = "SELECT qbo_sync.apply_pulled_absent($1, $2, $3, $4, $5) AS marked"
+SEEN = "SELECT qbo_sync.record_pass_seen($1, $2, $3, $4)"
+FINISH_ABSENT = "SELECT qbo_sync.finish_pass_absent($1, $2, $3::timestamptz) AS marked"
 START_PASS = "SELECT pg_catalog.now()::text AS started_at"
 SAVE = "SELECT qbo_sync.save_full_pull($1, $2, $3::timestamptz, $4)"
 APPLY = "SELECT qbo_sync.apply_pulled($1, $2, $3::jsonb, $4, $5::jsonb)::text AS result"
@@ -246,7 +248,19 @@ class Puller:
             self.apply(entity, objects)
             following = client.next_start(position, self.page_size, len(objects))
             next_position = None if following is None else max(1, following - self.overlap)
-            self._mark_absent(entity, objects, first=position == 1, last=next_position is None)
+            db.execute(
+                self.plpy,
+                SEEN,
+                ["uuid", "text", "text[]", "boolean"],
+                [self.org, entity, [str(obj.get("Id")) for obj in objects], position == 1],
+            )
+            if next_position is None:
+                self.counts["deleted"] += db.execute(
+                    self.plpy,
+                    FINISH_ABSENT,
+                    ["uuid", "text", "text"],
+                    [self.org, entity, started_at],
+                )[0]["marked"]
             db.execute(
                 self.plpy,
                 SAVE,
@@ -260,29 +274,6 @@ class Puller:
                 self.counts["continues"] = True  # resumes at next_position, saved above
                 return self.counts
             position = next_position
-
-    def _mark_absent(
-        self, entity: str, objects: Sequence[Mapping[str, Any]], *, first: bool, last: bool
-    ) -> None:
-        """Rows QBO deleted, as a full pull's page shows them: a page in Id order is all QBO
-        has between its first Id and its last (from the lowest on the first page, up to the
-        highest on the last), so a row linked to an Id in that range the page lacks is gone."""
-        ids = sorted(
-            (int(i) for i in (str(obj.get("Id")) for obj in objects) if i.isdigit()), key=int
-        )
-        if not ids and not first:
-            return  # an empty page after others: its range is unknown
-        low = None if first else str(ids[0])
-        high = None if last else (str(ids[-1]) if ids else None)
-        if not ids and not last:
-            return
-        marked = db.execute(
-            self.plpy,
-            APPLY_ABSENT,
-            ["uuid", "text", "text[]", "text", "text"],
-            [self.org, entity, [str(i) for i in ids], low, high],
-        )[0]["marked"]
-        self.counts["deleted"] += marked
 
     # ------------------------------------------------------------------ applying
 

@@ -141,6 +141,7 @@ BEGIN
     DELETE FROM public.qbo_sync_conflict AS c WHERE c.organization_id = OLD.id;
     DELETE FROM public.qbo_sync_drift AS d WHERE d.organization_id = OLD.id;
     DELETE FROM qbo_sync.organization_lock AS l WHERE l.organization_id = OLD.id;
+    DELETE FROM qbo_sync.pull_pass_seen AS s WHERE s.organization_id = OLD.id;
     RETURN NULL;
 END
 $$;

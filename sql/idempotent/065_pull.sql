@@ -274,14 +274,39 @@ BEGIN
 END
 $$;
 
--- What a page of a full pull says QBO no longer has: the page is every object QBO has with an
--- Id from its first to its last (read in Id order; the first page from the lowest, the last page
--- up to the highest, when `low_id` or `high_id` is NULL), so a row linked to an Id in that range
--- that the page does not hold (`seen`) was deleted in QBO: marked, like CDC's deletions (not a
--- row with a local change waiting, nor one waiting for a person). A gap between pages (objects
--- that moved across a page boundary) is in no page's range, so is never marked.
-CREATE OR REPLACE FUNCTION qbo_sync.apply_pulled_absent(
-    organization_id uuid, entity text, seen text[], low_id text, high_id text
+-- Before 0.4's release a full pull judged deletions page by page, by Id ranges; that relied on
+-- QBO ordering Ids as numbers, which Intuit does not document.
+DROP FUNCTION IF EXISTS qbo_sync.apply_pulled_absent(uuid, text, text[], text, text);
+
+-- The QBO Ids a page of a full pass read (`starts`: the pass's first page, which forgets what an
+-- abandoned earlier pass had read).
+CREATE OR REPLACE FUNCTION qbo_sync.record_pass_seen(
+    organization_id uuid, entity text, qbo_ids text[], starts boolean
+)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF starts THEN
+        DELETE FROM qbo_sync.pull_pass_seen AS s
+         WHERE s.organization_id = record_pass_seen.organization_id AND s.entity = record_pass_seen.entity;
+    END IF;
+    INSERT INTO qbo_sync.pull_pass_seen (organization_id, entity, qbo_id)
+    SELECT record_pass_seen.organization_id, record_pass_seen.entity, i
+      FROM unnest(qbo_ids) AS i
+     WHERE i IS NOT NULL
+    ON CONFLICT DO NOTHING;
+END
+$$;
+
+-- The end of a full pass: every object QBO had when the pass started was read by one of its
+-- pages (STARTPOSITION paging with an overlap, so nothing is skipped), so a row linked to a QBO
+-- Id the pass never read was deleted in QBO: marked, like CDC's deletions. Not marked: a row the
+-- sync wrote since the pass started (created in QBO by a push meanwhile, say), one with a local
+-- change waiting, one waiting for a person. Returns how many were marked.
+CREATE OR REPLACE FUNCTION qbo_sync.finish_pass_absent(
+    organization_id uuid, entity text, started_at timestamptz
 )
 RETURNS integer
 LANGUAGE plpgsql
@@ -290,21 +315,20 @@ AS $$
 DECLARE
     marked integer;
 BEGIN
-    IF (low_id IS NOT NULL AND low_id !~ '^[0-9]{1,18}$') OR (high_id IS NOT NULL AND high_id !~ '^[0-9]{1,18}$') THEN
-        RETURN 0;  -- QBO's Ids are numbers; anything else is not a range this can judge
-    END IF;
     PERFORM qbo_sync.begin_applying_remote();
     EXECUTE format('UPDATE public.%I AS t
                        SET qbo_deleted_at = now(), qbo_last_synced_at = now(), qbo_sync_status = ''synced''
-                     WHERE t.organization_id = $1 AND t.qbo_deleted_at IS NULL
-                       AND t.qbo_id ~ ''^[0-9]{1,18}$''
-                       AND ($3::bigint IS NULL OR t.qbo_id::bigint >= $3::bigint)
-                       AND ($4::bigint IS NULL OR t.qbo_id::bigint <= $4::bigint)
-                       AND NOT (t.qbo_id = ANY ($2))
-                       AND t.qbo_local_version <= t.qbo_synced_version AND t.qbo_sync_status <> ''conflict''',
+                     WHERE t.organization_id = $1 AND t.qbo_deleted_at IS NULL AND t.qbo_id IS NOT NULL
+                       AND t.qbo_last_synced_at < $3
+                       AND t.qbo_local_version <= t.qbo_synced_version AND t.qbo_sync_status <> ''conflict''
+                       AND NOT EXISTS (SELECT FROM qbo_sync.pull_pass_seen AS s
+                                        WHERE s.organization_id = $1 AND s.entity = $2
+                                          AND s.qbo_id = t.qbo_id)',
                    (qbo_sync.entity_row(entity)).app_table)
-       USING organization_id, coalesce(seen, '{}'), low_id, high_id;
+       USING organization_id, entity, started_at;
     GET DIAGNOSTICS marked = ROW_COUNT;
+    DELETE FROM qbo_sync.pull_pass_seen AS s
+     WHERE s.organization_id = finish_pass_absent.organization_id AND s.entity = finish_pass_absent.entity;
     RETURN marked;
 END
 $$;

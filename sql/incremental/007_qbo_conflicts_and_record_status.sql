@@ -102,3 +102,13 @@ COMMENT ON COLUMN public.qbo_sync_cursor.incremental_requested_at IS
 -- The claim takes work due for longer than queue.aging_seconds first, oldest first.
 CREATE INDEX qbo_sync_queue_due_idx ON public.qbo_sync_queue (run_at, created_at)
     WHERE status = 'pending';
+
+-- The QBO Ids a full pull has read so far in its pass: when the pass ends, a row linked to an Id
+-- it never read was deleted in QBO (whatever order QBO pages in). Emptied when a pass starts and
+-- when it ends.
+CREATE TABLE qbo_sync.pull_pass_seen (
+    organization_id uuid NOT NULL,
+    entity          text NOT NULL REFERENCES qbo_sync.entity (entity),
+    qbo_id          text NOT NULL,
+    PRIMARY KEY (organization_id, entity, qbo_id)
+);

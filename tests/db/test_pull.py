@@ -507,3 +507,48 @@ def test_a_balance_qbo_moved_without_a_new_sync_token_is_refreshed(conn, seeded)
     assert summary["updated"] == 0
     again = local_rows(conn, "customers", connected.org)[some]
     assert again["updated_at"] == after["updated_at"]
+
+
+def test_a_full_pass_marks_deleted_only_what_it_never_read_whatever_the_id_order(conn, org):
+    """Intuit does not say whether ORDERBY Id sorts Ids as numbers or as text: a pass read in text
+    order (1, 10, 11, …, 19, 2, 20, 3, …) marks exactly the rows whose Ids no page held; rows the
+    sync wrote since the pass started, and rows with a local change waiting, are never marked."""
+    conn.execute("SELECT qbo_sync.begin_applying_remote()")
+    started = conn.execute("SELECT now() - interval '1 second'").fetchone()[0]
+    with conn.transaction():
+        conn.execute("SELECT qbo_sync.begin_applying_remote()")
+        for n in range(1, 21):
+            conn.execute(
+                "INSERT INTO customer_profile (organization_id, display_name, qbo_id,"
+                " qbo_sync_token, qbo_sync_status, qbo_last_synced_at)"
+                " VALUES (%s, %s, %s, '0', 'synced', now() - interval '1 hour')",
+                (org, f"C{n}", str(n)),
+            )
+    text_order = sorted((str(n) for n in range(1, 21)), key=str)
+    gone = {"2", "7", "15"}
+    pages = [p for p in (text_order[:8], text_order[6:14], text_order[12:]) if p]
+    for index, page in enumerate(pages):
+        conn.execute(
+            "SELECT qbo_sync.record_pass_seen(%s, 'customers', %s, %s)",
+            (org, [i for i in page if i not in gone], index == 0),
+        )
+    # a row created in QBO by a push while the pass ran, and one changed here: not judged
+    conn.execute("UPDATE customer_profile SET notes = 'local' WHERE qbo_id = '7'")
+    with conn.transaction():
+        conn.execute("SELECT qbo_sync.begin_applying_remote()")
+        conn.execute(
+            "INSERT INTO customer_profile (organization_id, display_name, qbo_id, qbo_sync_token,"
+            " qbo_sync_status, qbo_last_synced_at) VALUES (%s, 'New', '21', '0', 'synced', now())",
+            (org,),
+        )
+    marked = conn.execute(
+        "SELECT qbo_sync.finish_pass_absent(%s, 'customers', %s)", (org, started)
+    ).fetchone()[0]
+    deleted = {
+        r[0]
+        for r in conn.execute(
+            "SELECT qbo_id FROM customer_profile WHERE qbo_deleted_at IS NOT NULL"
+        ).fetchall()
+    }
+    assert (marked, deleted) == (2, {"2", "15"})
+    assert conn.execute("SELECT count(*) FROM qbo_sync.pull_pass_seen").fetchone() == (0,)

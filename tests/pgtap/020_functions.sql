@@ -26,7 +26,7 @@ SELECT functions_are('qbo_sync', ARRAY[
     'cleanup_webhook_logs', 'cleanup_webhook_processed', 'cleanup_sync_jobs', 'cleanup_sync_history',
     'delete_expired',
     'sync_token_newer', 'entity_row', 'check_business_columns', 'apply_pulled', 'apply_pulled_lines', 'known_qbo_ids',
-    'apply_pulled_deletions', 'apply_pulled_absent', 'pull_cursor', 'cdc_companions', 'save_incremental_pull', 'save_full_pull',
+    'apply_pulled_deletions', 'record_pass_seen', 'finish_pass_absent', 'pull_cursor', 'cdc_companions', 'save_incremental_pull', 'save_full_pull',
     'rows_to_push', 'prepare_creates', 'record_pushed', 'record_push_problem', 'record_pushed_lines',
     'row_linked_to', 'record_push_conflict', 'deletions_to_push', 'record_deletion_pushed',
     'conflict_settings', 'conflict_rows', 'apply_merges', 'record_held_remote', 'keep_conflicts_held',

@@ -27,6 +27,10 @@ SELECT c.environment, c.api_base_url, c.is_active, c.inactive_reason,
  WHERE c.organization_id = $1
    FOR UPDATE"""
 
+#: a rotated pair is stored durably whatever the session's synchronous_commit (the worker's is
+#: off): Intuit has already retired the old refresh token
+DURABLE = "SELECT pg_catalog.set_config('synchronous_commit', 'on', true)"
+
 STORE_TOKENS = """
 UPDATE public.qbo_connection AS c
    SET qbo_access_token_encrypted = qbo_sync.encrypt_token($2),
@@ -88,6 +92,7 @@ def refresh(
             [organization_id, message[:1000], ends_connection],
         )
         return outcome(False, not ends_connection, message, exc.sqlstate)
+    db.execute(plpy, DURABLE, [], [])
     db.execute(
         plpy,
         STORE_TOKENS,

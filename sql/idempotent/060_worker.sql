@@ -488,7 +488,13 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
     state pg_catalog.jsonb := qbo_sync.worker_begin(max_seconds, max_jobs, stop_when_idle);
+    -- The worker's commits do not wait for the disk: each one's loss in a crash is redone (a job
+    -- runs again, a pull re-reads, a push finds its create in QBO) except two, which make their
+    -- own transaction wait: a rotated token pair (qbo_sync_db.tokens) and a create's requestid
+    -- (qbo_sync.prepare_creates). Fewer WAL flush waits lets more workers share the disk.
+    saved_commit pg_catalog.text := pg_catalog.current_setting('synchronous_commit');
 BEGIN
+    PERFORM pg_catalog.set_config('synchronous_commit', 'off', false);
     LOOP
         BEGIN
             state := qbo_sync.worker_claim(state);
@@ -508,6 +514,7 @@ BEGIN
         COMMIT;
         EXIT WHEN qbo_sync.worker_should_stop(state);
     END LOOP;
+    PERFORM pg_catalog.set_config('synchronous_commit', saved_commit, false);
 END
 $$;
 

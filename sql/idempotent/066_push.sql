@@ -78,6 +78,9 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- durable before any request can leave, whatever the session's synchronous_commit (the
+    -- worker's is off): a lost requestid would let a retried create make a second object
+    PERFORM set_config('synchronous_commit', 'on', true);
     PERFORM qbo_sync.begin_applying_remote();
     RETURN QUERY EXECUTE format(
         'UPDATE public.%I AS t

@@ -17,7 +17,7 @@ generator each in a process of its own; PostgreSQL a throw-away cluster with syn
   all of them at `--many-rate` a second, `--workers` queue processors: the same latencies, and the
   queue's backlog sampled every second (it must not grow).
 
-    python -m bench --only listener [--quick] [--seconds 10] [--concurrency 32]
+    python -m bench --only listener [--quick] [--seconds 10] [--concurrency 48]
         [--changes 200] [--rate 5] [--orgs 1000] [--many-rate 20] [--many-seconds 30]
 """
 
@@ -533,7 +533,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--concurrency", type=int, default=48)
     parser.add_argument("--changes", type=int, default=200)
     parser.add_argument("--rate", type=float, default=5)
     parser.add_argument("--orgs", type=int, default=1000)

@@ -130,7 +130,9 @@ async def _pool(app: web.Application) -> Any:
         name="qbo-sync-listener",
     )
     await pool.open(wait=False)
-    writer = LogWriter(pool, writers=config.pool_size)
+    # two writers: one batch commits while the next one gathers (more writers only make the
+    # batches smaller and the commits more: measured in bench/bench_listener.py)
+    writer = LogWriter(pool, writers=min(config.pool_size, 2))
     writer.start()
     app[POOL_KEY] = pool
     app[WRITER_KEY] = writer

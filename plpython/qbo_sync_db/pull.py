@@ -41,6 +41,7 @@ SAVE_INCREMENTAL = (
     "SELECT qbo_sync.save_incremental_pull($1, $2, $3::timestamptz, $4, $5::timestamptz)"
 )
 CLOCK = "SELECT pg_catalog.clock_timestamp()::text AS now"
+COVERED = "SELECT qbo_sync.complete_covered_pulls($1, $2, $3::timestamptz, $4) AS done"
 APPLY_DELETIONS = "SELECT qbo_sync.apply_pulled_deletions($1, $2, $3) AS marked"
 SEEN = "SELECT qbo_sync.record_pass_seen($1, $2, $3, $4)"
 FINISH_ABSENT = "SELECT qbo_sync.finish_pass_absent($1, $2, $3::timestamptz) AS marked"
@@ -198,6 +199,13 @@ class Puller:
                 ["uuid", "text", "text", "boolean", "text"],
                 [self.org, entity, result.time or since.isoformat(), False, requested_at],
             )
+        # the organization's other pull jobs this call covered are done: no claim, no run
+        self.counts["covered_jobs"] = db.execute(
+            self.plpy,
+            COVERED,
+            ["uuid", "text[]", "text", "uuid"],
+            [self.org, [e for e, _ in ordered], requested_at, self.ctx.job["id"]],
+        )[0]["done"]
         self.ctx.commit()
         return True
 

@@ -530,3 +530,42 @@ BEGIN
     CALL qbo_sync.worker(max_seconds, max_jobs, stop_when_idle);
 END
 $$;
+
+-- Pending pull jobs of `organization_id` for `entities`, queued before `requested_at`, that the
+-- CDC request sent then already covered (job `by_job` brought those entities up to date): they
+-- are completed now, with a history row saying so, rather than each claimed, run and finished
+-- only to find nothing to do. Pulls only (a push half still has work), and not a refetch or an
+-- audit (those read something else). Jobs another session holds are left alone. Returns how many.
+CREATE OR REPLACE FUNCTION qbo_sync.complete_covered_pulls(
+    organization_id uuid, entities text[], requested_at timestamptz, by_job uuid
+)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    job public.qbo_sync_queue;
+    done integer := 0;
+    summary jsonb := jsonb_build_object('mode', 'up to date', 'covered_by', by_job,
+                                        'entity_count', 0, 'success_count', 0);
+BEGIN
+    FOR job IN
+        UPDATE public.qbo_sync_queue AS q
+           SET status = 'completed', result = summary, completed_at = now(), updated_at = now(),
+               started_at = coalesce(q.started_at, now())
+         WHERE q.id IN (SELECT c.id FROM public.qbo_sync_queue AS c
+                         WHERE c.organization_id = complete_covered_pulls.organization_id
+                           AND c.status = 'pending' AND c.direction = 'pull'
+                           AND c.sync_endpoint = ANY (entities)
+                           AND c.created_at <= requested_at
+                           AND c.id <> by_job
+                           AND NOT (c.payload ? 'refetch' OR c.payload ? 'audit')
+                           FOR UPDATE SKIP LOCKED)
+        RETURNING q.*
+    LOOP
+        PERFORM qbo_sync.record_history(job, 'completed', summary, NULL);
+        done := done + 1;
+    END LOOP;
+    RETURN done;
+END
+$$;

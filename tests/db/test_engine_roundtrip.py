@@ -189,8 +189,14 @@ def test_objects_made_in_qbo_arrive_with_every_field_by_full_pull_then_by_cdc(
     assert first_job["mode"] == "incremental" and first_job["failure_count"] == 0, first_job
     assert first_job["inserted"] == len(ORDER), first_job
     assert sorted(first_job["cdc_entities"]) == sorted(QBO_NAME[e] for e in ORDER)
+    # ... and were completed by it, never claimed
+    assert first_job["covered_jobs"] == len(ORDER) - 1, first_job
     for entity in ORDER[1:]:
         assert summaries[entity]["mode"] == "up to date", (entity, summaries[entity])
+    assert conn.execute(
+        "SELECT count(*) FROM qbo_sync_queue WHERE status = 'completed' AND attempts = 0"
+        " AND result ->> 'mode' = 'up to date'"
+    ).fetchone() == (len(ORDER) - 1,)
     assert [a.path.rsplit("/", 1)[-1] for a in empty_sim.log.api()] == ["cdc"]
     rows = assert_local_equals_qbo(conn, empty_sim, connected.access, connected.org)
     assert_values_kept(rows, made, refs)

@@ -21,7 +21,7 @@ SELECT functions_are('qbo_sync', ARRAY[
     'record_token_warnings',
     'run_job', 'sql_handler', 'error_is_retryable', 'record_history', 'lost_lease_reason',
     'worker_begin', 'worker_should_stop', 'worker_claim', 'worker_prepare', 'worker_job', 'worker_start', 'worker_run_job', 'worker_finish', 'worker_abandon', 'worker',
-    'worker_step_failed', 'process_webhook_rows',
+    'worker_step_failed', 'complete_covered_pulls', 'process_webhook_rows',
     'try_timestamptz', 'webhook_events', 'webhook_format', 'webhook_event_rows', 'process_webhooks',
     'cleanup_webhook_logs', 'cleanup_webhook_processed', 'cleanup_sync_jobs', 'cleanup_sync_history',
     'delete_expired',

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,14 +36,17 @@ def cluster() -> Iterator[Cluster]:
     base = Path(tempfile.mkdtemp(prefix="qbo-sync-listener-restart-"))
     give_to_server_user(base, 0o755)
     own = Cluster(base_dir=base / "pg", port=free_port(), database="qbo_listener")
-    own.start()
-    install(own.dsn())
-    with psycopg.connect(own.dsn(), autocommit=True) as conn:
-        conn.execute("UPDATE cron.job SET active = false")  # this test processes by itself
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(LOGIN)))
-        conn.execute(sql.SQL("GRANT qbo_sync_listener TO {}").format(sql.Identifier(LOGIN)))
-    yield own
-    own.destroy()
+    try:  # a set-up that fails must not leave its server running
+        own.start()
+        install(own.dsn())
+        with psycopg.connect(own.dsn(), autocommit=True) as conn:
+            conn.execute("UPDATE cron.job SET active = false")  # this test processes by itself
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(LOGIN)))
+            conn.execute(sql.SQL("GRANT qbo_sync_listener TO {}").format(sql.Identifier(LOGIN)))
+        yield own
+    finally:
+        own.destroy()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def listener_dsn(cluster: Cluster) -> str:

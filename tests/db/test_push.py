@@ -15,6 +15,7 @@ import psycopg
 from psycopg import sql
 from qbo_sync_db import mapping
 
+from tests.db.engine_tools import insert
 from tests.db.qbo_jobs import connect_realm
 from tests.db.test_pull import local_rows, pull, qbo_objects, seeded  # noqa: F401 - fixture
 from tests.db.test_qbo_calls import outcome, run_worker, sim_control
@@ -27,12 +28,9 @@ def push(conn: psycopg.Connection, org: uuid.UUID, entity: str) -> uuid.UUID:
 
 
 def add_customer(conn: psycopg.Connection, org: uuid.UUID, name: str, **values) -> uuid.UUID:
-    columns = ["organization_id", "display_name", *values]
-    statement = sql.SQL("INSERT INTO customer_profile ({}) VALUES ({}) RETURNING id").format(
-        sql.SQL(", ").join(map(sql.Identifier, columns)),
-        sql.SQL(", ").join([sql.Placeholder()] * len(columns)),
+    return insert(
+        conn, "customer_profile", {"organization_id": org, "display_name": name, **values}
     )
-    return conn.execute(statement, (org, name, *values.values())).fetchone()[0]
 
 
 def by_name(objects: list[dict], name: str) -> list[dict]:

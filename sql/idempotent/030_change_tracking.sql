@@ -98,9 +98,14 @@ DECLARE
     e qbo_sync.entity;
 BEGIN
     FOR e IN SELECT * FROM qbo_sync.entity ORDER BY dependency_order, entity LOOP
+        -- Not fired for the sync's own writes of rows already marked synced (apply_pulled inserts
+        -- pulled rows with both versions at 1, so a full pull runs no trigger at all); the sync's
+        -- other inserts still get their synced version from it.
         EXECUTE format('CREATE OR REPLACE TRIGGER qbo_track_local_change '
-                       'BEFORE INSERT OR UPDATE ON public.%I '
-                       'FOR EACH ROW EXECUTE FUNCTION qbo_sync.track_local_change(%s)',
+                       'BEFORE INSERT OR UPDATE ON public.%I FOR EACH ROW '
+                       'WHEN (pg_catalog.current_setting(''qbo_sync.applying_remote'', true) IS DISTINCT FROM ''on'' '
+                       'OR NEW.qbo_synced_version < NEW.qbo_local_version) '
+                       'EXECUTE FUNCTION qbo_sync.track_local_change(%s)',
                        e.app_table,
                        (SELECT string_agg(quote_literal(c), ', ') FROM unnest(e.synced_columns) AS c));
         -- The AFTER triggers are not even queued for the sync's own writes (a pull of 100,000

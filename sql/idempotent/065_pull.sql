@@ -83,6 +83,7 @@ CREATE OR REPLACE FUNCTION qbo_sync.apply_pulled(
 RETURNS jsonb
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET work_mem = '64MB'  -- a page of 1000 objects with their raw JSON is sorted in memory, not on disk
 AS $$
 DECLARE
     target qbo_sync.entity := qbo_sync.entity_row(entity);
@@ -124,7 +125,7 @@ BEGIN
     IF computed_sets IS NOT NULL THEN
         refresh := format($r$, refreshed AS (
             UPDATE public.%1$I AS t
-               SET %2$s, qbo_raw = i.doc -> 'qbo_raw', qbo_last_synced_at = now(), updated_at = now()
+               SET %2$s, qbo_raw = i.qbo_raw, qbo_last_synced_at = now(), updated_at = now()
               FROM incoming AS i
              WHERE t.organization_id = $1 AND t.qbo_id = i.qbo_id
                AND t.qbo_sync_token IS NOT DISTINCT FROM i.qbo_sync_token
@@ -144,9 +145,10 @@ BEGIN
         ), written AS (
             INSERT INTO public.%1$I AS t
                 (organization_id, %2$s, qbo_id, qbo_sync_token, qbo_created_at, qbo_updated_at,
-                 qbo_raw, qbo_last_synced_at, qbo_sync_status, qbo_sync_error, qbo_deleted_at)
+                 qbo_raw, qbo_last_synced_at, qbo_sync_status, qbo_sync_error, qbo_deleted_at,
+                 qbo_local_version, qbo_synced_version)
             SELECT $1, %3$s, i.qbo_id, i.qbo_sync_token, i.qbo_created_at, i.qbo_updated_at,
-                   i.doc -> 'qbo_raw', now(), 'synced', NULL, NULL
+                   i.qbo_raw, now(), 'synced', NULL, NULL, 1, 1
               FROM incoming AS i
             ON CONFLICT (organization_id, qbo_id) DO UPDATE
                SET %4$s, qbo_sync_token = EXCLUDED.qbo_sync_token,
@@ -194,41 +196,61 @@ DECLARE
     written integer;
 BEGIN
     PERFORM qbo_sync.begin_applying_remote();
-    WITH incoming AS (
-        SELECT inv.id AS invoice_id, e.doc
-          FROM jsonb_array_elements(lines) AS e(doc)
-          JOIN public.invoice_record AS inv
-            ON inv.organization_id = apply_pulled_lines.organization_id
-           AND inv.qbo_id = e.doc ->> 'invoice_qbo_id'
-         WHERE inv.qbo_id = ANY (invoice_qbo_ids) AND e.doc ->> 'qbo_line_id' IS NOT NULL
-    ), removed AS (
-        DELETE FROM public.invoice_line_item AS l
-         USING public.invoice_record AS inv
-         WHERE l.invoice_id = inv.id
-           AND inv.organization_id = apply_pulled_lines.organization_id
+    -- An invoice with no lines here yet (the common case of a first pull) has nothing to match
+    -- or remove: its lines are inserted plainly, without ON CONFLICT's speculative insertion.
+    WITH invoices AS (
+        SELECT inv.id, inv.qbo_id,
+               NOT EXISTS (SELECT FROM public.invoice_line_item AS l WHERE l.invoice_id = inv.id) AS fresh
+          FROM public.invoice_record AS inv
+         WHERE inv.organization_id = apply_pulled_lines.organization_id
            AND inv.qbo_id = ANY (invoice_qbo_ids)
+    ), incoming AS (
+        SELECT inv.id AS invoice_id, inv.fresh, r.qbo_line_id, r.line_number, it.id AS item_record_id,
+               r.description, r.quantity, r.unit_price, r.amount, r.tax_code_ref, r.service_date,
+               r.detail_type
+          FROM jsonb_array_elements(lines) AS e(doc)
+          JOIN invoices AS inv ON inv.qbo_id = e.doc ->> 'invoice_qbo_id'
+         CROSS JOIN LATERAL jsonb_populate_record(NULL::public.invoice_line_item, e.doc) AS r
+          LEFT JOIN public.item_record AS it
+            ON it.organization_id = apply_pulled_lines.organization_id
+           AND it.qbo_id = e.doc ->> 'item_id_qbo_id'
+         WHERE r.qbo_line_id IS NOT NULL
+    ), removed AS (
+        -- by the line table's invoice index (a join here was planned as a scan of every
+        -- organization's lines, once a page)
+        DELETE FROM public.invoice_line_item AS l
+         WHERE l.invoice_id = ANY (ARRAY(SELECT inv.id FROM invoices AS inv WHERE NOT inv.fresh))
            AND NOT EXISTS (SELECT FROM incoming AS i
-                            WHERE i.invoice_id = l.invoice_id AND i.doc ->> 'qbo_line_id' = l.qbo_line_id)
+                            WHERE i.invoice_id = l.invoice_id AND i.qbo_line_id = l.qbo_line_id)
         RETURNING l.id
+    ), added AS (
+        INSERT INTO public.invoice_line_item
+            (organization_id, invoice_id, qbo_line_id, line_number, item_id, description, quantity,
+             unit_price, amount, tax_code_ref, service_date, detail_type)
+        SELECT apply_pulled_lines.organization_id, i.invoice_id, i.qbo_line_id, i.line_number,
+               i.item_record_id, i.description, i.quantity, i.unit_price, i.amount, i.tax_code_ref,
+               i.service_date, i.detail_type
+          FROM incoming AS i
+         WHERE i.fresh
+        RETURNING 1
+    ), matched AS (
+        INSERT INTO public.invoice_line_item AS l
+            (organization_id, invoice_id, qbo_line_id, line_number, item_id, description, quantity,
+             unit_price, amount, tax_code_ref, service_date, detail_type)
+        SELECT apply_pulled_lines.organization_id, i.invoice_id, i.qbo_line_id, i.line_number,
+               i.item_record_id, i.description, i.quantity, i.unit_price, i.amount, i.tax_code_ref,
+               i.service_date, i.detail_type
+          FROM incoming AS i
+         WHERE NOT i.fresh
+        ON CONFLICT (invoice_id, qbo_line_id) DO UPDATE
+           SET line_number = EXCLUDED.line_number, item_id = EXCLUDED.item_id,
+               description = EXCLUDED.description, quantity = EXCLUDED.quantity,
+               unit_price = EXCLUDED.unit_price, amount = EXCLUDED.amount,
+               tax_code_ref = EXCLUDED.tax_code_ref, service_date = EXCLUDED.service_date,
+               detail_type = EXCLUDED.detail_type, updated_at = now()
+        RETURNING 1
     )
-    INSERT INTO public.invoice_line_item AS l
-        (organization_id, invoice_id, qbo_line_id, line_number, item_id, description, quantity,
-         unit_price, amount, tax_code_ref, service_date, detail_type)
-    SELECT apply_pulled_lines.organization_id, i.invoice_id, r.qbo_line_id, r.line_number,
-           (SELECT it.id FROM public.item_record AS it
-             WHERE it.organization_id = apply_pulled_lines.organization_id
-               AND it.qbo_id = i.doc ->> 'item_id_qbo_id'),
-           r.description, r.quantity, r.unit_price, r.amount, r.tax_code_ref, r.service_date,
-           r.detail_type
-      FROM incoming AS i
-     CROSS JOIN LATERAL jsonb_populate_record(NULL::public.invoice_line_item, i.doc) AS r
-    ON CONFLICT (invoice_id, qbo_line_id) DO UPDATE
-       SET line_number = EXCLUDED.line_number, item_id = EXCLUDED.item_id,
-           description = EXCLUDED.description, quantity = EXCLUDED.quantity,
-           unit_price = EXCLUDED.unit_price, amount = EXCLUDED.amount,
-           tax_code_ref = EXCLUDED.tax_code_ref, service_date = EXCLUDED.service_date,
-           detail_type = EXCLUDED.detail_type, updated_at = now();
-    GET DIAGNOSTICS written = ROW_COUNT;
+    SELECT (SELECT count(*) FROM added) + (SELECT count(*) FROM matched) INTO written;
     RETURN written;
 END
 $$;

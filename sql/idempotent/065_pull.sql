@@ -314,11 +314,19 @@ BEGIN
         DELETE FROM qbo_sync.pull_pass_seen AS s
          WHERE s.organization_id = record_pass_seen.organization_id AND s.entity = record_pass_seen.entity;
     END IF;
-    INSERT INTO qbo_sync.pull_pass_seen (organization_id, entity, qbo_id)
-    SELECT record_pass_seen.organization_id, record_pass_seen.entity, i
-      FROM unnest(qbo_ids) AS i
-     WHERE i IS NOT NULL
-    ON CONFLICT DO NOTHING;
+    -- A row this transaction synced (qbo_last_synced_at >= now(), and the pass started at or
+    -- before now()) is never judged by finish_pass_absent: only the others need remembering,
+    -- which on a first pull is none of them.
+    EXECUTE format($sql$
+        INSERT INTO qbo_sync.pull_pass_seen (organization_id, entity, qbo_id)
+        SELECT $1, $2, i
+          FROM unnest($3) AS i
+         WHERE i IS NOT NULL
+           AND NOT EXISTS (SELECT FROM public.%I AS t
+                            WHERE t.organization_id = $1 AND t.qbo_id = i
+                              AND t.qbo_last_synced_at >= now())
+        ON CONFLICT DO NOTHING$sql$, (qbo_sync.entity_row(entity)).app_table)
+    USING organization_id, entity, qbo_ids;
 END
 $$;
 

@@ -563,3 +563,25 @@ def test_the_stored_qbo_objects_are_compressed_with_lz4(conn):
         ([f"public.{t}" for t in APP_TABLE.values()],),
     ).fetchall()
     assert methods == sorted((t, "l") for t in APP_TABLE.values())
+
+
+def test_a_pass_remembers_only_the_ids_whose_rows_it_did_not_write_itself(conn, org):
+    """Rows synced in the page's own transaction are never judged at the pass's end, so a
+    first pull remembers nothing; rows synced before the pass are remembered."""
+    with conn.transaction():
+        conn.execute("SELECT qbo_sync.begin_applying_remote()")
+        for n, synced in ((1, "now()"), (2, "now()"), (3, "now() - interval '1 hour'")):
+            conn.execute(
+                "INSERT INTO customer_profile (organization_id, display_name, qbo_id,"
+                f" qbo_sync_token, qbo_sync_status, qbo_last_synced_at)"
+                f" VALUES (%s, %s, %s, '0', 'synced', {synced})",
+                (org, f"C{n}", str(n)),
+            )
+        conn.execute(
+            "SELECT qbo_sync.record_pass_seen(%s, 'customers', %s, true)",
+            (org, ["1", "2", "3", "4"]),
+        )
+        seen = conn.execute(
+            "SELECT array_agg(qbo_id ORDER BY qbo_id) FROM qbo_sync.pull_pass_seen"
+        ).fetchone()[0]
+    assert seen == ["3", "4"]  # 4: read from QBO but not here (held, say): remembered too

@@ -143,11 +143,13 @@ def pulled_org(conn: psycopg.Connection, sim: LoggedServer) -> uuid.UUID:
 @pytest.fixture
 def cron_restored(cron_dsn: str) -> Iterator[None]:
     """What the documented statements change outside the test database is put back: the pg_cron
-    database's worker count and its jobs, and the login roles they create."""
+    database's worker count, its jobs and whether each is active, and the login roles they
+    create."""
     with psycopg.connect(cron_dsn, autocommit=True) as conn:
         workers = conn.execute(
             "SELECT value FROM qbo_sync.settings WHERE key = 'worker.processes'"
         ).fetchone()[0]
+        active = conn.execute("SELECT jobname, active FROM cron.job").fetchall()
         roles = {r[0] for r in conn.execute("SELECT rolname FROM pg_roles").fetchall()}
     yield
     with psycopg.connect(cron_dsn, autocommit=True) as conn:
@@ -155,6 +157,14 @@ def cron_restored(cron_dsn: str) -> Iterator[None]:
             "UPDATE qbo_sync.settings SET value = %s WHERE key = 'worker.processes'", (workers,)
         )
         conn.execute("SELECT qbo_sync.schedule_workers()")
+        for name, was_active in active:
+            conn.execute(
+                "SELECT cron.alter_job(jobid, active := %s) FROM cron.job WHERE jobname = %s",
+                (was_active, name),
+            )
+        assert sorted(conn.execute("SELECT jobname, active FROM cron.job").fetchall()) == sorted(
+            active
+        )
         for (role,) in conn.execute("SELECT rolname FROM pg_roles").fetchall():
             if role not in roles:
                 conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))

@@ -605,6 +605,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise CommandError(one_line(exc), EXIT_ERROR) from exc
 
 
+def cmd_dashboard(argv: list[str]) -> int:
+    """`qbo-sync dashboard`: its own parser (qbo_sync.dashboard.app) takes every argument."""
+    from qbo_sync.dashboard.app import main as dashboard_main
+
+    return dashboard_main(argv)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qbo-sync",
@@ -635,6 +642,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "listen", help="run the webhook and OAuth-callback listener (qbo-sync listen --help)"
     )
+    sub.add_parser("dashboard", help="serve the sync status page (qbo-sync dashboard --help)")
 
     connect_parser = sub.add_parser(
         "connect",
@@ -756,6 +764,8 @@ def main(argv: list[str] | None = None) -> int:
         from listener.app import main as listener_main
 
         return listener_main(argv[1:])
+    if argv[:1] == ["dashboard"]:
+        return cmd_dashboard(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

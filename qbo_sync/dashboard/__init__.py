@@ -1,0 +1,1 @@
+"""The sync status page, `qbo-sync dashboard` (app.py; docs/dashboard.md)."""

@@ -328,13 +328,44 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def show_progress(console, conn: psycopg.Connection, jobs: dict, timeout: float) -> int:
-    """Follow `jobs` until they are done: a bar per entity on a terminal, a line per change
-    otherwise; errors as they happen. Exit code: 0 when every job completed."""
+    """Follow `jobs` until they are done: on a terminal a bar per entity with its counts, live;
+    piped, a line each time an entity's counts or state change. Errors are printed as lines as
+    soon as they are known: a job's failure (and its retries), and each record QBO refused or
+    that waits for a person. Exit code: 0 when every job completed and QBO refused no record."""
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from qbo_sync import operations
 
-    shown: dict[str, tuple] = {}
+    terminal = console.is_terminal
+
+    def say(line: str, style: str | None = None) -> None:
+        console.print(
+            line, markup=False, highlight=False, soft_wrap=True, style=style if terminal else None
+        )
+        console.file.flush()  # piped output is block-buffered: each line is news now
+
+    shown: dict[str, str] = {}
+    failures_shown: dict[str, int] = {}
+    problems_at: dict[str, tuple] = {}
+    # records already in trouble before these jobs ran are not theirs
+    known: dict[tuple, tuple] = {}
+    refused: set[tuple] = set()
+    first = operations.job_progress(conn, jobs)
+    orgs = {p.organization_id for p in first if p.organization_id is not None}
+    for org in orgs:
+        for r in operations.record_problems(conn, org, list(jobs)):
+            known[(org, r["entity"], r["record_id"])] = record_key(r)
+
+    def new_problems(p) -> None:
+        for r in operations.record_problems(conn, p.organization_id, [p.entity]):
+            key = (p.organization_id, r["entity"], r["record_id"])
+            if known.get(key) == record_key(r):
+                continue
+            known[key] = record_key(r)
+            if r["state"] == "error":
+                refused.add(key)
+            say(f"{p.entity}: {describe_record(r)}", "red" if r["state"] == "error" else "yellow")
+
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description:<10}"),
@@ -342,44 +373,113 @@ def show_progress(console, conn: psycopg.Connection, jobs: dict, timeout: float)
         TextColumn("{task.fields[state]}"),
         TimeElapsedColumn(),
         console=console,
-        disable=not console.is_terminal,
+        disable=not terminal,
     ) as bars:
-        tasks = {entity: bars.add_task(entity, total=1, state="queued") for entity in jobs}
+        tasks = {entity: bars.add_task(entity, total=None, state="queued") for entity in jobs}
         for progress in operations.follow(conn, jobs, timeout):
             for p in progress:
+                # errors first: the line saying an entity is done comes after what went wrong
+                for failure in p.failures[failures_shown.get(p.entity, 0) :]:
+                    say(f"{p.entity}: run failed: {one_line(failure)}", "red")
+                failures_shown[p.entity] = len(p.failures)
+                # a record refused or held shows in the job's counts first: read them then
+                marks = (p.progress.get("failed"), p.progress.get("held"), p.done)
+                if p.organization_id is not None and problems_at.get(p.entity) != marks:
+                    if any(marks[:2]) or p.done:
+                        new_problems(p)
+                    problems_at[p.entity] = marks
                 state = describe_progress(p)
-                bars.update(tasks[p.entity], completed=1 if p.done else 0, state=state)
-                key = (p.status, p.error, tuple(sorted(p.counts.items())))
-                if shown.get(p.entity) != key:
-                    if not console.is_terminal:
-                        console.print(f"{p.entity}: {state}")
-                    if p.error and (shown.get(p.entity) or (None, None))[1] != p.error:
-                        bars.console.print(f"[red]{p.entity}: {one_line(p.error)}[/red]")
-                    shown[p.entity] = key
+                completed, total = bar_position(p)
+                bars.update(tasks[p.entity], completed=completed, total=total, state=state)
+                if shown.get(p.entity) != state:
+                    if not terminal:
+                        say(f"{p.entity}: {state}")
+                    shown[p.entity] = state
     failed = [p for p in progress if p.status != "completed"]
     for p in failed:
         where = f" (intuit_tid {p.intuit_tid})" if p.intuit_tid else ""
         print(f"{p.entity}: {p.status}{where}: {one_line(p.error or '')}", file=sys.stderr)
-    return EXIT_ERROR if failed else EXIT_OK
+    if refused:
+        print(
+            f"{len(refused)} record(s) QBO refused did not sync: `qbo-sync records --failed` "
+            "lists them; fix them here (a change pushes them again) or skip them",
+            file=sys.stderr,
+        )
+    return EXIT_ERROR if failed or refused else EXIT_OK
+
+
+def record_key(r: dict) -> tuple:
+    return (r["state"], r["attempts"], r["error_code"], r["error_message"])
+
+
+def describe_record(r: dict) -> str:
+    """One record that did not sync, on one line."""
+    what = "refused by QBO" if r["state"] == "error" else "waits for a person (conflict)"
+    qbo_id = f" (QBO Id {r['qbo_id']})" if r["qbo_id"] else ""
+    code = f" [{r['error_code']}]" if r["error_code"] else ""
+    tid = f" (intuit_tid {r['intuit_tid']})" if r["intuit_tid"] else ""
+    message = one_line(r["error_message"] or "")
+    return f"record {r['record_id']}{qbo_id} {what}{code}: {message}{tid}"
+
+
+def bar_position(p) -> tuple[float, float | None]:
+    """The bar of one job: (completed, total); total None draws a pulsing bar."""
+    if p.done:
+        return 1, 1
+    progress = p.progress
+    if progress.get("phase") == "push":
+        return progress.get("sent") or 0, None
+    total = progress.get("total")
+    read = progress.get("read") or 0
+    return read, (max(total, read) if total is not None else None)
 
 
 def describe_progress(p) -> str:
-    counts = p.counts
+    """An entity's state and counts on one line: its running counts while it runs (and when it
+    is done), else the counts of its finished runs."""
+    if p.status == "pending" and not p.attempts and not p.progress:
+        return "queued"
+    progress = p.progress
     parts = [p.status]
-    for key, label in (
-        ("entity_count", "objects"),
-        ("inserted", "new"),
-        ("updated", "updated"),
-        ("created", "created in QBO"),
-        ("pushed_updates", "updated in QBO"),
-        ("conflicts", "conflicts"),
-        ("failure_count", "failed"),
-    ):
-        if counts.get(key):
-            parts.append(f"{counts[key]} {label}")
+    if p.status == "processing":
+        phase = progress.get("phase")
+        mode = progress.get("mode") if phase == "pull" else None
+        parts = [f"running ({mode} pull)" if mode else f"running ({phase})" if phase else "running"]
+    if progress:
+        parts += progress_parts(progress)
+    else:
+        counts = p.counts
+        for key, label in (
+            ("entity_count", "objects"),
+            ("inserted", "new"),
+            ("updated", "updated"),
+            ("created", "created in QBO"),
+            ("pushed_updates", "updated in QBO"),
+            ("conflicts", "conflicts"),
+            ("failure_count", "failed"),
+        ):
+            if counts.get(key):
+                parts.append(f"{counts[key]} {label}")
     if p.status == "pending" and p.attempts:
         parts.append(f"attempt {p.attempts + 1} waiting")
     return ", ".join(parts)
+
+
+def progress_parts(progress: dict) -> list[str]:
+    phase = progress.get("phase")
+    parts = []
+    read, total = progress.get("read") or 0, progress.get("total")
+    if read or total is not None or phase == "pull":
+        parts.append(f"{read} objects read" + (f", of {total} in QBO" if total is not None else ""))
+        parts.append(f"{progress.get('written') or 0} written here")
+    if progress.get("held"):
+        parts.append(f"{progress['held']} waiting for a person")
+    if progress.get("sent") or phase == "push":
+        parts.append(f"{progress.get('sent') or 0} sent to QBO")
+        parts.append(f"{progress.get('pushed') or 0} accepted")
+    if progress.get("failed"):
+        parts.append(f"{progress['failed']} failed")
+    return parts
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -678,7 +778,9 @@ def build_parser() -> argparse.ArgumentParser:
         "sync",
         help="queue a sync (trigger_qbo_sync) and, with --wait, follow it",
         description="Queue one sync job per entity, in dependency order (customers and items, "
-        "invoices, payments); the worker (pg_cron) runs them.",
+        "invoices, payments); the worker (pg_cron) runs them. With --wait, a bar per entity "
+        "with its counts (a line per change when piped) and each error as it happens; the exit "
+        "code is 0 only when every job completed and QBO refused no record.",
     )
     sync.add_argument("--org", required=True, help="organization id or exact name")
     sync.add_argument(

@@ -185,9 +185,16 @@ class JobProgress:
     job_id: uuid.UUID
     status: str = "pending"
     attempts: int = 0
+    #: the summed counts of the job's finished runs (qbo_sync_history)
     counts: dict[str, int] = field(default_factory=dict)
     error: str | None = None
     intuit_tid: str | None = None
+    #: the job's running counts as its worker published them while it ran
+    #: (qbo_sync_queue.progress: phase, mode, read, total, written, sent, pushed, failed, held)
+    progress: dict[str, Any] = field(default_factory=dict)
+    organization_id: uuid.UUID | None = None
+    #: why each of its failed runs failed (with intuit_tid), oldest first
+    failures: list[str] = field(default_factory=list)
 
     @property
     def done(self) -> bool:
@@ -195,12 +202,15 @@ class JobProgress:
 
 
 def job_progress(conn: psycopg.Connection, jobs: dict[str, uuid.UUID]) -> list[JobProgress]:
-    """Where each job stands, with the counts of its runs so far (a long job runs in slices)."""
+    """Where each job stands: its running counts (published by the worker after every page or
+    request while it runs), and the counts of its finished runs (a long job runs in slices).
+    Read through the queue's row-level security: a role confined to its organization finds
+    another organization's job "gone"."""
     found = {
         r["id"]: r
         for r in rows(
             conn,
-            """SELECT q.id, q.status, q.attempts, q.last_error,
+            """SELECT q.id, q.organization_id, q.status, q.attempts, q.last_error, q.progress,
                       (SELECT jsonb_object_agg(k, s) FROM (
                            SELECT key AS k, sum(value::numeric) AS s
                              FROM public.qbo_sync_history AS h, jsonb_each_text(h.summary)
@@ -208,7 +218,12 @@ def job_progress(conn: psycopg.Connection, jobs: dict[str, uuid.UUID]) -> list[J
                             GROUP BY key) AS sums) AS counts,
                       (SELECT h.intuit_tid FROM public.qbo_sync_history AS h
                         WHERE h.queue_job_id = q.id AND h.intuit_tid IS NOT NULL
-                        ORDER BY h.completed_at DESC LIMIT 1) AS intuit_tid
+                        ORDER BY h.completed_at DESC LIMIT 1) AS intuit_tid,
+                      ARRAY(SELECT concat_ws(' ', h.error_summary,
+                                             '(intuit_tid ' || h.intuit_tid || ')')
+                              FROM public.qbo_sync_history AS h
+                             WHERE h.queue_job_id = q.id AND h.status = 'failed'
+                             ORDER BY h.completed_at LIMIT 20) AS failures
                  FROM public.qbo_sync_queue AS q WHERE q.id = ANY (%s)""",
             (list(jobs.values()),),
         )
@@ -222,10 +237,36 @@ def job_progress(conn: psycopg.Connection, jobs: dict[str, uuid.UUID]) -> list[J
         counts = {k: int(v) for k, v in (r["counts"] or {}).items()}
         out.append(
             JobProgress(
-                entity, job_id, r["status"], r["attempts"], counts, r["last_error"], r["intuit_tid"]
+                entity,
+                job_id,
+                r["status"],
+                r["attempts"],
+                counts,
+                r["last_error"],
+                r["intuit_tid"],
+                r["progress"] or {},
+                r["organization_id"],
+                list(r["failures"] or []),
             )
         )
     return out
+
+
+def record_problems(
+    conn: psycopg.Connection, org: uuid.UUID, entities: Sequence[str]
+) -> list[dict[str, Any]]:
+    """The records of `org`'s `entities` that did not sync: QBO refused them (error) or they wait
+    for a person (conflict), with QBO's code, message and intuit_tid (qbo_sync_record_status)."""
+    return rows(
+        conn,
+        """SELECT r.entity, r.record_id, r.qbo_id, r.state, r.error_class, r.error_code,
+                  r.error_message, r.intuit_tid, r.attempts
+             FROM public.qbo_sync_record_status AS r
+            WHERE r.organization_id = %s AND r.entity = ANY (%s)
+              AND r.state IN ('error', 'conflict')
+            ORDER BY r.entity, r.record_id LIMIT 1000""",
+        (org, list(entities)),
+    )
 
 
 def follow(

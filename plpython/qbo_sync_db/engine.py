@@ -91,6 +91,7 @@ def refetch(puller: Puller, entity: str, qbo_ids: Sequence[str], *, mark_gone: b
             gone = [i for i in ids[start : start + FETCH_CHUNK] if i not in answered]
             if gone:
                 puller._apply_changes(entity, [], [{"Id": i} for i in gone])
+        puller.publish()
         puller.ctx.commit()
         fetched += len(objects)
     return fetched

@@ -12,6 +12,11 @@ balance may move without a new SyncToken). The pass's start becomes the point in
 ends, a row linked to an Id it never read was deleted in QBO while no CDC saw it, and is marked
 (whatever order QBO pages Ids in: Intuit does not say whether it sorts them as numbers).
 
+Each page publishes the job's progress (qbo_sync_db.progress) in its own transaction: how far
+into QBO's list the pass is, and how many objects QBO has. That total costs one more call per
+pass, a COUNT(*) query, made only when the first page came back full (a pass of one page knows
+its total from that page); docs/architecture.md says why it is worth it.
+
 Objects that reference others (an invoice its customer and its lines' items, a payment its
 customer and invoice) are linked by QBO Id; a referenced object not here yet is fetched first.
 Name-list entities (customers, items) are read with `Active IN (true, false)`: QBO's queries
@@ -31,6 +36,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from qbo_sync_db import client, conflicts, db, mapping
+from qbo_sync_db.errors import QboRequestRejected
 
 CURSOR = """
 SELECT started_at, next_position, changed_since,
@@ -164,6 +170,7 @@ class Puller:
                     None if full else requested_at,
                 ],
             )
+            self.publish()
             self.ctx.commit()
             if not full:
                 return self.counts
@@ -206,6 +213,7 @@ class Puller:
             ["uuid", "text[]", "text", "uuid"],
             [self.org, [e for e, _ in ordered], requested_at, self.ctx.job["id"]],
         )[0]["done"]
+        self.publish()
         self.ctx.commit()
         return True
 
@@ -275,6 +283,14 @@ class Puller:
                 ["uuid", "text", "text", "integer"],
                 [self.org, entity, started_at, next_position],
             )
+            progress = self.ctx.progress
+            read = position + len(objects) - 1
+            progress.read_in_pass = max(read, progress.read_in_pass or 0)
+            if position == 1:  # a new pass: how many objects QBO has
+                progress.total = len(objects) if next_position is None else self._count(entity)
+            if next_position is None:
+                progress.total = read  # the pass read to the end of QBO's list: that many
+            self.publish()
             self.ctx.commit()
             if next_position is None:
                 return self.counts
@@ -282,6 +298,28 @@ class Puller:
                 self.counts["continues"] = True  # resumes at next_position, saved above
                 return self.counts
             position = next_position
+
+    def _count(self, entity: str) -> int | None:
+        """How many objects of `entity` QBO has (one COUNT(*) query; None when refused)."""
+        spec = mapping.ENTITIES[entity]
+        where = [("Active", "IN", [True, False])] if entity in NAME_LISTS else []
+        text = client.select(spec.qbo_entity, where, count=True)
+        try:
+            answer = self.ctx.connection().send(lambda company: client.query_request(company, text))
+        except QboRequestRejected:
+            return None  # the bar goes without a percentage
+        return client.parse_query(answer.data, spec.qbo_entity).total_count
+
+    def publish(self) -> None:
+        """Publish the job's progress (in the current transaction: committed with the page)."""
+        counts = self.counts
+        self.ctx.progress.publish(
+            "pull",
+            counts["mode"],
+            read=counts["entity_count"],
+            written=counts["inserted"] + counts["updated"],
+            held=counts["held_for_person"],
+        )
 
     # ------------------------------------------------------------------ applying
 

@@ -30,6 +30,8 @@ depends on another item of it). For that entity:
   (our own update whose answer was lost) it is stored as pushed; otherwise
   qbo_sync_db.conflicts.merge_remote merges it into the row and says whether the row still has
   something to push (then it is pushed once more in this job), is synced, or waits for a person;
+* after each request's answers are recorded, the job's progress is published (operations sent,
+  accepted, failed: qbo_sync_db.progress), committed with them;
 * 6240 (the name is taken) on a customer or item create: the QBO object of that name is linked
   to the row when no other row is linked to it (then the row's values are pushed to it as an
   update if they differ); otherwise a conflict is recorded for a person (qbo_sync_conflict,
@@ -292,6 +294,10 @@ class Pusher:
         for key in ("entity_count", "success_count", "failure_count"):
             counts.setdefault(key, 0)
         self.unknown_outcomes = 0
+        #: the job's progress (qbo_sync_db.progress): operations sent, and the counts of this
+        #: push (a 'both' job's pull counted before it, in the same summary)
+        self.sent = 0
+        self.counted_from = {k: counts[k] for k in ("success_count", "failure_count")}
         #: rows pushed once more after a merge (only once per job)
         self.repushed: set[str] = set()
         #: rows not to read again in this job (held, or given up on for now)
@@ -400,18 +406,36 @@ class Pusher:
 
     def _send_single(self, op: Op) -> None:
         self.counts["single_calls"] += 1
+        self.sent += 1
         try:
             answer = self.ctx.connection().send(op.single)
         except QboRequestRejected as refused:
             self._answered(op, None, refused.api_error, refused.message)
+            self._publish()
             return
         except QboSyncError as failed:
             self._request_failed([op], failed)
             return
         self._answered(op, client.parse_entity(answer.data, op.qbo_entity), None, "")
+        self._publish()
+
+    def _publish(self) -> None:
+        """Publish the job's progress (in the current transaction: committed with the answers
+        it counts, before the next request leaves)."""
+        self.ctx.progress.publish(
+            "push",
+            sent=self.sent,
+            pushed=self.counts["success_count"] - self.counted_from["success_count"],
+            failed=self.counts["failure_count"] - self.counted_from["failure_count"],
+        )
 
     def _send_batch(self, ops: Sequence[Op]) -> None:
         self.counts["batches"] += 1
+        self.sent += len(ops)
+        self._send_batch_ops(ops)
+        self._publish()
+
+    def _send_batch_ops(self, ops: Sequence[Op]) -> None:
         for n, op in enumerate(ops):
             op.bid = f"b{n}"
         rid = batch_requestid(self.entity, ops)
@@ -473,6 +497,7 @@ class Pusher:
             self.ctx.commit()
             return
         self.counts["failure_count"] += len(ops)
+        self._publish()
         self.ctx.commit()  # the rows' notes outlive the failed job
         raise failed
 

@@ -27,6 +27,7 @@ from typing import Any
 from qbo_sync_db import api, db
 from qbo_sync_db.errors import QboSyncError
 from qbo_sync_db.lease import LeaseKeeper
+from qbo_sync_db.progress import Progress
 from qbo_sync_db.txn import Transaction
 
 START = "SELECT qbo_sync.worker_start($1::jsonb)::text AS state"
@@ -60,6 +61,7 @@ class JobContext:
     slice_seconds: float = 60.0
     started: float = field(default_factory=time.monotonic)
     _connection: api.Connection | None = field(default=None, repr=False)
+    _progress: Progress | None = field(default=None, repr=False)
 
     def time_is_up(self) -> bool:
         """Whether the job has used its slice (worker.job_slice_seconds): a handler that can
@@ -88,6 +90,14 @@ class JobContext:
                 self.plpy, self.tx, self.organization_id, before_call=self.keep_lease
             )
         return self._connection
+
+    @property
+    def progress(self) -> Progress:
+        """The job's running counts, published on its queue row as it goes (see
+        qbo_sync_db.progress)."""
+        if self._progress is None:
+            self._progress = Progress(self.plpy, self.job)
+        return self._progress
 
     def summary(self, **counts: Any) -> dict[str, Any]:
         """A summary for the history, with what the connection did (calls, refreshes, pacing)."""

@@ -119,3 +119,15 @@ CREATE TABLE qbo_sync.pull_pass_seen (
     qbo_id          text NOT NULL,
     PRIMARY KEY (organization_id, entity, qbo_id)
 );
+
+-- A running job's progress (qbo_sync_db.progress), for `qbo-sync sync --wait` and anyone watching
+-- the queue: objects read from QBO (and how many QBO has, when a full pull counted them), rows
+-- written here, operations pushed, accepted and failed, counted over the job's runs. Written by
+-- qbo_sync.publish_progress in the transaction of the page or batch it counts (no commit of its
+-- own). A handful of keys: bounded here, so no code path can make the row grow.
+ALTER TABLE public.qbo_sync_queue
+    ADD COLUMN progress jsonb
+        CHECK (jsonb_typeof(progress) = 'object' AND octet_length(progress::text) <= 1000);
+COMMENT ON COLUMN public.qbo_sync_queue.progress IS
+    'the job''s running counts while it runs (and as it left them): phase, mode, read, total, '
+    'written, sent, pushed, failed, held, at; NULL before its first page';

@@ -3,7 +3,7 @@
 SET search_path = tap, public, qbo_sync;
 
 BEGIN;
-SELECT plan(112);
+SELECT plan(113);
 
 -- qbo_sync schema: exactly these functions (a new or renamed one must be added here)
 SELECT functions_are('qbo_sync', ARRAY[
@@ -21,7 +21,7 @@ SELECT functions_are('qbo_sync', ARRAY[
     'record_token_warnings',
     'run_job', 'sql_handler', 'error_is_retryable', 'record_history', 'lost_lease_reason',
     'worker_begin', 'worker_should_stop', 'worker_claim', 'worker_prepare', 'worker_job', 'worker_start', 'worker_run_job', 'worker_finish', 'worker_abandon', 'worker',
-    'worker_step_failed', 'complete_covered_pulls', 'process_webhook_rows',
+    'worker_step_failed', 'complete_covered_pulls', 'publish_progress', 'process_webhook_rows',
     'try_timestamptz', 'webhook_events', 'webhook_format', 'webhook_event_rows', 'process_webhooks',
     'cleanup_webhook_logs', 'cleanup_webhook_processed', 'cleanup_sync_jobs', 'cleanup_sync_history',
     'delete_expired',
@@ -75,8 +75,9 @@ SELECT has_function('qbo_sync', f, args::name[], 'qbo_sync.' || f || '(' || arra
     ('record_history', ARRAY['qbo_sync_queue', 'text', 'jsonb', 'text']),
     ('try_timestamptz', ARRAY['text']),
     ('webhook_events', ARRAY['jsonb']),
-    ('webhook_format', ARRAY['jsonb'])
-  ) AS f(f, args);                                                                    -- 38
+    ('webhook_format', ARRAY['jsonb']),
+    ('publish_progress', ARRAY['uuid', 'uuid', 'jsonb'])
+  ) AS f(f, args);                                                                    -- 39
 
 -- Signatures: public entry points
 SELECT has_function('public', f, args::name[], 'public.' || f || '(' || array_to_string(args, ', ') || ') exists')

@@ -6,7 +6,8 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-PACKAGES="postgresql-15 postgresql-client-15 postgresql-15-cron postgresql-plpython3-15 postgresql-15-pgtap python3-requests"
+# chromium and chromium-driver: the status page's test in a real browser (headless)
+PACKAGES="postgresql-15 postgresql-client-15 postgresql-15-cron postgresql-plpython3-15 postgresql-15-pgtap python3-requests chromium chromium-driver"
 PYTHON=${PYTHON:-python3}
 
 missing=""

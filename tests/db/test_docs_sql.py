@@ -140,22 +140,31 @@ def pulled_org(conn: psycopg.Connection, sim: LoggedServer) -> uuid.UUID:
     return org
 
 
+SETTINGS = "SELECT key, value FROM qbo_sync.settings ORDER BY key"
+
+
+def put_back_settings(conn: psycopg.Connection, settings: list[tuple[str, str]]) -> None:
+    for key, value in settings:
+        conn.execute("UPDATE qbo_sync.settings SET value = %s WHERE key = %s", (value, key))
+    assert conn.execute(SETTINGS).fetchall() == settings
+
+
 @pytest.fixture
-def cron_restored(cron_dsn: str) -> Iterator[None]:
-    """What the documented statements change outside the test database is put back: the pg_cron
-    database's worker count, its jobs and whether each is active, and the login roles they
-    create."""
+def put_back(db_dsn: str, cron_dsn: str) -> Iterator[None]:
+    """What the documented statements change beyond the rows the `conn` fixture empties is put
+    back: both databases' settings, the pg_cron jobs and whether each is active, and the login
+    roles they create."""
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        settings = conn.execute(SETTINGS).fetchall()
     with psycopg.connect(cron_dsn, autocommit=True) as conn:
-        workers = conn.execute(
-            "SELECT value FROM qbo_sync.settings WHERE key = 'worker.processes'"
-        ).fetchone()[0]
+        cron_settings = conn.execute(SETTINGS).fetchall()
         active = conn.execute("SELECT jobname, active FROM cron.job").fetchall()
         roles = {r[0] for r in conn.execute("SELECT rolname FROM pg_roles").fetchall()}
     yield
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        put_back_settings(conn, settings)
     with psycopg.connect(cron_dsn, autocommit=True) as conn:
-        conn.execute(
-            "UPDATE qbo_sync.settings SET value = %s WHERE key = 'worker.processes'", (workers,)
-        )
+        put_back_settings(conn, cron_settings)
         conn.execute("SELECT qbo_sync.schedule_workers()")
         for name, was_active in active:
             conn.execute(
@@ -170,7 +179,7 @@ def cron_restored(cron_dsn: str) -> Iterator[None]:
                 conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
-def test_every_sql_block_of_the_docs_runs(db_dsn, cron_dsn, pulled_org, cron_restored):
+def test_every_sql_block_of_the_docs_runs(db_dsn, cron_dsn, pulled_org, put_back):
     blocks = [block for document in DOCUMENTS for block in sql_blocks(document)]
     assert len([b for b in blocks if b.document == "README.md"]) >= 5
     assert len([b for b in blocks if b.document == "operations.md"]) >= 3

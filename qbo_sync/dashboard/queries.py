@@ -45,6 +45,7 @@ OVERVIEW = """
 SELECT o.id AS organization_id, o.name AS organization_name,
        s.realm_id, s.company_name, s.environment, s.is_active, s.inactive_reason,
        s.token_status, s.qbo_refresh_token_expires_at, s.reconnect_by, s.token_warning,
+       s.qbo_refresh_token_expires_at - now() AS refresh_token_life,
        coalesce(s.pending_jobs, 0) AS pending_jobs,
        coalesce(s.processing_jobs, 0) AS processing_jobs,
        coalesce(s.failed_jobs, 0) AS failed_jobs,

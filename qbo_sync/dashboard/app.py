@@ -78,6 +78,18 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def allowed_hosts(config: DashboardConfig) -> frozenset[str]:
+    """The host names a request may be addressed to: on the loopback, the loopback's names (and
+    the public URL's); bound to an address, that one too; bound to every address (0.0.0.0, ::),
+    any (the login is required there)."""
+    if config.host in ("0.0.0.0", "::", ""):
+        return frozenset()
+    names = {config.host.lower().strip("[]"), "localhost", "127.0.0.1", "::1"}
+    if config.public_origin:
+        names.add((urlsplit(config.public_origin).hostname or "").lower())
+    return frozenset(names)
+
+
 # ---------------------------------------------------------------------- database roles
 
 
@@ -350,6 +362,7 @@ def make_app(config: DashboardConfig) -> web.Application:
     app[security.SESSIONS_KEY] = security.Sessions()
     app[security.SECRET_KEY] = config.secret
     app[security.PUBLIC_ORIGIN_KEY] = config.public_origin
+    app[security.HOSTS_KEY] = allowed_hosts(config)
     env = aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(str(HERE / "templates")),

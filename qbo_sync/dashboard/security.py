@@ -5,7 +5,9 @@ itself stays in this process's memory) holding a random CSRF token. Every POST m
 token in its form (field `csrf_token`) and come from this site: its Origin header (or, without
 one, its Referer) must name the address the request was sent to. When a login secret is set,
 every page but /login and /static needs a session that logged in with it; logging in gives the
-session a new id and a new token.
+session a new id and a new token. When bound to the loopback, a request must also name a loopback
+host (or the public URL's): a page of another name that resolves to 127.0.0.1 (DNS rebinding)
+is refused.
 """
 
 from __future__ import annotations
@@ -77,6 +79,9 @@ SESSIONS_KEY = web.AppKey("sessions", Sessions)
 SECRET_KEY = web.AppKey("login_secret", str)
 #: the address people open when it is not the one the request reaches (behind a TLS proxy)
 PUBLIC_ORIGIN_KEY = web.AppKey("public_origin", str)
+#: the host names requests may be addressed to (empty: any); a page of another name reaching a
+#: dashboard on the loopback (DNS rebinding) would otherwise be "this site" and act without login
+HOSTS_KEY = web.AppKey("hosts", frozenset)
 SESSION = web.RequestKey("session", Session)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -134,6 +139,9 @@ async def security(request: web.Request, handler: Handler) -> web.StreamResponse
 
 
 async def _checked(request: web.Request, handler: Handler, session: Session) -> web.StreamResponse:
+    hosts = request.app[HOSTS_KEY]
+    if hosts and (request.url.host or "").lower().strip("[]") not in hosts:
+        return refused(421, "refused: this dashboard is not served under that host name")
     needs_login = request.app[SECRET_KEY] != "" and not request.path.startswith(OPEN_PATHS)
     if request.method == "POST":
         form = await request.post()

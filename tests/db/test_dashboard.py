@@ -356,6 +356,21 @@ async def test_forged_cross_site_posts_are_refused(client, conn, synced):
     assert pending(conn) == 1
 
 
+async def test_a_host_name_other_than_the_loopbacks_is_refused(client, conn, synced):
+    """DNS rebinding: a page of evil.example resolving to 127.0.0.1 is its own origin; its
+    requests name its host, and are refused."""
+    answer = await client.get("/", headers={"Host": "evil.example:8090"})
+    assert answer.status == 421
+    path, data = f"/org/{synced.org}/sync", {"entity": "items", "direction": "pull"}
+    answer = await post(
+        client, path, data, Host="evil.example:8090", Origin="http://evil.example:8090"
+    )
+    assert answer.status == 421
+    assert pending(conn) == 0
+    for host in ("localhost", "127.0.0.1"):
+        assert (await client.get("/", headers={"Host": f"{host}:8090"})).status == 200
+
+
 async def test_a_token_belongs_to_its_session(aiohttp_client, db_dsn, client, conn, synced):
     other = await aiohttp_client(dashboard.make_app(config(db_dsn)))
     theirs = CSRF.search(await page(other, "/")).group(1)

@@ -4,7 +4,7 @@
 SET search_path = tap, public, qbo_sync;
 
 BEGIN;
-SELECT plan(154);
+SELECT plan(158);
 
 -- ---------------------------------------------------------------- roles
 SELECT has_role(r, 'role ' || r || ' exists')
@@ -267,6 +267,27 @@ SELECT is_empty($$SELECT r || ' ' || a.attname
                    WHERE a.attrelid = 'public.qbo_connection'::regclass AND a.attnum > 0 AND NOT a.attisdropped
                      AND has_column_privilege(r, a.attrelid, a.attnum, 'INSERT, UPDATE, REFERENCES')$$,
                 'no role can write any column of qbo_connection');
+
+-- ---------------------------------------------------------------- the status page's role
+SELECT has_role('qbo_sync_dashboard', 'role qbo_sync_dashboard exists');
+SELECT is((SELECT rolcanlogin OR rolsuper OR rolbypassrls OR rolcreaterole OR rolcreatedb
+             FROM pg_roles WHERE rolname = 'qbo_sync_dashboard'), false,
+          'qbo_sync_dashboard cannot log in, is no superuser, bypasses no RLS, creates nothing');
+SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc AS p
+                 WHERE p.pronamespace IN ('public'::regnamespace, 'qbo_sync'::regnamespace)
+                   AND has_function_privilege('qbo_sync_dashboard', p.oid, 'EXECUTE')
+                   AND (p.pronamespace = 'qbo_sync'::regnamespace OR p.proname LIKE 'qbo\_%'
+                        OR p.proname = 'trigger_qbo_sync')$$,
+              ARRAY['trigger_qbo_sync(uuid,text,text,text)', 'qbo_sync_requeue(uuid)',
+                    'qbo_sync_cancel(uuid)', 'qbo_sync_resolve_conflict(uuid,text,jsonb)',
+                    'qbo_sync_retry_record(text,uuid)', 'qbo_sync_skip_record(text,uuid,text)',
+                    'qbo_oauth_initiate(uuid,text,text,text)', 'disconnect(uuid,text)'],
+              'qbo_sync_dashboard may execute exactly the status page''s actions');
+SELECT is_empty($$SELECT c.oid::regclass::text FROM pg_class AS c
+                   WHERE c.relnamespace IN ('public'::regnamespace, 'qbo_sync'::regnamespace)
+                     AND has_any_column_privilege('qbo_sync_dashboard', c.oid,
+                                                  'SELECT, INSERT, UPDATE, REFERENCES')$$,
+                'qbo_sync_dashboard reads and writes no table');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -444,24 +444,35 @@ def wait_until(check, timeout: float) -> float | None:
 
 @contextlib.contextmanager
 def worker(dsn: str, seconds: float):
-    """A queue processor of the demo's own while it waits (pg_cron's starts each minute)."""
+    """A queue processor of the demo's own while it waits (pg_cron's starts each minute).
+
+    It drains the queue and stops when it is empty, over and over; leaving the block lets the
+    job it is running finish (a job cancelled midway shows as failed in `qbo-sync status`).
+    Only a job still running 30 s later is cancelled."""
     pid: list[int] = []
+    leaving = threading.Event()
 
     def work() -> None:
+        deadline = time.monotonic() + seconds
         with psycopg.connect(dsn, autocommit=True) as conn:
             pid.append(conn.info.backend_pid)
             with contextlib.suppress(psycopg.errors.QueryCanceled):
-                conn.execute("CALL qbo_sync.worker(%s, NULL, false)", (seconds,))
+                while not leaving.is_set() and time.monotonic() < deadline:
+                    left = max(deadline - time.monotonic(), 1.0)
+                    conn.execute("CALL qbo_sync.worker(%s::numeric, NULL, true)", (left,))
+                    leaving.wait(0.2)
 
     thread = threading.Thread(target=work, daemon=True)
     thread.start()
     try:
         yield
     finally:
-        if pid:
+        leaving.set()
+        thread.join(30)
+        if thread.is_alive() and pid:
             with psycopg.connect(dsn, autocommit=True) as conn:
                 conn.execute("SELECT pg_cancel_backend(%s)", (pid[0],))
-        thread.join(30)
+            thread.join(30)
 
 
 def stop() -> int:

@@ -123,6 +123,14 @@ def check_claims(claims: dict, out: str, sim_url: str, dsn: str, client_id: str)
         qbo_customer = qbo(sim_url, client_id, f"SELECT * FROM Customer WHERE Id = '{c['qbo_id']}'")
         assert qbo_customer[0]["PrimaryEmailAddr"]["Address"] == c["qbo_email"]
     assert "Needs a person" in out and "Still running" in out and "demo --stop" in out
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        # the demo's own worker lets a job finish rather than cancel it midway
+        failed = conn.execute(
+            "SELECT entity_types, error_summary FROM qbo_sync_history"
+            " WHERE organization_id = %s AND status = 'failed'",
+            (claims["organization_id"],),
+        ).fetchall()
+    assert failed == []
 
 
 def test_the_demo_runs_twice_and_every_claim_holds(demo_env, tmp_path):

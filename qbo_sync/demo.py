@@ -222,7 +222,7 @@ class Demo:
             raise DemoError(f"the {direction} did not complete: qbo-sync status says why")
 
     def pull(self, conn: psycopg.Connection, org: uuid.UUID) -> None:
-        self.step("Full pull, every entity")
+        self.step("Pull every entity (all of it the first time; after that, what changed: CDC)")
         self.run_jobs(conn, org, "pull", list(TABLES))
         counts = self.sim("GET", f"realms/{REALM}")
         rows = []

@@ -43,6 +43,9 @@ SECRET_NAME = "QBO_SYNC_DASHBOARD_SECRET"
 #: the sync's controls)
 MIN_SECRET_LENGTH = 16
 REFRESH_SECONDS = 3
+#: a page waits this long for a database connection, then answers 503 (the live refresh asks
+#: every few seconds: waiting psycopg_pool's 30 s default piles requests up while it is down)
+POOL_WAIT_SECONDS = 5.0
 PARTS = ("connection", "entities", "queue", "history", "conflicts", "failed", "chart")
 
 
@@ -164,6 +167,7 @@ async def _pools(app: web.Application) -> Any:
             kwargs={"autocommit": True},
             configure=_configure(role, read_only),
             check=AsyncConnectionPool.check_connection,
+            timeout=POOL_WAIT_SECONDS,
             open=False,
             name=f"dashboard-{role}",
         )
@@ -174,6 +178,21 @@ async def _pools(app: web.Application) -> Any:
     yield
     for pool in pools:
         await pool.close(timeout=5)
+
+
+@web.middleware
+async def database_unavailable(request: web.Request, handler: Any) -> web.StreamResponse:
+    """While the database cannot be reached (restarting, down), a short 503 rather than a bare
+    500: the pools reconnect by themselves and the page's next refresh gets through."""
+    try:
+        return await handler(request)
+    except psycopg.OperationalError as exc:  # psycopg_pool.PoolTimeout is one too
+        logging.getLogger(__name__).warning("database unavailable: %s", str(exc).splitlines()[0])
+        return web.Response(
+            status=503,
+            text="the database is unavailable right now; try again in a few seconds",
+            headers={"Retry-After": "5"},
+        )
 
 
 # ---------------------------------------------------------------------- pages
@@ -357,7 +376,9 @@ async def action(request: web.Request) -> web.StreamResponse:
 
 def make_app(config: DashboardConfig) -> web.Application:
     """The dashboard; `config` as `prepare` returns it. Its pools open on startup."""
-    app = web.Application(middlewares=[security.security], client_max_size=64 * 1024)
+    app = web.Application(
+        middlewares=[security.security, database_unavailable], client_max_size=64 * 1024
+    )
     app[CONFIG_KEY] = config
     app[security.SESSIONS_KEY] = security.Sessions()
     app[security.SECRET_KEY] = config.secret

@@ -9,12 +9,13 @@ never with a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import re
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -705,6 +706,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise CommandError(one_line(exc), EXIT_ERROR) from exc
 
 
+def serve(name: str, run: Callable[[list[str]], int], argv: list[str]) -> int:
+    """`qbo-sync listen` and `dashboard` (servers with their own parsers): an address they cannot
+    listen on (the port in use) is one line, not a traceback."""
+    try:
+        return run(argv)
+    except OSError as exc:
+        hint = "stop what uses it or pick another with --port"
+        if exc.errno != errno.EADDRINUSE:
+            hint = "check --host and --port"
+        print(f"qbo-sync {name}: {one_line(exc.strerror or exc)}; {hint}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+
+
 def cmd_dashboard(argv: list[str]) -> int:
     """`qbo-sync dashboard`: its own parser (qbo_sync.dashboard.app) takes every argument."""
     from qbo_sync.dashboard.app import main as dashboard_main
@@ -865,9 +879,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["listen"]:
         from listener.app import main as listener_main
 
-        return listener_main(argv[1:])
+        return serve("listen", listener_main, argv[1:])
     if argv[:1] == ["dashboard"]:
-        return cmd_dashboard(argv[1:])
+        return serve("dashboard", cmd_dashboard, argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

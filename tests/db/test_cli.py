@@ -3,6 +3,7 @@ end with one line on stderr and a meaningful exit code, never a traceback."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import uuid
@@ -163,3 +164,25 @@ def test_the_console_script_runs():
         check=True,
     )
     assert result.stdout.startswith("qbo-sync ")
+
+
+@pytest.mark.parametrize("command", ["listen", "dashboard"])
+def test_a_server_whose_port_is_in_use_says_so_in_one_line(db_dsn, command):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_qbo_sync(
+            command,
+            "--dsn",
+            db_dsn,
+            "--port",
+            str(port),
+            env={"QBO_WEBHOOK_VERIFIER_TOKEN": "a-verifier-token"},
+        )
+    assert_one_line_error(
+        result,
+        EXIT_UNAVAILABLE,
+        f"qbo-sync {command}: error while attempting to bind on address ('127.0.0.1', {port})",
+        "address already in use; stop what uses it or pick another with --port",
+    )

@@ -93,11 +93,12 @@ STORE_CONNECTION = """
 INSERT INTO public.qbo_connection AS c
     (organization_id, realm_id, environment, api_base_url, qbo_access_token_encrypted,
      qbo_refresh_token_encrypted, qbo_token_expires_at, qbo_refresh_token_expires_at,
-     qbo_refresh_token_hard_expires_at, is_active, inactive_reason, connected_at, last_refreshed_at)
+     qbo_refresh_token_hard_expires_at, is_active, inactive_reason, connected_at, last_refreshed_at,
+     company_name)
 VALUES ($1, $2, $3, $4, qbo_sync.encrypt_token($5), qbo_sync.encrypt_token($6),
         now() + make_interval(secs => $7::double precision),
         now() + make_interval(secs => $8::double precision),
-        now() + make_interval(secs => $9::double precision), true, NULL, now(), now())
+        now() + make_interval(secs => $9::double precision), true, NULL, now(), now(), $10)
 ON CONFLICT (organization_id) DO UPDATE
    SET realm_id = EXCLUDED.realm_id, environment = EXCLUDED.environment,
        api_base_url = EXCLUDED.api_base_url,
@@ -107,7 +108,8 @@ ON CONFLICT (organization_id) DO UPDATE
        qbo_refresh_token_expires_at = EXCLUDED.qbo_refresh_token_expires_at,
        qbo_refresh_token_hard_expires_at = EXCLUDED.qbo_refresh_token_hard_expires_at,
        is_active = true, inactive_reason = NULL, connected_at = now(), last_refreshed_at = now(),
-       last_refresh_error = NULL, refresh_failure_count = 0, updated_at = now()"""
+       last_refresh_error = NULL, refresh_failure_count = 0, updated_at = now(),
+       company_name = EXCLUDED.company_name"""
 
 CONNECTED_REALM = """
 SELECT c.realm_id FROM public.qbo_connection AS c WHERE c.organization_id = $1 AND c.is_active"""
@@ -181,9 +183,10 @@ def callback(
         # the redirect's query string, which whoever holds the state could change. Reading the
         # company with the new token proves it (a token for another company is refused).
         company = client.Company(realm_id, ends.api_base, tokens.access_token)
-        send(client.read_request(company, "CompanyInfo", realm_id))
+        info = send(client.read_request(company, "CompanyInfo", realm_id)).data
     except QboSyncError as exc:
         raise_error(plpy, exc)
+    company_name = _company_name(info)
     connected = db.execute(plpy, CONNECTED_REALM, ["uuid"], [organization_id])
     if connected and connected[0]["realm_id"] != realm_id:
         plpy.error(
@@ -195,7 +198,7 @@ def callback(
     db.execute(
         plpy,
         STORE_CONNECTION,
-        ["uuid", "text", "text", "text", "text", "text", "integer", "integer", "integer"],
+        ["uuid", "text", "text", "text", "text", "text", "integer", "integer", "integer", "text"],
         [
             organization_id,
             realm_id,
@@ -206,10 +209,18 @@ def callback(
             tokens.expires_in,
             tokens.refresh_expires_in or 8726400,
             tokens.refresh_hard_expires_in,
+            company_name,
         ],
     )
     db.execute(plpy, CONSUME_STATE, ["text", "text"], [state_hash(state), realm_id])
     return organization_id
+
+
+def _company_name(info: Any) -> str | None:
+    """The company's name from a CompanyInfo read (None when QBO gave none)."""
+    company = info.get("CompanyInfo") if isinstance(info, dict) else None
+    name = company.get("CompanyName") if isinstance(company, dict) else None
+    return str(name)[:200] if name else None
 
 
 LOCK_FOR_DISCONNECT = """

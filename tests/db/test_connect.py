@@ -72,6 +72,15 @@ def test_the_whole_connect_flow(conn, simulator):  # noqa: F811
     assert (row["realm_id"], row["environment"], row["is_active"]) == (REALM, "simulator", True)
     assert row["fresh"] and row["refresh_lives"] and works(simulator, row["access"])
     assert conn.execute("SELECT consumed_at IS NOT NULL FROM qbo_oauth_state").fetchone()[0]
+    # the company's name, as QBO's CompanyInfo gives it, for the status views and the page
+    info = requests.get(
+        f"{simulator.base_url}/v3/company/{REALM}/companyinfo/{REALM}",
+        headers={"Authorization": f"Bearer {row['access']}", "Accept": "application/json"},
+        timeout=10,
+    ).json()["CompanyInfo"]
+    assert info["CompanyName"] and conn.execute(
+        "SELECT company_name FROM qbo_sync_status WHERE organization_id = %s", (org,)
+    ).fetchone() == (info["CompanyName"],)
     # the organization can now sync
     assert conn.execute("SELECT trigger_qbo_sync(%s, 'items')", (org,)).fetchone()[0]
 

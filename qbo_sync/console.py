@@ -55,7 +55,14 @@ def show_table(
         else:
             console.print(empty)
         return
-    console.print(table)
+    if console.is_terminal:
+        console.print(table)
+        return
+    with console.capture() as captured:  # piped: the same columns, without the padding after
+        console.print(table)
+    for line in captured.get().splitlines():
+        console.file.write(line.rstrip() + "\n")
+    console.file.flush()
 
 
 def text(value: Any) -> str:
@@ -74,13 +81,15 @@ def text(value: Any) -> str:
 
 
 def duration(value: dt.timedelta) -> str:
+    """A time left or past, rounded down (a token with 100.9 days left has 100, as the status
+    page says: never more than it has)."""
     seconds = value.total_seconds()
     sign = "-" if seconds < 0 else ""
     seconds = abs(seconds)
     if seconds < 120:
-        return f"{sign}{seconds:.0f} s"
+        return f"{sign}{int(seconds)} s"
     if seconds < 7200:
-        return f"{sign}{seconds / 60:.0f} min"
+        return f"{sign}{int(seconds // 60)} min"
     if seconds < 2 * 86400:
-        return f"{sign}{seconds / 3600:.0f} h"
-    return f"{sign}{seconds / 86400:.0f} days"
+        return f"{sign}{int(seconds // 3600)} h"
+    return f"{sign}{int(seconds // 86400)} days"

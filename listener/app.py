@@ -378,13 +378,13 @@ def main(argv: list[str] | None = None, prog: str = "qbo-sync listen") -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    print(f"{prog}: listening on http://{config.host}:{config.port}", flush=True)
+    ready = f"{prog}: listening on http://{config.host}:{config.port}"
     web.run_app(
         make_app(config),
         host=config.host,
         port=config.port,
         shutdown_timeout=args.shutdown_timeout,
-        print=None,
+        print=lambda _banner: print(ready, flush=True),  # once the port is bound
         access_log=None,
     )
     return 0

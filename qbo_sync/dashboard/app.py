@@ -533,6 +533,12 @@ def main(argv: list[str] | None = None, prog: str = "qbo-sync dashboard") -> int
     where = f"http://{config.host}:{config.port}/"
     login = "login required" if config.secret else "no login (loopback only)"
     confined = f", organization {config.confined_to} only" if config.confined_to else ""
-    print(f"{prog}: serving {where} ({login}{confined})", flush=True)
-    web.run_app(make_app(config), host=config.host, port=config.port, print=None, access_log=None)
+    ready = f"{prog}: serving {where} ({login}{confined})"
+    web.run_app(
+        make_app(config),
+        host=config.host,
+        port=config.port,
+        print=lambda _banner: print(ready, flush=True),  # once the port is bound
+        access_log=None,
+    )
     return 0

@@ -186,3 +186,5 @@ def test_a_server_whose_port_is_in_use_says_so_in_one_line(db_dsn, command):
         f"qbo-sync {command}: error while attempting to bind on address ('127.0.0.1', {port})",
         "address already in use; stop what uses it or pick another with --port",
     )
+    # nothing claimed it was serving: that line comes once the port is bound
+    assert "listening on" not in result.stdout and "serving" not in result.stdout

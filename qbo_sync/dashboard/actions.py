@@ -4,8 +4,7 @@ Each action is one transaction that names the organization it acts for (SET LOCA
 qbo_sync.organization_id), which the SQL entry points check with qbo_sync.may_act_for; a login
 role confined to one organization (its own qbo_sync.organization_id setting) keeps that setting:
 the dashboard never changes it, so the database refuses its actions for any other organization
-too. (The setting is a session default: SQL run with that login's password could change it, so
-the login is the dashboard's alone: docs/dashboard.md.)
+too (qbo_sync.may_act_for holds such a login to its setting whatever SQL it runs).
 """
 
 from __future__ import annotations

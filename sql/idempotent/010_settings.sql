@@ -93,6 +93,26 @@ SET search_path = pg_catalog, pg_temp
 AS $$ SELECT pg_has_role(qbo_sync.calling_role(), n.nspowner, 'USAGE')
         FROM pg_namespace AS n WHERE n.nspname = 'qbo_sync' $$;
 
+-- The organization the session's login role is confined to (ALTER ROLE ... [IN DATABASE ...] SET
+-- qbo_sync.organization_id: the database's setting, else the role's), NULL when none. The setting
+-- itself is only a session default the session may change; may_act_for holds the login to it
+-- (session_user: SET ROLE to a role it is a member of does not escape it), so SQL run with a
+-- confined login (the status page's, docs/dashboard.md) acts for that organization only.
+CREATE OR REPLACE FUNCTION qbo_sync.pinned_organization_id()
+RETURNS uuid
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT nullif(substr(c.setting, length('qbo_sync.organization_id=') + 1), '')::uuid
+        FROM pg_catalog.pg_db_role_setting AS s
+             CROSS JOIN LATERAL unnest(s.setconfig) AS c(setting)
+       WHERE s.setrole = (SELECT r.oid FROM pg_catalog.pg_roles AS r
+                           WHERE r.rolname = session_user)
+         AND s.setdatabase IN (0, (SELECT d.oid FROM pg_catalog.pg_database AS d
+                                    WHERE d.datname = pg_catalog.current_database()))
+         AND left(c.setting, length('qbo_sync.organization_id=')) = 'qbo_sync.organization_id='
+       ORDER BY s.setdatabase DESC
+       LIMIT 1 $$;
+
 -- The SECURITY DEFINER entry points the application calls (trigger_qbo_sync, requeue, cancel)
 -- act for an organization only when the session works for it: the same rule as the row-level
 -- security policies (the setting qbo_sync.organization_id), or an operator.
@@ -101,7 +121,8 @@ RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT qbo_sync.caller_is_operator()
-             OR coalesce(organization_id = qbo_sync.current_organization_id(), false) $$;
+             OR (coalesce(organization_id = qbo_sync.current_organization_id(), false)
+                 AND coalesce(organization_id = qbo_sync.pinned_organization_id(), true)) $$;
 
 CREATE OR REPLACE FUNCTION qbo_sync.version()
 RETURNS text

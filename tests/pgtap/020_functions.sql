@@ -8,7 +8,7 @@ SELECT plan(113);
 -- qbo_sync schema: exactly these functions (a new or renamed one must be added here)
 SELECT functions_are('qbo_sync', ARRAY[
     'setting', 'setting_numeric', 'current_organization_id', 'applying_remote', 'version',
-    'calling_role', 'caller_is_operator', 'may_act_for',
+    'calling_role', 'caller_is_operator', 'pinned_organization_id', 'may_act_for',
     'entity_names', 'quote_for_message', 'lock_own_relations', 'forget_organization',
     'python_loader', 'python_setup', 'secret', 'encrypt_token', 'decrypt_token', 'refresh_code_hash',
     'fields_changed', 'track_local_change', 'track_line_change', 'track_local_deletion',

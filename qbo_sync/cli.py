@@ -32,13 +32,15 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
+EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C
 
 EXIT_CODES = f"""exit codes:
   {EXIT_OK}  done
   {EXIT_ERROR}  the operation failed (installation refused or rolled back, sync rejected)
   {EXIT_USAGE}  usage: wrong arguments, connection string, port or settings file
   {EXIT_UNAVAILABLE}  not running or not available: the database cannot be reached, the local
-     cluster is stopped, qbo-sync is not installed in the database, the port is in use"""
+     cluster is stopped, qbo-sync is not installed in the database, the port is in use
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C): queued work goes on in the database"""
 
 NEXT_STEP_CONNECT = (
     "start the database (the local one: qbo-sync db start) or pass --dsn (or set QBO_SYNC_DSN)"
@@ -888,6 +890,13 @@ def main(argv: list[str] | None = None) -> int:
     except CommandError as exc:
         print(f"qbo-sync {args.command}: {exc}", file=sys.stderr)
         return exc.code
+    except KeyboardInterrupt:
+        print(
+            f"qbo-sync {args.command}: interrupted; jobs already queued go on in the database"
+            " (qbo-sync status shows them)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

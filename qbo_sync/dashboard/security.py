@@ -26,9 +26,11 @@ from aiohttp import web
 COOKIE = "qbo_dashboard"
 #: a session unused for this long is forgotten (then the visitor logs in again)
 IDLE_SECONDS = 12 * 3600
-#: sessions kept at most (the oldest unused go first): a flood of cookie-less requests cannot
-#: grow the memory without bound
+#: sessions kept at most, the least recently used going first. Visitors who have not logged in
+#: and those who have are kept apart: a flood of cookie-less requests (anyone who reaches the
+#: port can send them) pushes out only other such sessions, never a logged-in person's.
 MAX_SESSIONS = 10_000
+MAX_LOGGED_IN = 1_000
 #: a failed login answers this much later (guessing the secret stays slow)
 FAILED_LOGIN_DELAY = 1.0
 OPEN_PATHS = ("/login", "/static/", "/healthz")
@@ -44,35 +46,45 @@ class Session:
 
 
 class Sessions:
-    """The sessions of this process, the least recently used first."""
+    """The sessions of this process, the least recently used first, visitors not logged in apart
+    from those logged in."""
 
     def __init__(self) -> None:
-        self._by_id: OrderedDict[str, Session] = OrderedDict()
+        self._anonymous: OrderedDict[str, Session] = OrderedDict()
+        self._logged_in: OrderedDict[str, Session] = OrderedDict()
 
-    def new(self) -> Session:
-        session = Session(id=secrets.token_urlsafe(32), csrf=secrets.token_urlsafe(32))
-        self._by_id[session.id] = session
-        while len(self._by_id) > MAX_SESSIONS:
-            self._by_id.popitem(last=False)
+    def new(self, logged_in: bool = False) -> Session:
+        session = Session(
+            id=secrets.token_urlsafe(32), csrf=secrets.token_urlsafe(32), logged_in=logged_in
+        )
+        kept, limit = (
+            (self._logged_in, MAX_LOGGED_IN) if logged_in else (self._anonymous, MAX_SESSIONS)
+        )
+        kept[session.id] = session
+        while len(kept) > limit:
+            kept.popitem(last=False)
         return session
 
     def get(self, session_id: str | None) -> Session | None:
-        session = self._by_id.get(session_id or "")
+        key = session_id or ""
+        kept = self._logged_in if key in self._logged_in else self._anonymous
+        session = kept.get(key)
         if session is None or time.monotonic() - session.used_at > IDLE_SECONDS:
             return None
         session.used_at = time.monotonic()
-        self._by_id.move_to_end(session.id)
+        kept.move_to_end(session.id)
         return session
 
-    def renew(self, session: Session) -> Session:
+    def renew(self, session: Session, logged_in: bool) -> Session:
         """The same visitor under a new id and token (after logging in: no fixation)."""
-        self._by_id.pop(session.id, None)
-        fresh = self.new()
+        self.drop(session)
+        fresh = self.new(logged_in)
         fresh.flash = session.flash
         return fresh
 
     def drop(self, session: Session) -> None:
-        self._by_id.pop(session.id, None)
+        self._anonymous.pop(session.id, None)
+        self._logged_in.pop(session.id, None)
 
 
 SESSIONS_KEY = web.AppKey("sessions", Sessions)
@@ -163,8 +175,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     secret = request.app[SECRET_KEY]
     given = form.get("secret")
     if secret and isinstance(given, str) and hmac.compare_digest(given.encode(), secret.encode()):
-        fresh = request.app[SESSIONS_KEY].renew(request[SESSION])
-        fresh.logged_in = True
+        fresh = request.app[SESSIONS_KEY].renew(request[SESSION], logged_in=True)
         request[SESSION] = fresh
         return see_other("/")
     await asyncio.sleep(FAILED_LOGIN_DELAY)

@@ -188,3 +188,51 @@ def test_a_server_whose_port_is_in_use_says_so_in_one_line(db_dsn, command):
     )
     # nothing claimed it was serving: that line comes once the port is bound
     assert "listening on" not in result.stdout and "serving" not in result.stdout
+
+
+def test_ctrl_c_while_following_a_sync_is_one_line_and_the_jobs_stay_queued(db_dsn, conn, org):
+    import os
+    import signal
+    import time
+
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "qbo_sync.cli",
+            "sync",
+            "--org",
+            str(org),
+            "--entities",
+            "customers",
+            "--direction",
+            "pull",
+            "--wait",
+            "--dsn",
+            db_dsn,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=PROJECT_ROOT,
+        env={k: v for k, v in os.environ.items() if k != "QBO_SYNC_DSN"},
+    )
+    deadline = time.monotonic() + 30
+    while (
+        time.monotonic() < deadline
+        and not conn.execute(
+            "SELECT count(*) FROM qbo_sync_queue WHERE organization_id = %s", (org,)
+        ).fetchone()[0]
+    ):
+        time.sleep(0.1)
+    time.sleep(1)  # following it now (no worker runs in this database: it stays pending)
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=30)
+    assert child.returncode == 130 and "Traceback" not in out + err, err
+    assert err.strip().splitlines() == [
+        "qbo-sync sync: interrupted; jobs already queued go on in the database"
+        " (qbo-sync status shows them)"
+    ]
+    assert conn.execute(
+        "SELECT status FROM qbo_sync_queue WHERE organization_id = %s", (org,)
+    ).fetchall() == [("pending",)]

@@ -128,7 +128,7 @@ QUEUE = """
 SELECT q.id, q.sync_endpoint AS entity, q.direction, q.priority::text AS priority, q.status,
        q.source, q.attempts, q.max_attempts, q.run_at, q.created_at, q.started_at,
        q.completed_at, q.locked_by, q.last_error, q.last_error_code,
-       cardinality(q.entity_ids) AS ids
+       cardinality(q.entity_ids) AS ids, q.progress
   FROM public.qbo_sync_queue AS q
  WHERE q.organization_id = %(org)s
    AND (q.status IN ('pending', 'processing')

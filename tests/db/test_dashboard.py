@@ -643,3 +643,20 @@ async def test_behind_a_proxy_forms_from_the_public_url_are_accepted(
         answer = await post(client, path, data, token=token, Origin=where, Cookie=cookie)
         assert answer.status == status, where
     assert pending(conn) == 1
+
+
+async def test_the_queue_shows_a_running_jobs_counts(client, conn, synced):
+    pull = scalar(conn, "SELECT trigger_qbo_sync(%s, 'invoices', 'pull')", (synced.org,))
+    push = scalar(conn, "SELECT trigger_qbo_sync(%s, 'customers', 'push')", (synced.org,))
+    # what the worker publishes after each page or request (qbo_sync.publish_progress)
+    conn.execute(
+        "UPDATE qbo_sync_queue SET progress = %s::jsonb WHERE id = %s",
+        ('{"phase": "pull", "mode": "full", "read": 2000, "total": 20000, "written": 1980}', pull),
+    )
+    conn.execute(
+        "UPDATE qbo_sync_queue SET progress = %s::jsonb WHERE id = %s",
+        ('{"phase": "push", "sent": 31, "pushed": 30, "failed": 1, "held": 2}', push),
+    )
+    queue = await page(client, f"/part/org/{synced.org}/queue")
+    assert '<td class="progress">2000 of 20000 read, 1980 written</td>' in queue
+    assert '<td class="progress">31 sent, 30 accepted, 1 failed, 2 held</td>' in queue

@@ -53,7 +53,8 @@ SEEN = "SELECT qbo_sync.record_pass_seen($1, $2, $3, $4)"
 FINISH_ABSENT = "SELECT qbo_sync.finish_pass_absent($1, $2, $3::timestamptz) AS marked"
 START_PASS = "SELECT pg_catalog.now()::text AS started_at"
 SAVE = "SELECT qbo_sync.save_full_pull($1, $2, $3::timestamptz, $4)"
-APPLY = "SELECT qbo_sync.apply_pulled($1, $2, $3::jsonb, $4, $5::jsonb)::text AS result"
+APPLY = """
+SELECT qbo_sync.apply_pulled($1, $2, $3::jsonb, $4, $5::jsonb, $6::jsonb #> $7)::text AS result"""
 APPLY_LINES = "SELECT qbo_sync.apply_pulled_lines($1, $2, $3::jsonb) AS written"
 KNOWN = "SELECT qbo_sync.known_qbo_ids($1, $2, $3) AS known"
 KEEP_HELD = "SELECT qbo_sync.keep_conflicts_held($1, $2) AS kept"
@@ -261,7 +262,8 @@ class Puller:
             )
             objects = client.parse_query(answer.data, spec.qbo_entity).rows
             self.counts["pages"] += 1
-            self.apply(entity, objects)
+            # the objects' own JSON is QBO's answer as it came: not encoded again for qbo_raw
+            self.apply(entity, objects, raw=_answer_list(answer, spec.qbo_entity))
             following = client.next_start(position, self.page_size, len(objects))
             next_position = None if following is None else max(1, following - self.overlap)
             db.execute(
@@ -323,12 +325,23 @@ class Puller:
 
     # ------------------------------------------------------------------ applying
 
-    def apply(self, entity: str, objects: Sequence[Mapping[str, Any]], depth: int = 0) -> None:
-        """Apply pulled `objects` of `entity`, fetching the objects they reference first."""
+    def apply(
+        self,
+        entity: str,
+        objects: Sequence[Mapping[str, Any]],
+        depth: int = 0,
+        raw: tuple[str, list[str]] | None = None,
+    ) -> None:
+        """Apply pulled `objects` of `entity`, fetching the objects they reference first.
+        `raw`: the JSON answer `objects` were decoded from and the path to their list in it,
+        which then gives each row its qbo_raw (else each row carries its object, encoded)."""
         if not objects:
             return
         spec = mapping.ENTITIES[entity]
-        rows = [mapping.from_qbo(entity, obj) | {"qbo_raw": obj} for obj in objects]
+        if raw is None:
+            rows = [mapping.from_qbo(entity, obj) | {"qbo_raw": obj} for obj in objects]
+        else:
+            rows = [mapping.from_qbo(entity, obj) for obj in objects]
         if entity == "customers":
             self.customers_read.update(str(obj.get("Id")) for obj in objects)
         elif entity in ("invoices", "payments"):
@@ -351,8 +364,16 @@ class Puller:
             db.execute(
                 self.plpy,
                 APPLY,
-                ["uuid", "text", "text", "text[]", "text"],
-                [self.org, entity, _dumps(rows), columns, json.dumps(refs)],
+                ["uuid", "text", "text", "text[]", "text", "text", "text[]"],
+                [
+                    self.org,
+                    entity,
+                    _dumps(rows),
+                    columns,
+                    json.dumps(refs),
+                    None if raw is None else raw[0],
+                    None if raw is None else raw[1],
+                ],
             )[0]["result"]
         )
         for key in ("inserted", "updated", "unchanged", "held"):
@@ -415,6 +436,17 @@ class Puller:
         text = client.page(client.select(spec.qbo_entity, where), 1, client.QUERY_MAX_RESULTS)
         answer = self.ctx.connection().send(lambda company: client.query_request(company, text))
         return client.parse_query(answer.data, spec.qbo_entity).rows
+
+
+def _answer_list(answer: Any, qbo_entity: str) -> tuple[str, list[str]] | None:
+    """A query answer's text and the path to its list of `qbo_entity` objects, or None when
+    the answer is not the usual {"QueryResponse": {...}} in UTF-8."""
+    if not isinstance(answer.data, dict) or "QueryResponse" not in answer.data:
+        return None
+    try:
+        return answer.body.decode("utf-8"), ["QueryResponse", qbo_entity]
+    except UnicodeDecodeError:
+        return None
 
 
 def _latest_change(objects: Sequence[Mapping[str, Any]]) -> str | None:

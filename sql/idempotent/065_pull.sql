@@ -76,9 +76,14 @@ $$;
 -- qbo_created_at, qbo_updated_at, qbo_raw); `columns` the business columns to write (each must be
 -- a column of the table, and none of qbo-sync's bookkeeping); `refs` maps a reference column to
 -- the entity it points at ({"customer_id": "customers"}): its value is looked up from the
--- object's "<column>_qbo_id". Returns counts and the QBO ids written (so their lines follow).
+-- object's "<column>_qbo_id". `raw`, when given, is the array of QBO's objects themselves, in
+-- the same order as `objects` (a full pull passes the list out of QBO's answer as it came, so
+-- the rows need not carry a re-encoded copy); each object's is its row's qbo_raw. Returns counts
+-- and the QBO ids written (so their lines follow).
+DROP FUNCTION IF EXISTS qbo_sync.apply_pulled(uuid, text, jsonb, text[], jsonb);
 CREATE OR REPLACE FUNCTION qbo_sync.apply_pulled(
-    organization_id uuid, entity text, objects jsonb, columns text[], refs jsonb DEFAULT '{}'
+    organization_id uuid, entity text, objects jsonb, columns text[], refs jsonb DEFAULT '{}',
+    raw jsonb DEFAULT NULL
 )
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -100,6 +105,11 @@ DECLARE
 BEGIN
     IF jsonb_typeof(objects) IS DISTINCT FROM 'array' THEN
         RAISE EXCEPTION 'apply_pulled needs a JSON array of objects' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF raw IS NOT NULL AND (jsonb_typeof(raw) IS DISTINCT FROM 'array'
+                            OR jsonb_array_length(raw) <> jsonb_array_length(objects)) THEN
+        RAISE EXCEPTION 'apply_pulled''s raw objects must be an array as long as its rows'
+            USING ERRCODE = 'invalid_parameter_value';
     END IF;
     PERFORM qbo_sync.check_business_columns(target.app_table,
                                             columns || ARRAY(SELECT jsonb_object_keys(refs)));
@@ -125,7 +135,7 @@ BEGIN
     IF computed_sets IS NOT NULL THEN
         refresh := format($r$, refreshed AS (
             UPDATE public.%1$I AS t
-               SET %2$s, qbo_raw = i.qbo_raw, qbo_last_synced_at = now(), updated_at = now()
+               SET %2$s, qbo_raw = i.raw_object, qbo_last_synced_at = now(), updated_at = now()
               FROM incoming AS i
              WHERE t.organization_id = $1 AND t.qbo_id = i.qbo_id
                AND t.qbo_sync_token IS NOT DISTINCT FROM i.qbo_sync_token
@@ -137,9 +147,10 @@ BEGIN
 
     EXECUTE format($sql$
         WITH incoming AS (
-            SELECT DISTINCT ON (r.qbo_id) e.doc, r.*
-              FROM jsonb_array_elements($2) AS e(doc)
+            SELECT DISTINCT ON (r.qbo_id) e.doc, r.*, coalesce(w.object, r.qbo_raw) AS raw_object
+              FROM jsonb_array_elements($2) WITH ORDINALITY AS e(doc, n)
              CROSS JOIN LATERAL jsonb_populate_record(NULL::public.%1$I, e.doc) AS r
+              LEFT JOIN jsonb_array_elements($3) WITH ORDINALITY AS w(object, n) ON w.n = e.n
              WHERE r.qbo_id IS NOT NULL
              ORDER BY r.qbo_id, length(e.doc ->> 'qbo_sync_token') DESC, e.doc ->> 'qbo_sync_token' DESC
         ), written AS (
@@ -148,7 +159,7 @@ BEGIN
                  qbo_raw, qbo_last_synced_at, qbo_sync_status, qbo_sync_error, qbo_deleted_at,
                  qbo_local_version, qbo_synced_version)
             SELECT $1, %3$s, i.qbo_id, i.qbo_sync_token, i.qbo_created_at, i.qbo_updated_at,
-                   i.qbo_raw, now(), 'synced', NULL, NULL, 1, 1
+                   i.raw_object, now(), 'synced', NULL, NULL, 1, 1
               FROM incoming AS i
             ON CONFLICT (organization_id, qbo_id) DO UPDATE
                SET %4$s, qbo_sync_token = EXCLUDED.qbo_sync_token,
@@ -176,7 +187,7 @@ BEGIN
                    'conflict_ids', (SELECT coalesce(jsonb_agg(qbo_id), '[]') FROM held WHERE NOT changed_here),
                    'written_ids', (SELECT coalesce(jsonb_agg(qbo_id), '[]') FROM written))
     $sql$, target.app_table, insert_columns, select_values, update_sets, refresh)
-    INTO result USING organization_id, objects;
+    INTO result USING organization_id, objects, raw;
     RETURN result || jsonb_build_object(
         'unchanged', (result ->> 'received')::integer - (result ->> 'inserted')::integer
                      - (result ->> 'updated')::integer - (result ->> 'held')::integer);

@@ -368,8 +368,9 @@ def invoice_lines(invoice: Mapping[str, Any]) -> list[dict[str, Any]]:
     discount and description-only lines are not the application's lines."""
     lines = []
     position = 0
-    for line in invoice.get("Line") or ():
-        if line.get("DetailType") != SALES_LINE:
+    found = invoice.get("Line")
+    for line in found if isinstance(found, list) else ():
+        if not isinstance(line, dict) or line.get("DetailType") != SALES_LINE:
             continue
         position += 1
         row = _read_line(line)
@@ -385,6 +386,21 @@ def invoice_lines(invoice: Mapping[str, Any]) -> list[dict[str, Any]]:
             row["unit_price"] = row["amount"] or Decimal(0)
         lines.append(row)
     return lines
+
+
+def line_item_ids(invoice: Mapping[str, Any]) -> set[str]:
+    """The QBO Ids of the items an invoice's sales lines name (the lines themselves are mapped
+    in SQL when pulled: qbo_sync.invoice_lines_of, which `invoice_lines` here must equal)."""
+    lines = invoice.get("Line")
+    if not isinstance(lines, list):
+        return set()
+    return {
+        str(item)
+        for line in lines
+        if isinstance(line, dict)
+        and line.get("DetailType") == SALES_LINE
+        and (item := _get(line, LINE_ITEM_PATH)) is not None
+    }
 
 
 # ----------------------------------------------------------------------------- rows → QBO

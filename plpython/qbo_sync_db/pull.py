@@ -55,7 +55,6 @@ START_PASS = "SELECT pg_catalog.now()::text AS started_at"
 SAVE = "SELECT qbo_sync.save_full_pull($1, $2, $3::timestamptz, $4)"
 APPLY = """
 SELECT qbo_sync.apply_pulled($1, $2, $3::jsonb, $4, $5::jsonb, $6::jsonb #> $7)::text AS result"""
-APPLY_LINES = "SELECT qbo_sync.apply_pulled_lines($1, $2, $3::jsonb) AS written"
 KNOWN = "SELECT qbo_sync.known_qbo_ids($1, $2, $3) AS known"
 KEEP_HELD = "SELECT qbo_sync.keep_conflicts_held($1, $2) AS kept"
 SETTINGS = """
@@ -347,13 +346,9 @@ class Puller:
         elif entity in ("invoices", "payments"):
             key = mapping.reference_key("customer_id")
             self.balances_moved.update(str(r[key]) for r in rows if r.get(key))
-        lines: list[dict[str, Any]] = []
-        if entity == "invoices":
-            for obj in objects:
-                for line in mapping.invoice_lines(obj):
-                    lines.append(line | {"invoice_qbo_id": str(obj.get("Id"))})
         if depth < 2:
-            self._fetch_missing_references(spec, rows, lines, depth)
+            items = {i for obj in objects for i in mapping.line_item_ids(obj)}
+            self._fetch_missing_references(spec, rows, items, depth)
         columns = [f.column for f in spec.fields] + (
             [spec.voided_column] if spec.voided_column else []
         )
@@ -392,28 +387,20 @@ class Puller:
             self.counts["success_count"] += (
                 result["received"] - result["held"] + merged["merged"] - merged["held_for_person"]
             )
-        if lines and result["written_ids"]:
-            db.execute(
-                self.plpy,
-                APPLY_LINES,
-                ["uuid", "text[]", "text"],
-                [self.org, result["written_ids"], _dumps(lines)],
-            )
 
     def _fetch_missing_references(
         self,
         spec: mapping.EntityMap,
         rows: Sequence[Mapping[str, Any]],
-        lines: Sequence[Mapping[str, Any]],
+        item_ids: set[str],
         depth: int,
     ) -> None:
         wanted: dict[str, set[str]] = {}
         for ref in spec.references:
             ids = {r[mapping.reference_key(ref.column)] for r in rows}
             wanted.setdefault(ref.entity, set()).update(i for i in ids if i)
-        item_ids = {line[mapping.reference_key("item_id")] for line in lines}
-        if item_ids - {None}:
-            wanted.setdefault("items", set()).update(i for i in item_ids if i)
+        if item_ids:
+            wanted.setdefault("items", set()).update(item_ids)
         for entity, ids in wanted.items():
             if not ids:
                 continue

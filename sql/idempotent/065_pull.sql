@@ -78,8 +78,9 @@ $$;
 -- the entity it points at ({"customer_id": "customers"}): its value is looked up from the
 -- object's "<column>_qbo_id". `raw`, when given, is the array of QBO's objects themselves, in
 -- the same order as `objects` (a full pull passes the list out of QBO's answer as it came, so
--- the rows need not carry a re-encoded copy); each object's is its row's qbo_raw. Returns counts
--- and the QBO ids written (so their lines follow).
+-- the rows need not carry a re-encoded copy); each object's is its row's qbo_raw. The written
+-- invoices' lines are applied from those objects (qbo_sync.apply_pulled_lines). Returns counts
+-- and the QBO ids written.
 DROP FUNCTION IF EXISTS qbo_sync.apply_pulled(uuid, text, jsonb, text[], jsonb);
 CREATE OR REPLACE FUNCTION qbo_sync.apply_pulled(
     organization_id uuid, entity text, objects jsonb, columns text[], refs jsonb DEFAULT '{}',
@@ -188,17 +189,64 @@ BEGIN
                    'written_ids', (SELECT coalesce(jsonb_agg(qbo_id), '[]') FROM written))
     $sql$, target.app_table, insert_columns, select_values, update_sets, refresh)
     INTO result USING organization_id, objects, raw;
+    IF entity = 'invoices' AND jsonb_array_length(result -> 'written_ids') > 0 THEN
+        -- the written invoices' lines, read from the invoice objects themselves
+        result := result || jsonb_build_object('lines_written', qbo_sync.apply_pulled_lines(
+            organization_id, ARRAY(SELECT jsonb_array_elements_text(result -> 'written_ids')), NULL,
+            coalesce(raw, (SELECT jsonb_agg(e.doc -> 'qbo_raw' ORDER BY e.n)
+                             FROM jsonb_array_elements(objects) WITH ORDINALITY AS e(doc, n)))));
+    END IF;
     RETURN result || jsonb_build_object(
         'unchanged', (result ->> 'received')::integer - (result ->> 'inserted')::integer
                      - (result ->> 'updated')::integer - (result ->> 'held')::integer);
 END
 $$;
 
+-- The sales lines of QBO invoice objects (`invoices`, a JSON array) as line rows: what
+-- qbo_sync_db.mapping.invoice_lines makes of them in Python, here so a pull's lines are read from
+-- the invoices' JSON the pull already parsed instead of being mapped and sent again (a test
+-- compares the two on every seeded invoice and on edge cases). Subtotal, discount and
+-- description-only lines are not the application's lines; the position counts sales lines only.
+CREATE OR REPLACE FUNCTION qbo_sync.invoice_lines_of(invoices jsonb)
+RETURNS TABLE (invoice_qbo_id text, qbo_line_id text, line_number integer, item_qbo_id text,
+               description text, quantity numeric, unit_price numeric, amount numeric,
+               tax_code_ref text, service_date date, detail_type text)
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT inv.doc ->> 'Id',
+           s.line ->> 'Id',
+           CASE WHEN s.line -> 'LineNum' IS NULL OR s.line -> 'LineNum' IN ('null', '0', '""', 'false')
+                THEN s.position
+                ELSE trunc((s.line ->> 'LineNum')::numeric)::integer END,
+           s.line #>> '{SalesItemLineDetail,ItemRef,value}',
+           s.line ->> 'Description',
+           coalesce(nullif(s.line #>> '{SalesItemLineDetail,Qty}', '')::numeric, 1),
+           coalesce(nullif(s.line #>> '{SalesItemLineDetail,UnitPrice}', '')::numeric,
+                    nullif(s.line ->> 'Amount', '')::numeric, 0),
+           coalesce(nullif(s.line ->> 'Amount', '')::numeric, 0),
+           s.line #>> '{SalesItemLineDetail,TaxCodeRef,value}',
+           (s.line #>> '{SalesItemLineDetail,ServiceDate}')::date,
+           'SalesItemLineDetail'
+      FROM jsonb_array_elements(invoices) AS inv(doc)
+     CROSS JOIN LATERAL (
+            SELECT l.line, (row_number() OVER (ORDER BY l.n))::integer AS position
+              FROM jsonb_array_elements(CASE jsonb_typeof(inv.doc -> 'Line')
+                                        WHEN 'array' THEN inv.doc -> 'Line' ELSE '[]' END)
+                   WITH ORDINALITY AS l(line, n)
+             WHERE l.line ->> 'DetailType' = 'SalesItemLineDetail') AS s
+$$;
+
 -- The lines of pulled invoices whose rows were just written (`invoice_qbo_ids`): each line is
 -- matched by its QBO line Id (updated in place), new ones are inserted, and lines QBO no longer
--- has are deleted. `lines` is a JSON array of line rows (qbo_sync_db.mapping.invoice_lines) with
--- "invoice_qbo_id" and "item_id_qbo_id". Returns how many lines were written.
-CREATE OR REPLACE FUNCTION qbo_sync.apply_pulled_lines(organization_id uuid, invoice_qbo_ids text[], lines jsonb)
+-- has are deleted. The lines come from `lines`, a JSON array of line rows
+-- (qbo_sync_db.mapping.invoice_lines) with "invoice_qbo_id" and "item_id_qbo_id", or from
+-- `invoices`, QBO's invoice objects (qbo_sync.invoice_lines_of). Returns how many lines were
+-- written.
+DROP FUNCTION IF EXISTS qbo_sync.apply_pulled_lines(uuid, text[], jsonb);
+CREATE OR REPLACE FUNCTION qbo_sync.apply_pulled_lines(
+    organization_id uuid, invoice_qbo_ids text[], lines jsonb, invoices jsonb DEFAULT NULL
+)
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -219,12 +267,21 @@ BEGIN
         SELECT inv.id AS invoice_id, inv.fresh, r.qbo_line_id, r.line_number, it.id AS item_record_id,
                r.description, r.quantity, r.unit_price, r.amount, r.tax_code_ref, r.service_date,
                r.detail_type
-          FROM jsonb_array_elements(lines) AS e(doc)
-          JOIN invoices AS inv ON inv.qbo_id = e.doc ->> 'invoice_qbo_id'
-         CROSS JOIN LATERAL jsonb_populate_record(NULL::public.invoice_line_item, e.doc) AS r
+          FROM (SELECT e.doc ->> 'invoice_qbo_id' AS invoice_qbo_id,
+                       e.doc ->> 'item_id_qbo_id' AS item_qbo_id, p.qbo_line_id, p.line_number,
+                       p.description, p.quantity, p.unit_price, p.amount, p.tax_code_ref,
+                       p.service_date, p.detail_type
+                  FROM jsonb_array_elements(lines) AS e(doc)
+                 CROSS JOIN LATERAL jsonb_populate_record(NULL::public.invoice_line_item, e.doc) AS p
+                UNION ALL
+                SELECT o.invoice_qbo_id, o.item_qbo_id, o.qbo_line_id, o.line_number, o.description,
+                       o.quantity, o.unit_price, o.amount, o.tax_code_ref, o.service_date,
+                       o.detail_type
+                  FROM qbo_sync.invoice_lines_of(invoices) AS o) AS r
+          JOIN invoices AS inv ON inv.qbo_id = r.invoice_qbo_id
           LEFT JOIN public.item_record AS it
             ON it.organization_id = apply_pulled_lines.organization_id
-           AND it.qbo_id = e.doc ->> 'item_id_qbo_id'
+           AND it.qbo_id = r.item_qbo_id
          WHERE r.qbo_line_id IS NOT NULL
     ), removed AS (
         -- by the line table's invoice index (a join here was planned as a scan of every

@@ -7,6 +7,7 @@ a pull that stops half-way resumes at its page."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -616,3 +617,83 @@ def test_a_pass_remembers_only_the_ids_whose_rows_it_did_not_write_itself(conn, 
             "SELECT array_agg(qbo_id ORDER BY qbo_id) FROM qbo_sync.pull_pass_seen"
         ).fetchone()[0]
     assert seen == ["3", "4"]  # 4: read from QBO but not here (held, say): remembered too
+
+
+LINE_EDGE_CASES: list[dict[str, Any]] = [
+    {"Id": "e1"},  # no Line at all
+    {"Id": "e2", "Line": {"Id": "1"}},  # not a list
+    {
+        "Id": "e3",
+        "Line": [
+            {
+                "Id": "1",
+                "LineNum": 4,
+                "Amount": Decimal("12.50"),
+                "DetailType": "SalesItemLineDetail",
+                "Description": "with everything",
+                "SalesItemLineDetail": {
+                    "ItemRef": {"value": "7"},
+                    "Qty": Decimal("2.5"),
+                    "UnitPrice": Decimal("5"),
+                    "TaxCodeRef": {"value": "TAX"},
+                    "ServiceDate": "2026-01-31",
+                },
+            },
+            {
+                "Amount": Decimal("12.50"),
+                "DetailType": "SubTotalLineDetail",
+                "SubTotalLineDetail": {},
+            },
+            {"Id": "2", "DetailType": "DiscountLineDetail", "Amount": Decimal("1")},
+            {"Id": "3", "DetailType": "DescriptionOnly", "Description": "a note"},
+            # no LineNum, Qty or UnitPrice: the position among sales lines, 1, and the amount
+            {
+                "Id": "4",
+                "Amount": Decimal("3.10"),
+                "DetailType": "SalesItemLineDetail",
+                "SalesItemLineDetail": {"ItemRef": {"value": "8"}},
+            },
+            # LineNum 0 and amounts as text; no amount: 0, and unit price 0
+            {
+                "Id": "5",
+                "LineNum": 0,
+                "DetailType": "SalesItemLineDetail",
+                "SalesItemLineDetail": {"Qty": "3", "UnitPrice": ""},
+            },
+            # a line without an Id (the engine skips it) and without a detail object
+            {"Amount": Decimal("9"), "LineNum": "7", "DetailType": "SalesItemLineDetail"},
+        ],
+    },
+]
+
+
+def test_a_pulls_lines_mapped_in_sql_are_what_the_python_mapping_makes(conn, seeded):
+    """qbo_sync.invoice_lines_of (a pull's lines, read from the invoices' JSON in SQL) equals
+    mapping.invoice_lines on every invoice QBO holds and on edge cases, field by field."""
+    connected = connect_realm(conn, seeded)
+    invoices = qbo_objects(seeded, connected.access, "invoices") + LINE_EDGE_CASES
+    assert sum(len(mapping.invoice_lines(i)) for i in invoices) > 2 * SEEDED["invoices"]
+    doc = json.dumps(invoices, default=str)
+    in_sql = conn.execute("SELECT * FROM qbo_sync.invoice_lines_of(%s)", (doc,))
+    names = [c.name for c in in_sql.description or []]
+    have = [dict(zip(names, r, strict=True)) for r in in_sql]
+    want = [
+        line | {"invoice_qbo_id": str(invoice["Id"])}
+        for invoice in invoices
+        for line in mapping.invoice_lines(invoice)
+    ]
+    assert len(have) == len(want)
+    for mine, theirs in zip(have, want, strict=True):
+        for column in (f.column for f in mapping.LINE_FIELDS):
+            assert normal(mine[column]) == normal(theirs[column]), (column, mine, theirs)
+        assert mine["qbo_line_id"] == theirs["qbo_line_id"]
+        assert mine["line_number"] == theirs["line_number"]
+        assert mine["item_qbo_id"] == theirs[mapping.reference_key("item_id")]
+        assert mine["invoice_qbo_id"] == theirs["invoice_qbo_id"]
+        assert mine["detail_type"] == theirs["detail_type"]
+    edge = [m for m in have if m["invoice_qbo_id"] == "e3"]
+    assert [m["line_number"] for m in edge] == [4, 2, 3, 7]
+    assert [m["unit_price"] for m in edge] == [Decimal("5"), Decimal("3.10"), 0, Decimal("9")]
+    # the items to fetch first are those the sales lines name
+    assert mapping.line_item_ids(LINE_EDGE_CASES[2]) == {"7", "8"}
+    assert mapping.line_item_ids(LINE_EDGE_CASES[1]) == set()

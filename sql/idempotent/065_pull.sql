@@ -217,7 +217,9 @@ AS $$
     SELECT inv.doc ->> 'Id',
            s.line ->> 'Id',
            CASE WHEN s.line -> 'LineNum' IS NULL OR s.line -> 'LineNum' IN ('null', '0', '""', 'false')
-                THEN s.position
+                THEN (SELECT count(*)::integer  -- the position among sales lines (QBO sends LineNum)
+                        FROM jsonb_array_elements(inv.doc -> 'Line') WITH ORDINALITY AS p(line, n)
+                       WHERE p.n <= s.n AND p.line ->> 'DetailType' = 'SalesItemLineDetail')
                 ELSE trunc((s.line ->> 'LineNum')::numeric)::integer END,
            s.line #>> '{SalesItemLineDetail,ItemRef,value}',
            s.line ->> 'Description',
@@ -229,12 +231,10 @@ AS $$
            (s.line #>> '{SalesItemLineDetail,ServiceDate}')::date,
            'SalesItemLineDetail'
       FROM jsonb_array_elements(invoices) AS inv(doc)
-     CROSS JOIN LATERAL (
-            SELECT l.line, (row_number() OVER (ORDER BY l.n))::integer AS position
-              FROM jsonb_array_elements(CASE jsonb_typeof(inv.doc -> 'Line')
-                                        WHEN 'array' THEN inv.doc -> 'Line' ELSE '[]' END)
-                   WITH ORDINALITY AS l(line, n)
-             WHERE l.line ->> 'DetailType' = 'SalesItemLineDetail') AS s
+     CROSS JOIN LATERAL jsonb_array_elements(CASE jsonb_typeof(inv.doc -> 'Line')
+                                             WHEN 'array' THEN inv.doc -> 'Line' ELSE '[]' END)
+           WITH ORDINALITY AS s(line, n)
+     WHERE s.line ->> 'DetailType' = 'SalesItemLineDetail'
 $$;
 
 -- The lines of pulled invoices whose rows were just written (`invoice_qbo_ids`): each line is

@@ -2,7 +2,8 @@
 
 A full pull reads every object of the job's entity through the query endpoint, a page at a time
 (`pull.page_size`, 1000 at most) in a stable order (by Id), and applies each page set-based
-(qbo_sync.apply_pulled: one statement per table per page) in the same transaction that records
+(qbo_sync.apply_pulled: one statement per table per page; QBO's answer itself gives each row its
+qbo_raw, and an invoice's lines are read in SQL from it) in the same transaction that records
 the pass's position (qbo_sync.save_full_pull). The job commits before each call to QBO, so a pull
 that stops half-way resumes at the page it was on. A page starts `pull.page_overlap` positions
 before where the last one ended, so an object that moved up (another was deleted meanwhile) is

@@ -18,7 +18,7 @@ Conventions (the engine's SQL relies on them):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -368,10 +368,7 @@ def invoice_lines(invoice: Mapping[str, Any]) -> list[dict[str, Any]]:
     discount and description-only lines are not the application's lines."""
     lines = []
     position = 0
-    found = invoice.get("Line")
-    for line in found if isinstance(found, list) else ():
-        if not isinstance(line, dict) or line.get("DetailType") != SALES_LINE:
-            continue
+    for line in _sales_lines(invoice):
         position += 1
         row = _read_line(line)
         row.update(
@@ -391,16 +388,19 @@ def invoice_lines(invoice: Mapping[str, Any]) -> list[dict[str, Any]]:
 def line_item_ids(invoice: Mapping[str, Any]) -> set[str]:
     """The QBO Ids of the items an invoice's sales lines name (the lines themselves are mapped
     in SQL when pulled: qbo_sync.invoice_lines_of, which `invoice_lines` here must equal)."""
-    lines = invoice.get("Line")
-    if not isinstance(lines, list):
-        return set()
     return {
         str(item)
-        for line in lines
-        if isinstance(line, dict)
-        and line.get("DetailType") == SALES_LINE
-        and (item := _get(line, LINE_ITEM_PATH)) is not None
+        for line in _sales_lines(invoice)
+        if (item := _get(line, LINE_ITEM_PATH)) is not None
     }
+
+
+def _sales_lines(invoice: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    """An invoice's SalesItemLineDetail lines, in order (anything else in Line is skipped)."""
+    found = invoice.get("Line")
+    for line in found if isinstance(found, list) else ():
+        if isinstance(line, dict) and line.get("DetailType") == SALES_LINE:
+            yield line
 
 
 # ----------------------------------------------------------------------------- rows → QBO

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -200,6 +201,36 @@ def install(
     """
     if lock_timeout < 0:
         raise ValueError(f"lock_timeout must be 0 (no limit) or more seconds, not {lock_timeout}")
+    for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+        try:
+            return _install_once(
+                dsn, sql_dir, python_dir, version, migration_limit, migrations_only, lock_timeout
+            )
+        except InstallError as exc:
+            # An upgrade takes its locks in the files' order, a running worker in its own: the
+            # server breaks such a cycle by failing one side, and when that is the installation
+            # nothing was changed and the worker has gone on, so it starts again.
+            if not isinstance(exc.__cause__, psycopg.errors.DeadlockDetected):
+                raise
+            if attempt == DEADLOCK_ATTEMPTS:
+                raise
+            time.sleep(0.2 * attempt)
+    raise AssertionError("unreachable")
+
+
+#: how many times an installation that lost a deadlock to a running worker is started
+DEADLOCK_ATTEMPTS = 3
+
+
+def _install_once(
+    dsn: str,
+    sql_dir: Path,
+    python_dir: Path,
+    version: str,
+    migration_limit: int | None,
+    migrations_only: bool,
+    lock_timeout: float,
+) -> InstallReport:
     notices: list[str] = []
     warnings: list[str] = []
     with psycopg.connect(dsn, autocommit=False) as conn:

@@ -11,6 +11,7 @@ import secrets
 from typing import Any
 from xml.sax.saxutils import escape
 
+import orjson
 from aiohttp import web
 
 from simulator.clock import fmt_time
@@ -69,11 +70,22 @@ def new_tid() -> str:
     return f"1-{secrets.token_hex(4)}-{secrets.token_hex(12)}"
 
 
+def encode_json(body: Any) -> bytes:
+    """`body` as compact UTF-8 JSON. orjson writes the same bytes as the standard library for
+    what the simulator answers, about ten times faster (a 1000-object page is most of a query's
+    CPU, which in benchmarks shares the machine with the engine it serves); the standard library
+    takes what orjson refuses (an integer beyond 64 bits, a key that is not a string)."""
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def json_response(
     body: Any, status: int = 200, headers: dict[str, str] | None = None
 ) -> web.Response:
     return web.Response(
-        body=json.dumps(body, separators=(",", ":")).encode(),
+        body=encode_json(body),
         status=status,
         content_type="application/json",
         charset="UTF-8",

@@ -198,6 +198,9 @@ class Request:
     label: str = ""
     requestid: str | None = None
     expects_json: bool = True
+    #: False: a 2xx answer that is plainly a query page (it opens with {"QueryResponse") is
+    #: left undecoded (Response.data None) for the database to read; anything else is decoded
+    decode: bool = True
     kind: str = "call"
     secrets: tuple[str, ...] = field(default=(), repr=False)
 
@@ -365,9 +368,12 @@ def void_request(
     return _write(company, entity, body, requestid, f"void {entity} {oid}", params)
 
 
-def query_request(company: Company, text: str, *, method: str | None = None) -> Request:
+def query_request(
+    company: Company, text: str, *, method: str | None = None, decode: bool = True
+) -> Request:
     """A query: GET with the URL-encoded text, or POST with it as the body (application/text).
-    Without `method`, GET unless the URL would be longer than MAX_GET_URL."""
+    Without `method`, GET unless the URL would be longer than MAX_GET_URL. `decode`: see
+    Request.decode."""
     _check_text(text, "query")
     url = company.url("query", [("query", text)])
     if method is None:
@@ -378,6 +384,7 @@ def query_request(company: Company, text: str, *, method: str | None = None) -> 
             url,
             api_headers(company.access_token),
             label="query",
+            decode=decode,
             secrets=(company.access_token,),
         )
     if method != "POST":
@@ -389,6 +396,7 @@ def query_request(company: Company, text: str, *, method: str | None = None) -> 
         text.encode("utf-8"),
         idempotent=True,  # a query changes nothing
         label="query",
+        decode=decode,
         secrets=(company.access_token,),
     )
 

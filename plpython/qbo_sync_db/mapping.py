@@ -14,6 +14,11 @@ Conventions (the engine's SQL relies on them):
 - read-only fields (QBO computes them: balances, totals, tax) come from QBO only and are never
   sent;
 - `from_qbo` also returns `qbo_id`, `qbo_sync_token`, `qbo_created_at`, `qbo_updated_at`.
+
+A full pull maps its pages in SQL instead (qbo_sync.pulled_<entity> and
+qbo_sync.invoice_lines_of, in sql/idempotent/065_pull.sql), from the JSON the database parses
+anyway; a change to a field here is made there too, and tests/db/test_pull.py holds the two
+equal on every seeded object and on edge cases.
 """
 
 from __future__ import annotations
@@ -157,18 +162,14 @@ def _invoice_derived(invoice: Mapping[str, Any]) -> dict[str, Any]:
     subtotal = next(
         (
             _decimal(line.get("Amount"))
-            for line in invoice.get("Line") or ()
+            for line in _lines(invoice)
             if line.get("DetailType") == "SubTotalLineDetail"
         ),
         None,
     )
     if subtotal is None:
         subtotal = sum(
-            (
-                _decimal(line.get("Amount")) or Decimal(0)
-                for line in invoice.get("Line") or ()
-                if line.get("DetailType") == "SalesItemLineDetail"
-            ),
+            (_decimal(line.get("Amount")) or Decimal(0) for line in _sales_lines(invoice)),
             Decimal(0),
         )
     voided = is_voided("invoices", invoice)
@@ -356,8 +357,8 @@ def paid_invoice(payment: Mapping[str, Any]) -> str | None:
     """The invoice a payment pays (its first line linked to an Invoice). The application's table
     links one invoice per payment; a payment QBO applies to several is linked to the first and
     keeps the rest in qbo_raw."""
-    for line in payment.get("Line") or ():
-        for linked in line.get("LinkedTxn") or ():
+    for line in _lines(payment):
+        for linked in _lines(line, "LinkedTxn"):
             if linked.get("TxnType") == "Invoice" and linked.get("TxnId") is not None:
                 return str(linked["TxnId"])
     return None
@@ -397,9 +398,17 @@ def line_item_ids(invoice: Mapping[str, Any]) -> set[str]:
 
 def _sales_lines(invoice: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
     """An invoice's SalesItemLineDetail lines, in order (anything else in Line is skipped)."""
-    found = invoice.get("Line")
+    for line in _lines(invoice):
+        if line.get("DetailType") == SALES_LINE:
+            yield line
+
+
+def _lines(obj: Mapping[str, Any], key: str = "Line") -> Iterator[dict[str, Any]]:
+    """The objects in `obj`'s list `key`, in order (not a list: none; what is not an object in
+    it is skipped, as the SQL that maps a pull's rows does)."""
+    found = obj.get(key)
     for line in found if isinstance(found, list) else ():
-        if isinstance(line, dict) and line.get("DetailType") == SALES_LINE:
+        if isinstance(line, dict):
             yield line
 
 

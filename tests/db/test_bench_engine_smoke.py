@@ -19,7 +19,19 @@ ENTITIES = ("customers", "items", "invoices", "payments")
 def test_the_engine_benchmark_runs_small_and_its_counts_are_right(tmp_path):
     out = tmp_path / "engine.json"
     run = subprocess.run(
-        [sys.executable, "-m", "bench", "--only", "engine", "--scale", "0.002", "--orgs", "2"]
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--only",
+            "engine",
+            "--scale",
+            "0.002",
+            "--orgs",
+            "2",
+            "--orgs-rounds",
+            "2",
+        ]
         + ["--latency-ms", "5", "--json", str(out)],
         cwd=ROOT,
         capture_output=True,
@@ -65,7 +77,7 @@ def test_the_engine_benchmark_runs_small_and_its_counts_are_right(tmp_path):
     assert push["calls"] >= push["minimum_calls"] and push["throttled"] == 0
 
     orgs = report["orgs"]
-    assert [r["workers"] for r in orgs["runs"]] == [1, 4]
+    assert [(r["round"], r["workers"]) for r in orgs["runs"]] == [(1, 1), (1, 4), (2, 1), (2, 4)]
     for run_ in orgs["runs"]:
         assert run_["organizations"] == run_["organizations_matching"] == 2
         for cycle in (run_["full"], run_["incremental"]):
@@ -76,3 +88,6 @@ def test_the_engine_benchmark_runs_small_and_its_counts_are_right(tmp_path):
         assert set(run_["incremental"]["modes"]) <= {"incremental", "up to date"}
         assert run_["incremental"]["changed"] == run_["incremental"]["arrived"] == 8
     assert orgs["full_ratio"] > 0 and orgs["incremental_ratio"] > 0
+    # the ratio reported is the median of the rounds' (of two: their mean)
+    rounds = [r["full_ratio"] for r in orgs["rounds"]]
+    assert len(rounds) == 2 and orgs["full_ratio"] == sum(rounds) / 2

@@ -18,6 +18,7 @@ import psycopg
 import pytest
 import requests
 from qbo_sync_db import client, mapping
+from qbo_sync_db import pull as puller
 
 from tests.db.qbo_jobs import LoggedServer, connect_realm, setting  # noqa: F401 - fixture
 from tests.db.test_qbo_calls import outcome, run_worker, sim_control
@@ -697,3 +698,212 @@ def test_a_pulls_lines_mapped_in_sql_are_what_the_python_mapping_makes(conn, see
     # the items to fetch first are those the sales lines name
     assert mapping.line_item_ids(LINE_EDGE_CASES[2]) == {"7", "8"}
     assert mapping.line_item_ids(LINE_EDGE_CASES[1]) == set()
+
+
+ROW_EDGE_CASES: dict[str, list[dict[str, Any]]] = {
+    "customers": [
+        {"Id": "c1"},  # nothing else: the defaults (taxable false, active, balance 0)
+        {
+            "Id": "c2",
+            "SyncToken": "3",
+            "Active": False,
+            "Taxable": "",
+            "Balance": "",
+            "BillAddr": {"Line1": "", "City": "Oslo", "Lat": "59.9", "PostalCode": None},
+            "ShipAddr": "not an address",
+            "PrimaryEmailAddr": "not an object",
+            "CurrencyRef": {"value": "NOK"},
+            "MetaData": {"CreateTime": "2026-01-02T03:04:05-08:00", "LastUpdatedTime": None},
+        },
+        {"Id": "c3", "Taxable": 1, "Active": 0, "Balance": "12.30", "ShipAddr": {"Lat": "1"}},
+        {"Id": "c4", "Taxable": {}, "Active": [1], "Notes": "", "Mobile": {"FreeFormNumber": None}},
+    ],
+    "items": [
+        {"Id": "i1"},
+        {
+            "Id": "i2",
+            "Type": "Inventory",
+            "UnitPrice": "",
+            "PurchaseCost": "2.5",
+            "QtyOnHand": 3,
+            "IncomeAccountRef": {"value": "79"},
+            "ExpenseAccountRef": {},
+            "Taxable": True,
+        },
+    ],
+    "invoices": [
+        {"Id": "v1"},  # no amounts, no lines: open, subtotal 0
+        {
+            "Id": "v2",
+            "TotalAmt": 0,
+            "PrivateNote": "Voided - was 12.00",
+            "Line": [{"DetailType": "SalesItemLineDetail", "Amount": Decimal("12")}],
+        },
+        {
+            "Id": "v3",
+            "TotalAmt": "100",
+            "Balance": 0,
+            # the first subtotal line has no amount: the sales lines' sum (60 + nothing)
+            "Line": [
+                {"DetailType": "SubTotalLineDetail"},
+                {"DetailType": "SalesItemLineDetail", "Amount": Decimal("60")},
+                {"DetailType": "SalesItemLineDetail"},
+            ],
+        },
+        {
+            "Id": "v4",
+            "TotalAmt": Decimal("100"),
+            "Balance": Decimal("40"),
+            "TxnTaxDetail": {"TotalTax": Decimal("7.5")},
+            "CustomerRef": {"value": "3", "name": "Acme"},
+            "CustomerMemo": {"value": "thanks"},
+            "BillEmail": {"Address": "a@example.com"},
+            "Line": [
+                {"DetailType": "SubTotalLineDetail", "Amount": "90"},
+                {"DetailType": "SubTotalLineDetail", "Amount": Decimal("5")},
+            ],
+        },
+        {"Id": "v5", "TotalAmt": Decimal("100"), "Balance": Decimal("150"), "Line": "odd"},
+        {"Id": "v6", "TotalAmt": Decimal("0.00"), "PrivateNote": "not Voided"},
+    ],
+    "payments": [
+        {"Id": "p1"},
+        {
+            "Id": "p2",
+            "TotalAmt": Decimal("50"),
+            "UnappliedAmt": Decimal("30"),
+            "CustomerRef": {"value": "4"},
+            "Line": [
+                {
+                    "Amount": Decimal("20"),
+                    "LinkedTxn": [{"TxnId": "9", "TxnType": "CreditMemo"}, {"TxnType": "Invoice"}],
+                },
+                {"LinkedTxn": "odd"},
+                {
+                    "LinkedTxn": [
+                        {"TxnId": "12", "TxnType": "Invoice"},
+                        {"TxnId": "13", "TxnType": "Invoice"},
+                    ]
+                },
+            ],
+        },
+        {"Id": "p3", "TotalAmt": 0, "PrivateNote": "Voided", "CustomerRef": {"value": "4"}},
+    ],
+}
+
+
+def as_row_value(value: Any) -> Any:
+    """A mapped value in one form whichever side made it (SQL's dates and timestamps typed,
+    Python's as text; numbers as Decimal; an address's keys in any order)."""
+    if isinstance(value, dt.datetime):
+        return value
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, str) and len(value) > 19 and value[10] == "T":
+        return dt.datetime.fromisoformat(value)
+    if isinstance(value, bool) or value is None or isinstance(value, str | dict):
+        return value
+    return Decimal(value).normalize()
+
+
+def pulled_in_sql(conn: psycopg.Connection, entity: str, objects: list[Any]) -> list[dict]:
+    cur = conn.execute(
+        f"SELECT * FROM qbo_sync.pulled_{entity}(%s)", (json.dumps(objects, default=str),)
+    )
+    names = [c.name for c in cur.description or []]
+    return [dict(zip(names, r, strict=True)) for r in cur]
+
+
+def test_a_pages_rows_mapped_in_sql_are_what_the_python_mapping_makes(conn, seeded):
+    """qbo_sync.pulled_<entity> (a full pull's rows, mapped in SQL from QBO's answer) equals
+    mapping.from_qbo on every object QBO holds, of every entity, and on edge cases: column by
+    column, so a field added to one mapping and not the other fails here."""
+    connected = connect_realm(conn, seeded)
+    for entity in mapping.ENTITIES:
+        objects = qbo_objects(seeded, connected.access, entity) + ROW_EDGE_CASES[entity]
+        have = pulled_in_sql(conn, entity, objects)
+        # string amounts stay strings (default=str is for the Decimals only)
+        as_sent = json.loads(json.dumps(objects, default=str), parse_float=Decimal)
+        want = [mapping.from_qbo(entity, obj) for obj in as_sent]
+        assert len(have) == len(want) == len(objects)
+        for mine, theirs, sent in zip(have, want, as_sent, strict=True):
+            assert set(mine) == set(theirs) | {"raw_object"}, (entity, set(mine) ^ set(theirs))
+            for key, value in theirs.items():
+                assert as_row_value(mine[key]) == as_row_value(value), (entity, key, mine, theirs)
+            assert as_numbers(mine["raw_object"]) == as_numbers(sent)
+    # what the edge cases are there for, said plainly
+    rows = {
+        r["qbo_id"]: r
+        for e in ("invoices", "payments")
+        for r in pulled_in_sql(conn, e, ROW_EDGE_CASES[e])
+    }
+    assert (rows["v2"]["status"], rows["v2"]["is_voided"]) == ("voided", True)
+    assert (rows["v3"]["status"], rows["v3"]["subtotal"]) == ("paid", 60)
+    assert (rows["v4"]["status"], rows["v4"]["subtotal"]) == ("partially_paid", Decimal("90"))
+    assert rows["p2"]["invoice_id_qbo_id"] == "12"
+    assert rows["p3"]["is_voided"] is True
+    # an element that is not an object: a row without an Id (apply_pulled skips it)
+    assert [r["qbo_id"] for r in pulled_in_sql(conn, "items", [{"Id": "1"}, 5, "x"])] == [
+        "1",
+        None,
+        None,
+    ]
+
+
+def test_a_page_that_is_not_a_query_answer_is_left_to_python(conn, org):
+    """The full pull's statement (pull.APPLY_PAGE) reads QBO's answer in SQL: an answer that is
+    not a QueryResponse page (a Fault beside it, a list where the object should be) gives no
+    result and writes nothing (Python then decodes it and raises what it is); an answer with
+    no objects of the entity is an empty page; objects referencing ones not here yet are
+    listed, and nothing is written, when references are checked."""
+    spec = mapping.ENTITIES["invoices"]
+
+    def apply_page(body: str, check: bool = True) -> Any:
+        text = puller.APPLY_PAGE
+        for n in range(7, 0, -1):
+            text = text.replace(f"${n}", f"%(p{n})s")
+        params = {
+            "p1": org,
+            "p2": "invoices",
+            "p3": puller._columns(spec),
+            "p4": body,
+            "p5": ["QueryResponse", "Invoice"],
+            "p6": check,
+            "p7": json.dumps({"customer_id": "customers"}),
+        }
+        found = conn.execute(text, params).fetchone()[0]
+        return None if found is None else json.loads(found)
+
+    invoice = {
+        "Id": "71",
+        "SyncToken": "0",
+        "TxnDate": "2026-11-02",
+        "TotalAmt": 5,
+        "Balance": 5,
+        "CustomerRef": {"value": "901"},
+        "Line": [
+            {
+                "Id": "1",
+                "Amount": 5,
+                "DetailType": "SalesItemLineDetail",
+                "SalesItemLineDetail": {"ItemRef": {"value": "902"}},
+            }
+        ],
+    }
+    assert apply_page('{"QueryResponse": [], "time": "t"}') is None
+    assert apply_page('{"QueryResponse": {"Invoice": []}, "Fault": {"Error": []}}') is None
+    assert apply_page('{"QueryResponse": {"Invoice": {"Id": "1"}}}') is None
+    empty = apply_page('{"QueryResponse": {}, "time": "t"}')
+    assert (empty["received"], empty["listed_ids"]) == (0, [])
+    page = json.dumps({"QueryResponse": {"Invoice": [invoice, 7]}})
+    assert apply_page(page) == {"missing": {"customers": ["901"], "items": ["902"]}}
+    written_so_far = "SELECT count(*) FROM invoice_record WHERE organization_id = %s"
+    assert conn.execute(written_so_far, (org,)).fetchone()[0] == 0
+    written = apply_page(page, check=False)  # applied with the references left empty
+    assert (written["inserted"], written["listed_ids"]) == (1, ["71", None])
+    row = conn.execute(
+        "SELECT customer_id, total_amount, qbo_raw FROM invoice_record"
+        " WHERE organization_id = %s AND qbo_id = '71'",
+        (org,),
+    ).fetchone()
+    assert row[0] is None and row[1] == 5 and row[2] == invoice

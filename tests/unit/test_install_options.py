@@ -1,14 +1,17 @@
-"""Installer options and messages without a database: --lock-timeout, and which relations a
-statement that timed out waiting for a lock names."""
+"""Installer options and messages without a database: --lock-timeout, which relations a
+statement that timed out waiting for a lock names, and an installation that lost a deadlock
+starting again."""
 
 from __future__ import annotations
 
 import argparse
 
+import psycopg
 import pytest
 
+from qbo_sync import install as installer
 from qbo_sync.cli import build_parser, seconds
-from qbo_sync.install import DEFAULT_LOCK_TIMEOUT, install
+from qbo_sync.install import DEFAULT_LOCK_TIMEOUT, InstallError, install
 from qbo_sync.lockwait import named_relations
 
 
@@ -56,3 +59,44 @@ def test_a_plain_statement_names_its_relations_once_each():
     )
     assert named_relations(None, statement) == ["public.qbo_sync_queue", "public.qbo_sync_history"]
     assert named_relations(None, "SELECT 1;") == []
+
+
+def failing_with(error: Exception) -> InstallError:
+    try:
+        raise InstallError("installation failed, nothing was changed") from error
+    except InstallError as exc:
+        return exc
+
+
+def test_an_install_that_lost_a_deadlock_starts_again_and_no_other_failure_does(monkeypatch):
+    """A worker running while qbo-sync is upgraded may lock in another order: the server then
+    fails one side of the cycle; when that is the installation, it changed nothing and starts
+    again (a few times); any other failure is reported at once."""
+    monkeypatch.setattr(installer.time, "sleep", lambda seconds: None)
+    outcomes: list[object] = [
+        failing_with(psycopg.errors.DeadlockDetected("deadlock detected")),
+        "installed",
+    ]
+    calls: list[int] = []
+
+    def once(*args: object) -> object:
+        calls.append(1)
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    monkeypatch.setattr(installer, "_install_once", once)
+    assert install("postgresql://x@127.0.0.1:1/db") == "installed" and len(calls) == 2
+
+    calls.clear()
+    outcomes[:] = [failing_with(psycopg.errors.DeadlockDetected("deadlock detected"))] * 5
+    with pytest.raises(InstallError):
+        install("postgresql://x@127.0.0.1:1/db")
+    assert len(calls) == installer.DEADLOCK_ATTEMPTS == 3
+
+    calls.clear()
+    outcomes[:] = [failing_with(psycopg.errors.DivisionByZero("division by zero")), "installed"]
+    with pytest.raises(InstallError):
+        install("postgresql://x@127.0.0.1:1/db")
+    assert len(calls) == 1

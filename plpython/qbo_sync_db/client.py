@@ -198,9 +198,6 @@ class Request:
     label: str = ""
     requestid: str | None = None
     expects_json: bool = True
-    #: False: a 2xx answer that is plainly a query page (it opens with {"QueryResponse") is
-    #: left undecoded (Response.data None) for the database to read; anything else is decoded
-    decode: bool = True
     kind: str = "call"
     secrets: tuple[str, ...] = field(default=(), repr=False)
 
@@ -368,12 +365,9 @@ def void_request(
     return _write(company, entity, body, requestid, f"void {entity} {oid}", params)
 
 
-def query_request(
-    company: Company, text: str, *, method: str | None = None, decode: bool = True
-) -> Request:
+def query_request(company: Company, text: str, *, method: str | None = None) -> Request:
     """A query: GET with the URL-encoded text, or POST with it as the body (application/text).
-    Without `method`, GET unless the URL would be longer than MAX_GET_URL. `decode`: see
-    Request.decode."""
+    Without `method`, GET unless the URL would be longer than MAX_GET_URL."""
     _check_text(text, "query")
     url = company.url("query", [("query", text)])
     if method is None:
@@ -384,7 +378,6 @@ def query_request(
             url,
             api_headers(company.access_token),
             label="query",
-            decode=decode,
             secrets=(company.access_token,),
         )
     if method != "POST":
@@ -396,7 +389,6 @@ def query_request(
         text.encode("utf-8"),
         idempotent=True,  # a query changes nothing
         label="query",
-        decode=decode,
         secrets=(company.access_token,),
     )
 

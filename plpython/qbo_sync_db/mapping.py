@@ -14,11 +14,6 @@ Conventions (the engine's SQL relies on them):
 - read-only fields (QBO computes them: balances, totals, tax) come from QBO only and are never
   sent;
 - `from_qbo` also returns `qbo_id`, `qbo_sync_token`, `qbo_created_at`, `qbo_updated_at`.
-
-A full pull maps its pages in SQL instead (qbo_sync.pulled_<entity> and
-qbo_sync.invoice_lines_of, in sql/idempotent/065_pull.sql), from the JSON the database parses
-anyway; a change to a field here is made there too, and tests/db/test_pull.py holds the two
-equal on every seeded object and on edge cases.
 """
 
 from __future__ import annotations
@@ -405,7 +400,7 @@ def _sales_lines(invoice: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
 
 def _lines(obj: Mapping[str, Any], key: str = "Line") -> Iterator[dict[str, Any]]:
     """The objects in `obj`'s list `key`, in order (not a list: none; what is not an object in
-    it is skipped, as the SQL that maps a pull's rows does)."""
+    it is skipped)."""
     found = obj.get(key)
     for line in found if isinstance(found, list) else ():
         if isinstance(line, dict):

@@ -2,11 +2,9 @@
 
 A full pull reads every object of the job's entity through the query endpoint, a page at a time
 (`pull.page_size`, 1000 at most) in a stable order (by Id), and applies each page set-based
-(qbo_sync.apply_pulled: one statement per table per page) in the same transaction that records
-the pass's position (qbo_sync.save_full_pull). A page goes to the database as QBO sent it, where
-its objects are mapped to rows (qbo_sync.pulled_<entity>, which must equal mapping.from_qbo), each
-keeps its object as qbo_raw, and an invoice's lines are read from it: the backend's Python never
-decodes a plain page. The job commits before each call to QBO, so a pull
+(qbo_sync.apply_pulled: one statement per table per page; QBO's answer itself gives each row its
+qbo_raw, and an invoice's lines are read in SQL from it) in the same transaction that records
+the pass's position (qbo_sync.save_full_pull). The job commits before each call to QBO, so a pull
 that stops half-way resumes at the page it was on. A page starts `pull.page_overlap` positions
 before where the last one ended, so an object that moved up (another was deleted meanwhile) is
 not skipped; objects read twice change nothing (same SyncToken), except what QBO computes (a
@@ -35,10 +33,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from qbo_sync_db import client, conflicts, db, mapping, transport
+from qbo_sync_db import client, conflicts, db, mapping
 from qbo_sync_db.errors import QboRequestRejected
 
 CURSOR = """
@@ -58,16 +56,6 @@ START_PASS = "SELECT pg_catalog.now()::text AS started_at"
 SAVE = "SELECT qbo_sync.save_full_pull($1, $2, $3::timestamptz, $4)"
 APPLY = """
 SELECT qbo_sync.apply_pulled($1, $2, $3::jsonb, $4, $5::jsonb, $6::jsonb #> $7)::text AS result"""
-#: a full pull's page straight from QBO's answer ($4): the rows mapped in SQL, the objects
-#: referenced first when $6; null when the answer is not a page of a QueryResponse
-APPLY_PAGE = """
-WITH answer AS MATERIALIZED (SELECT $4::jsonb AS doc)
-SELECT CASE WHEN jsonb_typeof(doc -> 'QueryResponse') = 'object' AND NOT doc ? 'Fault'
-                 AND jsonb_typeof(coalesce(doc #> $5, '[]')) = 'array'
-            THEN qbo_sync.apply_pulled($1, $2, NULL, $3, $7::jsonb,
-                                       coalesce(doc #> $5, '[]'), $6)::text
-       END AS result
-  FROM answer"""
 KNOWN = "SELECT qbo_sync.known_qbo_ids($1, $2, $3) AS known"
 KEEP_HELD = "SELECT qbo_sync.keep_conflicts_held($1, $2) AS kept"
 SETTINGS = """
@@ -270,17 +258,19 @@ class Puller:
         while True:
             text = client.page(query, position, self.page_size)
             answer = self.ctx.connection().send(
-                lambda company, text=text: client.query_request(company, text, decode=False)
+                lambda company, text=text: client.query_request(company, text)
             )
-            listed = self.apply_page(entity, answer)
+            objects = client.parse_query(answer.data, spec.qbo_entity).rows
             self.counts["pages"] += 1
-            following = client.next_start(position, self.page_size, len(listed))
+            # the objects' own JSON is QBO's answer as it came: not encoded again for qbo_raw
+            self.apply(entity, objects, raw=_answer_list(answer, spec.qbo_entity))
+            following = client.next_start(position, self.page_size, len(objects))
             next_position = None if following is None else max(1, following - self.overlap)
             db.execute(
                 self.plpy,
                 SEEN,
                 ["uuid", "text", "text[]", "boolean"],
-                [self.org, entity, [i for i in listed if i is not None], position == 1],
+                [self.org, entity, [str(obj.get("Id")) for obj in objects], position == 1],
             )
             if next_position is None:
                 self.counts["deleted"] += db.execute(
@@ -296,10 +286,10 @@ class Puller:
                 [self.org, entity, started_at, next_position],
             )
             progress = self.ctx.progress
-            read = position + len(listed) - 1
+            read = position + len(objects) - 1
             progress.read_in_pass = max(read, progress.read_in_pass or 0)
             if position == 1:  # a new pass: how many objects QBO has
-                progress.total = len(listed) if next_position is None else self._count(entity)
+                progress.total = len(objects) if next_position is None else self._count(entity)
             if next_position is None:
                 progress.total = read  # the pass read to the end of QBO's list: that many
             self.publish()
@@ -335,54 +325,6 @@ class Puller:
 
     # ------------------------------------------------------------------ applying
 
-    def apply_page(self, entity: str, answer: Any) -> list[str | None]:
-        """Apply one page of a full pass; returns the QBO Id of each object it listed (None for
-        one without). The answer goes to the database as it came, which maps its objects there
-        (qbo_sync.pulled_<entity>) and gives each row its object as qbo_raw: it is decoded here only
-        when the transport had to (it did not open as a query page), when the database finds it
-        is not one, or when a merge needs the objects. Objects it references that are not here
-        yet are fetched first, as `apply` does."""
-        spec = mapping.ENTITIES[entity]
-        body = _page_text(answer)
-        result = None if body is None else self._apply_answer(entity, body, check_references=True)
-        if result is not None and "missing" in result:
-            for referenced, ids in result["missing"].items():
-                self._fetch_and_apply(referenced, ids, 1)
-            result = self._apply_answer(entity, body, check_references=False)
-        if result is None:
-            objects = client.parse_query(
-                transport.decode_later(answer, "query"), spec.qbo_entity
-            ).rows
-            self.apply(entity, objects, raw=_answer_list(answer, spec.qbo_entity))
-            return [None if o.get("Id") is None else str(o.get("Id")) for o in objects]
-
-        def objects_by_id() -> dict[str, Mapping[str, Any]]:
-            data = transport.decode_later(answer, "query")
-            return {str(o.get("Id")): o for o in client.parse_query(data, spec.qbo_entity).rows}
-
-        self._account(entity, result, objects_by_id, 0)
-        return result["listed_ids"]
-
-    def _apply_answer(
-        self, entity: str, body: str, check_references: bool
-    ) -> dict[str, Any] | None:
-        spec = mapping.ENTITIES[entity]
-        found = db.execute(
-            self.plpy,
-            APPLY_PAGE,
-            ["uuid", "text", "text[]", "text", "text[]", "boolean", "text"],
-            [
-                self.org,
-                entity,
-                _columns(spec),
-                body,
-                ["QueryResponse", spec.qbo_entity],
-                check_references,
-                json.dumps({ref.column: ref.entity for ref in spec.references}),
-            ],
-        )[0]["result"]
-        return None if found is None else json.loads(found)
-
     def apply(
         self,
         entity: str,
@@ -408,6 +350,11 @@ class Puller:
         if depth < 2:
             items = {i for obj in objects for i in mapping.line_item_ids(obj)}
             self._fetch_missing_references(spec, rows, items, depth)
+        columns = [f.column for f in spec.fields] + (
+            [spec.voided_column] if spec.voided_column else []
+        )
+        if spec.derived is not None:
+            columns += sorted(spec.derived({}))
         refs = {ref.column: ref.entity for ref in spec.references}
         result = json.loads(
             db.execute(
@@ -418,27 +365,16 @@ class Puller:
                     self.org,
                     entity,
                     _dumps(rows),
-                    _columns(spec),
+                    columns,
                     json.dumps(refs),
                     None if raw is None else raw[0],
                     None if raw is None else raw[1],
                 ],
             )[0]["result"]
         )
-        self._account(entity, result, lambda: {str(obj.get("Id")): obj for obj in objects}, depth)
-
-    def _account(
-        self,
-        entity: str,
-        result: Mapping[str, Any],
-        objects_by_id: Callable[[], Mapping[str, Mapping[str, Any]]],
-        depth: int,
-    ) -> None:
-        """Count what apply_pulled did, and merge (or record as waiting) the objects whose rows
-        were changed here too (`objects_by_id` gives the page's objects, called only then)."""
         for key in ("inserted", "updated", "unchanged", "held"):
             self.counts[key] += result[key]
-        by_id = objects_by_id() if result["held_ids"] or result.get("conflict_ids") else {}
+        by_id = {str(obj.get("Id")): obj for obj in objects}
         merged = conflicts.merge_pulled(
             self.plpy, self.org, entity, {i: by_id[i] for i in result["held_ids"] if i in by_id}
         )
@@ -474,14 +410,11 @@ class Puller:
                     self.plpy, KNOWN, ["uuid", "text", "text[]"], [self.org, entity, sorted(ids)]
                 )[0]["known"]
             )
-            self._fetch_and_apply(entity, ids - known, depth + 1)
-
-    def _fetch_and_apply(self, entity: str, ids: Iterable[str], depth: int) -> None:
-        """Fetch the `entity` objects with these QBO Ids from QBO and apply them."""
-        for chunk in _chunks(sorted(set(ids), key=lambda i: (len(i), i)), FETCH_CHUNK):
-            fetched = self._fetch(entity, chunk)
-            self.counts["fetched_references"] += len(fetched)
-            self.apply(entity, fetched, depth)
+            missing = sorted(ids - known, key=lambda i: (len(i), i))
+            for chunk in _chunks(missing, FETCH_CHUNK):
+                fetched = self._fetch(entity, chunk)
+                self.counts["fetched_references"] += len(fetched)
+                self.apply(entity, fetched, depth + 1)
 
     def _fetch(self, entity: str, ids: Sequence[str]) -> list[dict[str, Any]]:
         spec = mapping.ENTITIES[entity]
@@ -502,25 +435,6 @@ def _answer_list(answer: Any, qbo_entity: str) -> tuple[str, list[str]] | None:
         return answer.body.decode("utf-8"), ["QueryResponse", qbo_entity]
     except UnicodeDecodeError:
         return None
-
-
-def _page_text(answer: Any) -> str | None:
-    """The text of a query answer the transport left undecoded, or None (decoded already, or
-    not UTF-8)."""
-    if answer.data is not None:
-        return None
-    try:
-        return answer.body.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-
-
-def _columns(spec: mapping.EntityMap) -> list[str]:
-    """The business columns apply_pulled writes for `spec`'s rows."""
-    columns = [f.column for f in spec.fields] + ([spec.voided_column] if spec.voided_column else [])
-    if spec.derived is not None:
-        columns += sorted(spec.derived({}))
-    return columns
 
 
 def _latest_change(objects: Sequence[Mapping[str, Any]]) -> str | None:

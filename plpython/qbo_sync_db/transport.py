@@ -232,40 +232,14 @@ def _evaluate(request: client.Request, raw: Any, now: float, attempt: int) -> Re
     if not 200 <= status < 300:
         return Failure(client.parse_error(status, headers, body, request.secrets, now))
     data = None
-    if request.expects_json and (request.decode or not body.startswith(QUERY_PAGE_START)):
-        data, error = _decoded(status, headers, body, request.secrets, now)
-        if error is not None:
-            return Failure(error)
+    if request.expects_json:
+        try:
+            data = client.decode_json(body)
+        except ValueError:
+            return Failure(client.parse_error(status, headers, body, request.secrets, now))
+        if isinstance(data, dict) and ("Fault" in data or "fault" in data):
+            return Failure(client.parse_error(status, headers, body, request.secrets, now))
     return Response(status, headers, body, data, tid, attempt)
-
-
-#: how a query page opens (QBO writes its JSON compact); a body that opens otherwise is decoded
-QUERY_PAGE_START = b'{"QueryResponse"'
-
-
-def _decoded(
-    status: int, headers: Mapping[str, str], body: bytes, secrets: tuple[str, ...], now: float
-) -> tuple[Any, QboApiError | None]:
-    """A 2xx answer's JSON (amounts as Decimal), or the error it is: not JSON, or a Fault."""
-    try:
-        data = client.decode_json(body)
-    except ValueError:
-        return None, client.parse_error(status, headers, body, secrets, now)
-    if isinstance(data, dict) and ("Fault" in data or "fault" in data):
-        return None, client.parse_error(status, headers, body, secrets, now)
-    return data, None
-
-
-def decode_later(response: Response, label: str) -> Any:
-    """The JSON of an answer the transport left undecoded (Request.decode False), decoded now;
-    raises the QboSyncError the transport would have (without retrying) when it is not JSON or
-    is a Fault."""
-    if response.data is not None:
-        return response.data
-    data, error = _decoded(response.status, response.headers, response.body, (), time.time())
-    if error is not None:
-        raise client.to_exception(error, label)
-    return data
 
 
 # ----------------------------------------------------------------------------- the transport

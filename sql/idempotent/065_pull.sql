@@ -71,217 +71,27 @@ BEGIN
 END
 $$;
 
--- A full pull's page mapped in SQL: QBO's objects of one entity (a JSON array, as the query
--- answered) as the rows qbo_sync.apply_pulled writes, one per element and in order, each with its
--- object (`raw_object`, the row's qbo_raw) and the QBO Ids it references (`<column>_qbo_id`).
--- They make of each object what qbo_sync_db.mapping.from_qbo makes of it in Python, here so a
--- page is mapped from the answer the database parses anyway instead of being decoded, mapped and
--- encoded again in Python; tests/db/test_pull.py compares the two on every seeded object and on
--- edge cases. The kinds of value, as mapping.py converts them: a text is the JSON value's text;
--- an amount is numeric, '' none; a boolean is the decoded value's truth in Python (an empty
--- string, zero, {} and [] are false); an address keeps mapping.ADDRESS_KEYS' non-empty parts,
--- and is none when it has none. An element that is not an object gives a row without qbo_id,
--- which apply_pulled skips. The address and boolean expressions are written out where they are
--- used, not called: a helper function (which must pin its search_path) is never inlined, and the
--- call costs about 7 µs an address, twice what mapping it inline does (measured).
-DROP FUNCTION IF EXISTS qbo_sync.pulled_rows(text, jsonb);
-DROP FUNCTION IF EXISTS qbo_sync.qbo_decimal(jsonb);
-DROP FUNCTION IF EXISTS qbo_sync.qbo_bool(jsonb);
-DROP FUNCTION IF EXISTS qbo_sync.qbo_address(jsonb);
-
-CREATE OR REPLACE FUNCTION qbo_sync.pulled_customers(objects jsonb)
-RETURNS TABLE (display_name text, company_name text, given_name text, family_name text,
-               email text, phone text, mobile text, billing_address jsonb,
-               shipping_address jsonb, notes text, taxable boolean, currency_code text,
-               is_active boolean, balance numeric, qbo_id text, qbo_sync_token text,
-               qbo_created_at timestamptz, qbo_updated_at timestamptz, raw_object jsonb)
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT o ->> 'DisplayName', o ->> 'CompanyName', o ->> 'GivenName', o ->> 'FamilyName',
-           o #>> '{PrimaryEmailAddr,Address}', o #>> '{PrimaryPhone,FreeFormNumber}',
-           o #>> '{Mobile,FreeFormNumber}',
-           nullif(jsonb_strip_nulls(jsonb_build_object(
-               'Line1', nullif(b ->> 'Line1', ''), 'Line2', nullif(b ->> 'Line2', ''),
-               'Line3', nullif(b ->> 'Line3', ''), 'Line4', nullif(b ->> 'Line4', ''),
-               'Line5', nullif(b ->> 'Line5', ''), 'City', nullif(b ->> 'City', ''),
-               'CountrySubDivisionCode', nullif(b ->> 'CountrySubDivisionCode', ''),
-               'PostalCode', nullif(b ->> 'PostalCode', ''), 'Country', nullif(b ->> 'Country', ''))),
-               '{}'),
-           nullif(jsonb_strip_nulls(jsonb_build_object(
-               'Line1', nullif(s ->> 'Line1', ''), 'Line2', nullif(s ->> 'Line2', ''),
-               'Line3', nullif(s ->> 'Line3', ''), 'Line4', nullif(s ->> 'Line4', ''),
-               'Line5', nullif(s ->> 'Line5', ''), 'City', nullif(s ->> 'City', ''),
-               'CountrySubDivisionCode', nullif(s ->> 'CountrySubDivisionCode', ''),
-               'PostalCode', nullif(s ->> 'PostalCode', ''), 'Country', nullif(s ->> 'Country', ''))),
-               '{}'),
-           o ->> 'Notes',
-           coalesce(CASE jsonb_typeof(o -> 'Taxable')
-                        WHEN 'boolean' THEN (o -> 'Taxable')::boolean
-                        WHEN 'string' THEN o ->> 'Taxable' <> ''
-                        WHEN 'number' THEN (o -> 'Taxable')::numeric <> 0
-                        WHEN 'object' THEN o -> 'Taxable' <> '{}'
-                        WHEN 'array' THEN o -> 'Taxable' <> '[]' END, false),
-           o #>> '{CurrencyRef,value}',
-           coalesce(CASE jsonb_typeof(o -> 'Active')
-                        WHEN 'boolean' THEN (o -> 'Active')::boolean
-                        WHEN 'string' THEN o ->> 'Active' <> ''
-                        WHEN 'number' THEN (o -> 'Active')::numeric <> 0
-                        WHEN 'object' THEN o -> 'Active' <> '{}'
-                        WHEN 'array' THEN o -> 'Active' <> '[]' END, true),
-           coalesce(nullif(o ->> 'Balance', '')::numeric, 0),
-           o ->> 'Id', o ->> 'SyncToken', (o #>> '{MetaData,CreateTime}')::timestamptz,
-           (o #>> '{MetaData,LastUpdatedTime}')::timestamptz, o
-      FROM jsonb_array_elements(objects) AS e(o)
-     CROSS JOIN LATERAL (SELECT CASE jsonb_typeof(o -> 'BillAddr') WHEN 'object' THEN o -> 'BillAddr' END AS b,
-                                CASE jsonb_typeof(o -> 'ShipAddr') WHEN 'object' THEN o -> 'ShipAddr' END AS s) AS a
-$$;
-
-CREATE OR REPLACE FUNCTION qbo_sync.pulled_items(objects jsonb)
-RETURNS TABLE (name text, sku text, description text, item_type text, unit_price numeric,
-               purchase_cost numeric, income_account_ref text, expense_account_ref text,
-               taxable boolean, is_active boolean, qty_on_hand numeric, qbo_id text,
-               qbo_sync_token text, qbo_created_at timestamptz, qbo_updated_at timestamptz,
-               raw_object jsonb)
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT o ->> 'Name', o ->> 'Sku', o ->> 'Description', coalesce(o ->> 'Type', 'Service'),
-           nullif(o ->> 'UnitPrice', '')::numeric, nullif(o ->> 'PurchaseCost', '')::numeric,
-           o #>> '{IncomeAccountRef,value}', o #>> '{ExpenseAccountRef,value}',
-           coalesce(CASE jsonb_typeof(o -> 'Taxable')
-                        WHEN 'boolean' THEN (o -> 'Taxable')::boolean
-                        WHEN 'string' THEN o ->> 'Taxable' <> ''
-                        WHEN 'number' THEN (o -> 'Taxable')::numeric <> 0
-                        WHEN 'object' THEN o -> 'Taxable' <> '{}'
-                        WHEN 'array' THEN o -> 'Taxable' <> '[]' END, false),
-           coalesce(CASE jsonb_typeof(o -> 'Active')
-                        WHEN 'boolean' THEN (o -> 'Active')::boolean
-                        WHEN 'string' THEN o ->> 'Active' <> ''
-                        WHEN 'number' THEN (o -> 'Active')::numeric <> 0
-                        WHEN 'object' THEN o -> 'Active' <> '{}'
-                        WHEN 'array' THEN o -> 'Active' <> '[]' END, true),
-           nullif(o ->> 'QtyOnHand', '')::numeric,
-           o ->> 'Id', o ->> 'SyncToken', (o #>> '{MetaData,CreateTime}')::timestamptz,
-           (o #>> '{MetaData,LastUpdatedTime}')::timestamptz, o
-      FROM jsonb_array_elements(objects) AS e(o)
-$$;
-
-CREATE OR REPLACE FUNCTION qbo_sync.pulled_invoices(objects jsonb)
-RETURNS TABLE (invoice_number text, txn_date date, due_date date, currency_code text,
-               customer_memo text, private_note text, billing_email text, billing_address jsonb,
-               shipping_address jsonb, sales_term_ref text, email_status text, print_status text,
-               tax_total numeric, total_amount numeric, balance_due numeric, is_voided boolean,
-               amount_paid numeric, status text, subtotal numeric, customer_id_qbo_id text,
-               qbo_id text, qbo_sync_token text, qbo_created_at timestamptz,
-               qbo_updated_at timestamptz, raw_object jsonb)
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT o ->> 'DocNumber', (o ->> 'TxnDate')::date, (o ->> 'DueDate')::date,
-           o #>> '{CurrencyRef,value}', o #>> '{CustomerMemo,value}', o ->> 'PrivateNote',
-           o #>> '{BillEmail,Address}',
-           nullif(jsonb_strip_nulls(jsonb_build_object(
-               'Line1', nullif(b ->> 'Line1', ''), 'Line2', nullif(b ->> 'Line2', ''),
-               'Line3', nullif(b ->> 'Line3', ''), 'Line4', nullif(b ->> 'Line4', ''),
-               'Line5', nullif(b ->> 'Line5', ''), 'City', nullif(b ->> 'City', ''),
-               'CountrySubDivisionCode', nullif(b ->> 'CountrySubDivisionCode', ''),
-               'PostalCode', nullif(b ->> 'PostalCode', ''), 'Country', nullif(b ->> 'Country', ''))),
-               '{}'),
-           nullif(jsonb_strip_nulls(jsonb_build_object(
-               'Line1', nullif(s ->> 'Line1', ''), 'Line2', nullif(s ->> 'Line2', ''),
-               'Line3', nullif(s ->> 'Line3', ''), 'Line4', nullif(s ->> 'Line4', ''),
-               'Line5', nullif(s ->> 'Line5', ''), 'City', nullif(s ->> 'City', ''),
-               'CountrySubDivisionCode', nullif(s ->> 'CountrySubDivisionCode', ''),
-               'PostalCode', nullif(s ->> 'PostalCode', ''), 'Country', nullif(s ->> 'Country', ''))),
-               '{}'),
-           o #>> '{SalesTermRef,value}', o ->> 'EmailStatus', o ->> 'PrintStatus',
-           coalesce(nullif(o #>> '{TxnTaxDetail,TotalTax}', '')::numeric, 0),
-           v.total, nullif(o ->> 'Balance', '')::numeric, v.voided,
-           -- mapping._invoice_derived: what was paid, a status, and the subtotal (the first
-           -- SubTotalLine's amount, else the sales lines' sum)
-           v.total - v.balance,
-           CASE WHEN v.voided THEN 'voided'
-                WHEN v.total > 0 AND v.balance = 0 THEN 'paid'
-                WHEN 0 < v.balance AND v.balance < v.total THEN 'partially_paid'
-                ELSE 'open' END,
-           coalesce(
-               (SELECT nullif(l.line ->> 'Amount', '')::numeric
-                  FROM jsonb_array_elements(v.lines) WITH ORDINALITY AS l(line, n)
-                 WHERE l.line ->> 'DetailType' = 'SubTotalLineDetail'
-                 ORDER BY l.n LIMIT 1),
-               (SELECT coalesce(sum(coalesce(nullif(l.line ->> 'Amount', '')::numeric, 0)), 0)
-                  FROM jsonb_array_elements(v.lines) AS l(line)
-                 WHERE l.line ->> 'DetailType' = 'SalesItemLineDetail')),
-           o #>> '{CustomerRef,value}',
-           o ->> 'Id', o ->> 'SyncToken', (o #>> '{MetaData,CreateTime}')::timestamptz,
-           (o #>> '{MetaData,LastUpdatedTime}')::timestamptz, o
-      FROM jsonb_array_elements(objects) AS e(o)
-     CROSS JOIN LATERAL (
-           SELECT CASE jsonb_typeof(o -> 'BillAddr') WHEN 'object' THEN o -> 'BillAddr' END AS b,
-                  CASE jsonb_typeof(o -> 'ShipAddr') WHEN 'object' THEN o -> 'ShipAddr' END AS s,
-                  CASE jsonb_typeof(o -> 'Line') WHEN 'array' THEN o -> 'Line' ELSE '[]' END AS lines,
-                  t.total,
-                  coalesce(nullif(o ->> 'Balance', '')::numeric, t.total) AS balance,
-                  -- mapping.is_voided: QBO zeroes a voided transaction and notes "Voided"
-                  t.total = 0 AND coalesce(o ->> 'PrivateNote', '') LIKE 'Voided%' AS voided
-             FROM (SELECT coalesce(nullif(o ->> 'TotalAmt', '')::numeric, 0) AS total) AS t
-         ) AS v
-$$;
-
-CREATE OR REPLACE FUNCTION qbo_sync.pulled_payments(objects jsonb)
-RETURNS TABLE (amount numeric, payment_date date, payment_method_ref text, reference_number text,
-               deposit_account_ref text, currency_code text, private_note text,
-               unapplied_amount numeric, is_voided boolean, customer_id_qbo_id text,
-               invoice_id_qbo_id text, qbo_id text, qbo_sync_token text,
-               qbo_created_at timestamptz, qbo_updated_at timestamptz, raw_object jsonb)
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT coalesce(nullif(o ->> 'TotalAmt', '')::numeric, 0), (o ->> 'TxnDate')::date,
-           o #>> '{PaymentMethodRef,value}', o ->> 'PaymentRefNum',
-           o #>> '{DepositToAccountRef,value}', o #>> '{CurrencyRef,value}', o ->> 'PrivateNote',
-           coalesce(nullif(o ->> 'UnappliedAmt', '')::numeric, 0),
-           -- mapping.is_voided
-           coalesce(nullif(o ->> 'TotalAmt', '')::numeric, 0) = 0
-               AND coalesce(o ->> 'PrivateNote', '') LIKE 'Voided%',
-           o #>> '{CustomerRef,value}',
-           -- mapping.paid_invoice: the first line's first link to an Invoice
-           (SELECT t.link ->> 'TxnId'
-              FROM jsonb_array_elements(CASE jsonb_typeof(o -> 'Line')
-                                            WHEN 'array' THEN o -> 'Line' ELSE '[]' END)
-                   WITH ORDINALITY AS l(line, n)
-             CROSS JOIN LATERAL jsonb_array_elements(CASE jsonb_typeof(l.line -> 'LinkedTxn')
-                                                         WHEN 'array' THEN l.line -> 'LinkedTxn'
-                                                         ELSE '[]' END)
-                   WITH ORDINALITY AS t(link, m)
-             WHERE t.link ->> 'TxnType' = 'Invoice' AND t.link ->> 'TxnId' IS NOT NULL
-             ORDER BY l.n, t.m LIMIT 1),
-           o ->> 'Id', o ->> 'SyncToken', (o #>> '{MetaData,CreateTime}')::timestamptz,
-           (o #>> '{MetaData,LastUpdatedTime}')::timestamptz, o
-      FROM jsonb_array_elements(objects) AS e(o)
-$$;
-
--- Upsert one page of pulled objects of `entity` for an organization, in one of two forms:
--- * `objects`, a JSON array of rows as qbo_sync_db.mapping.from_qbo makes them (column → value,
---   qbo_id, qbo_sync_token, qbo_created_at, qbo_updated_at, qbo_raw, and "<column>_qbo_id" for
---   each reference), with `raw` (optional) the array of QBO's objects themselves in the same
---   order, each then its row's qbo_raw (objects fetched by Id, read from CDC, merged);
--- * `objects` null and `raw` QBO's objects: mapped here (qbo_sync.pulled_<entity>), as a full
---   pull's page is; the answer then also lists every object's QBO Id in order (`listed_ids`).
--- `columns` are the business columns to write (each a column of the table, none of qbo-sync's
--- bookkeeping); `refs` maps a reference column to the entity it points at
--- ({"customer_id": "customers"}), looked up by the row's "<column>_qbo_id". With
--- `check_references`, nothing is written when an object references one the organization does
--- not have yet (an invoice's lines their items too): the answer is then only those (`missing`:
--- entity → QBO ids), to be fetched first. The written invoices' lines are applied from their
--- objects (qbo_sync.apply_pulled_lines). Returns counts and the QBO ids written.
+-- Upsert one page of pulled objects of `entity` for an organization. `objects` is a JSON array of
+-- rows as qbo_sync_db.mapping.from_qbo makes them (column → value, qbo_id, qbo_sync_token,
+-- qbo_created_at, qbo_updated_at, qbo_raw); `columns` the business columns to write (each must be
+-- a column of the table, and none of qbo-sync's bookkeeping); `refs` maps a reference column to
+-- the entity it points at ({"customer_id": "customers"}): its value is looked up from the
+-- object's "<column>_qbo_id". `raw`, when given, is the array of QBO's objects themselves, in
+-- the same order as `objects` (a full pull passes the list out of QBO's answer as it came, so
+-- the rows need not carry a re-encoded copy); each object's is its row's qbo_raw. The written
+-- invoices' lines are applied from those objects (qbo_sync.apply_pulled_lines). Returns counts
+-- and the QBO ids written.
 DROP FUNCTION IF EXISTS qbo_sync.apply_pulled(uuid, text, jsonb, text[], jsonb);
-DROP FUNCTION IF EXISTS qbo_sync.apply_pulled(uuid, text, jsonb, text[], jsonb, jsonb);
-DROP FUNCTION IF EXISTS qbo_sync.missing_references(uuid, text, jsonb, jsonb, jsonb);
+-- d2b0b07 mapped full pulls' pages in SQL; measured, it was not worth a second copy of the
+-- mapping (docs/benchmarks.md, "Pages mapped in SQL"), and a database that installed it loses it
+DROP FUNCTION IF EXISTS qbo_sync.apply_pulled(uuid, text, jsonb, text[], jsonb, jsonb, boolean);
+DROP FUNCTION IF EXISTS qbo_sync.pulled_customers(jsonb);
+DROP FUNCTION IF EXISTS qbo_sync.pulled_items(jsonb);
+DROP FUNCTION IF EXISTS qbo_sync.pulled_invoices(jsonb);
+DROP FUNCTION IF EXISTS qbo_sync.pulled_payments(jsonb);
 CREATE OR REPLACE FUNCTION qbo_sync.apply_pulled(
     organization_id uuid, entity text, objects jsonb, columns text[], refs jsonb DEFAULT '{}',
-    raw jsonb DEFAULT NULL, check_references boolean DEFAULT false
+    raw jsonb DEFAULT NULL
 )
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -290,11 +100,8 @@ SET work_mem = '64MB'  -- a page of 1000 objects with their raw JSON is sorted i
 AS $$
 DECLARE
     target qbo_sync.entity := qbo_sync.entity_row(entity);
-    mapped_here boolean := objects IS NULL;
     ref_column text;
     ref_entity text;
-    source text;
-    missing_rows text := 'SELECT NULL::text AS entity, NULL::text AS qbo_id WHERE false';
     insert_columns text := '';
     select_values text := '';
     update_sets text := '';
@@ -304,14 +111,10 @@ DECLARE
     refresh text := '';
     result jsonb;
 BEGIN
-    IF mapped_here AND jsonb_typeof(raw) IS DISTINCT FROM 'array' THEN
-        RAISE EXCEPTION 'apply_pulled needs a JSON array of rows, or of QBO objects to map'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF NOT mapped_here AND jsonb_typeof(objects) IS DISTINCT FROM 'array' THEN
+    IF jsonb_typeof(objects) IS DISTINCT FROM 'array' THEN
         RAISE EXCEPTION 'apply_pulled needs a JSON array of objects' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF NOT mapped_here AND raw IS NOT NULL AND (jsonb_typeof(raw) IS DISTINCT FROM 'array'
+    IF raw IS NOT NULL AND (jsonb_typeof(raw) IS DISTINCT FROM 'array'
                             OR jsonb_array_length(raw) <> jsonb_array_length(objects)) THEN
         RAISE EXCEPTION 'apply_pulled''s raw objects must be an array as long as its rows'
             USING ERRCODE = 'invalid_parameter_value';
@@ -324,47 +127,13 @@ BEGIN
            string_agg(format('%1$I = EXCLUDED.%1$I', c), ', ')
       INTO insert_columns, select_values, update_sets
       FROM unnest(columns) AS c;
-    IF mapped_here THEN
-        source := format('SELECT r.* FROM qbo_sync.%I($3) WITH ORDINALITY AS r', 'pulled_' || entity);
-    ELSE
-        source := format($s$
-            SELECT r.*, coalesce(w.object, r.qbo_raw) AS raw_object %2$s
-              FROM jsonb_array_elements($2) WITH ORDINALITY AS e(doc, n)
-             CROSS JOIN LATERAL jsonb_populate_record(NULL::public.%1$I, e.doc) AS r
-              LEFT JOIN jsonb_array_elements($3) WITH ORDINALITY AS w(object, n) ON w.n = e.n$s$,
-            target.app_table,
-            (SELECT string_agg(format(', e.doc ->> %L AS %I', k || '_qbo_id', k || '_qbo_id'), '')
-               FROM jsonb_object_keys(refs) AS k));
-    END IF;
     FOR ref_column, ref_entity IN SELECT key, value FROM jsonb_each_text(refs) LOOP
         insert_columns := insert_columns || format(', %I', ref_column);
         select_values := select_values || format(
-            ', (SELECT r.id FROM public.%I AS r WHERE r.organization_id = $1 AND r.qbo_id = i.%I)',
+            ', (SELECT r.id FROM public.%I AS r WHERE r.organization_id = $1 AND r.qbo_id = i.doc ->> %L)',
             (qbo_sync.entity_row(ref_entity)).app_table, ref_column || '_qbo_id');
         update_sets := update_sets || format(', %1$I = EXCLUDED.%1$I', ref_column);
-        missing_rows := missing_rows || format($m$
-            UNION ALL
-            SELECT %1$L, i.%2$I FROM incoming AS i
-             WHERE i.%2$I IS NOT NULL
-               AND NOT EXISTS (SELECT FROM public.%3$I AS t WHERE t.organization_id = $1 AND t.qbo_id = i.%2$I)$m$,
-            ref_entity, ref_column || '_qbo_id', (qbo_sync.entity_row(ref_entity)).app_table);
     END LOOP;
-    IF entity = 'invoices' THEN  -- the items its sales lines name (mapping.line_item_ids)
-        missing_rows := missing_rows || $m$
-            UNION ALL
-            SELECT 'items', x.item
-              FROM (SELECT DISTINCT l.line #>> '{SalesItemLineDetail,ItemRef,value}' AS item
-                      FROM incoming AS i
-                     CROSS JOIN LATERAL jsonb_array_elements(
-                               CASE jsonb_typeof(i.raw_object -> 'Line')
-                                   WHEN 'array' THEN i.raw_object -> 'Line' ELSE '[]' END) AS l(line)
-                     WHERE l.line ->> 'DetailType' = 'SalesItemLineDetail') AS x
-             WHERE x.item IS NOT NULL
-               AND NOT EXISTS (SELECT FROM public.item_record AS t WHERE t.organization_id = $1 AND t.qbo_id = x.item)$m$;
-    END IF;
-    IF NOT check_references THEN
-        missing_rows := 'SELECT NULL::text AS entity, NULL::text AS qbo_id WHERE false';
-    END IF;
     -- what QBO computes: the columns written that are not synced ones (balances, totals)
     SELECT string_agg(format('%1$I = i.%1$I', c), ', '), string_agg(format('t.%I', c), ', '),
            string_agg(format('i.%I', c), ', ')
@@ -379,20 +148,19 @@ BEGIN
              WHERE t.organization_id = $1 AND t.qbo_id = i.qbo_id
                AND t.qbo_sync_token IS NOT DISTINCT FROM i.qbo_sync_token
                AND ROW(%3$s) IS DISTINCT FROM ROW(%4$s)
-               AND NOT EXISTS (SELECT FROM missing)
             RETURNING t.qbo_id)$r$, target.app_table, computed_sets, computed_old, computed_new);
     ELSE
         refresh := ', refreshed AS (SELECT NULL::text AS qbo_id WHERE false)';
     END IF;
 
     EXECUTE format($sql$
-        WITH mapped AS (%6$s
-        ), incoming AS (
-            SELECT DISTINCT ON (m.qbo_id) m.*
-              FROM mapped AS m
-             WHERE m.qbo_id IS NOT NULL
-             ORDER BY m.qbo_id, length(m.qbo_sync_token) DESC, m.qbo_sync_token DESC
-        ), missing AS (%7$s
+        WITH incoming AS (
+            SELECT DISTINCT ON (r.qbo_id) e.doc, r.*, coalesce(w.object, r.qbo_raw) AS raw_object
+              FROM jsonb_array_elements($2) WITH ORDINALITY AS e(doc, n)
+             CROSS JOIN LATERAL jsonb_populate_record(NULL::public.%1$I, e.doc) AS r
+              LEFT JOIN jsonb_array_elements($3) WITH ORDINALITY AS w(object, n) ON w.n = e.n
+             WHERE r.qbo_id IS NOT NULL
+             ORDER BY r.qbo_id, length(e.doc ->> 'qbo_sync_token') DESC, e.doc ->> 'qbo_sync_token' DESC
         ), written AS (
             INSERT INTO public.%1$I AS t
                 (organization_id, %2$s, qbo_id, qbo_sync_token, qbo_created_at, qbo_updated_at,
@@ -401,7 +169,6 @@ BEGIN
             SELECT $1, %3$s, i.qbo_id, i.qbo_sync_token, i.qbo_created_at, i.qbo_updated_at,
                    i.raw_object, now(), 'synced', NULL, NULL, 1, 1
               FROM incoming AS i
-             WHERE NOT EXISTS (SELECT FROM missing)
             ON CONFLICT (organization_id, qbo_id) DO UPDATE
                SET %4$s, qbo_sync_token = EXCLUDED.qbo_sync_token,
                    qbo_created_at = EXCLUDED.qbo_created_at, qbo_updated_at = EXCLUDED.qbo_updated_at,
@@ -418,11 +185,7 @@ BEGIN
              WHERE (t.qbo_local_version > t.qbo_synced_version OR t.qbo_sync_status = 'conflict')
                AND qbo_sync.sync_token_newer(i.qbo_sync_token, t.qbo_sync_token)
         ) %5$s
-        SELECT CASE WHEN EXISTS (SELECT FROM missing) THEN
-                   jsonb_build_object('missing', (SELECT jsonb_object_agg(m.entity, m.ids)
-                                                    FROM (SELECT entity, jsonb_agg(DISTINCT qbo_id) AS ids
-                                                            FROM missing GROUP BY entity) AS m))
-               ELSE jsonb_build_object(
+        SELECT jsonb_build_object(
                    'received', (SELECT count(*) FROM incoming),
                    'inserted', (SELECT count(*) FROM written WHERE inserted),
                    'updated', (SELECT count(*) FROM written WHERE NOT inserted)
@@ -431,18 +194,8 @@ BEGIN
                    'held_ids', (SELECT coalesce(jsonb_agg(qbo_id), '[]') FROM held WHERE changed_here),
                    'conflict_ids', (SELECT coalesce(jsonb_agg(qbo_id), '[]') FROM held WHERE NOT changed_here),
                    'written_ids', (SELECT coalesce(jsonb_agg(qbo_id), '[]') FROM written))
-                   || %8$s
-               END
-    $sql$, target.app_table, insert_columns, select_values, update_sets, refresh, source,
-           missing_rows,
-           -- one per element (null for one without an Id): the page's length, for paging
-           CASE WHEN mapped_here
-                THEN $l$jsonb_build_object('listed_ids', (SELECT coalesce(jsonb_agg(m.qbo_id ORDER BY m.ordinality), '[]') FROM mapped AS m))$l$
-                ELSE $l$'{}'::jsonb$l$ END)
+    $sql$, target.app_table, insert_columns, select_values, update_sets, refresh)
     INTO result USING organization_id, objects, raw;
-    IF result ? 'missing' THEN
-        RETURN result;
-    END IF;
     IF entity = 'invoices' AND jsonb_array_length(result -> 'written_ids') > 0 THEN
         -- the written invoices' lines, read from the invoice objects themselves
         result := result || jsonb_build_object('lines_written', qbo_sync.apply_pulled_lines(

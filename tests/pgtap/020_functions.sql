@@ -25,7 +25,7 @@ SELECT functions_are('qbo_sync', ARRAY[
     'try_timestamptz', 'webhook_events', 'webhook_format', 'webhook_event_rows', 'process_webhooks',
     'cleanup_webhook_logs', 'cleanup_webhook_processed', 'cleanup_sync_jobs', 'cleanup_sync_history',
     'delete_expired',
-    'sync_token_newer', 'entity_row', 'check_business_columns', 'apply_pulled', 'apply_pulled_lines', 'invoice_lines_of', 'pulled_customers', 'pulled_items', 'pulled_invoices', 'pulled_payments', 'known_qbo_ids',
+    'sync_token_newer', 'entity_row', 'check_business_columns', 'apply_pulled', 'apply_pulled_lines', 'invoice_lines_of', 'known_qbo_ids',
     'apply_pulled_deletions', 'record_pass_seen', 'finish_pass_absent', 'pull_cursor', 'cdc_companions', 'save_incremental_pull', 'save_full_pull',
     'rows_to_push', 'prepare_creates', 'record_pushed', 'record_push_problem', 'record_pushed_lines',
     'row_linked_to', 'record_push_conflict', 'deletions_to_push', 'record_deletion_pushed',

@@ -230,3 +230,36 @@ def test_the_registry_in_sql_syncs_exactly_the_mapped_columns():
         assert match, entity
         registered = re.findall(r"'(\w+)'", match.group(1))
         assert sorted(registered) == sorted(spec.synced_columns()), entity
+
+
+def test_odd_line_lists_are_read_as_far_as_they_go_never_raising():
+    """A Line (or LinkedTxn) that is not a list, or holds something that is not an object, is
+    skipped where it is odd: the invoice's subtotal and status and the payment's invoice come
+    from what is well formed (before, such an object stopped the whole page with an error)."""
+    invoice = mapping.from_qbo(
+        "invoices",
+        {
+            "Id": "3",
+            "TotalAmt": Decimal("100"),
+            "Balance": Decimal("0"),
+            "Line": [
+                "odd",
+                {"DetailType": "SubTotalLineDetail"},  # no amount: the sales lines' sum
+                {"DetailType": "SalesItemLineDetail", "Amount": Decimal("60")},
+                {"DetailType": "SalesItemLineDetail"},
+            ],
+        },
+    )
+    assert (invoice["subtotal"], invoice["status"], invoice["amount_paid"]) == (60, "paid", 100)
+    assert mapping.from_qbo("invoices", {"Id": "5", "Line": "odd"})["subtotal"] == 0
+    payment = {
+        "Id": "2",
+        "Line": [
+            7,
+            {"LinkedTxn": "odd"},
+            {"LinkedTxn": [5, {"TxnId": "9", "TxnType": "CreditMemo"}, {"TxnType": "Invoice"}]},
+            {"LinkedTxn": [{"TxnId": "12", "TxnType": "Invoice"}]},
+        ],
+    }
+    assert mapping.paid_invoice(payment) == "12"
+    assert mapping.paid_invoice({"Line": {"LinkedTxn": []}}) is None

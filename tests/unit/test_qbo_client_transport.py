@@ -16,7 +16,6 @@ import time
 import unittest
 from collections.abc import Iterator
 from contextlib import contextmanager
-from decimal import Decimal
 
 import requests
 from qbo_sync_db import client, errors, transport
@@ -295,55 +294,6 @@ class TransportTest(unittest.TestCase):
     def test_timeouts_must_be_positive(self):
         with self.assertRaises(ValueError):
             transport.Transport(timeout=(0, 30))
-
-
-class UndecodedPageTest(unittest.TestCase):
-    """A query sent with decode=False: a plain page is left for the database to read; anything
-    else is decoded (and judged) as every answer is."""
-
-    PAGE = '{"QueryResponse":{"Customer":[{"Id":"1","Balance":12.50}],"maxResults":1},"time":"t"}'
-
-    def query(self):
-        return client.query_request(company(), "SELECT * FROM Customer", decode=False)
-
-    def test_a_page_is_left_undecoded_and_decoded_later_as_before(self):
-        t, _, _, _ = make_transport([response(200, self.PAGE)])
-        answer = t.send(self.query())
-        self.assertIsNone(answer.data)
-        self.assertEqual(answer.body, self.PAGE.encode())
-        later = transport.decode_later(answer, "query")
-        self.assertEqual(later, client.decode_json(self.PAGE))
-        self.assertEqual(later["QueryResponse"]["Customer"][0]["Balance"], Decimal("12.50"))
-
-    def test_the_default_still_decodes(self):
-        t, _, _, _ = make_transport([response(200, self.PAGE)])
-        answer = t.send(client.query_request(company(), "SELECT * FROM Customer"))
-        self.assertEqual(answer.data, client.decode_json(self.PAGE))
-
-    def test_an_answer_that_does_not_open_as_a_page_is_decoded(self):
-        pretty = '{ "QueryResponse": {"Customer": []}, "time": "t" }'
-        t, _, _, _ = make_transport([response(200, pretty)])
-        self.assertEqual(
-            t.send(self.query()).data, {"QueryResponse": {"Customer": []}, "time": "t"}
-        )
-
-    def test_a_fault_in_a_200_is_still_a_failure_and_retried_when_transient(self):
-        fault = (
-            '{"Fault":{"Error":[{"Message":"m","Detail":"d","code":"10000"}],"type":"SystemFault"}}'
-        )
-        t, send, _, _ = make_transport([response(200, fault), response(200, self.PAGE)])
-        answer = t.send(self.query())
-        self.assertEqual(len(send.calls), 2)
-        self.assertIsNone(answer.data)
-
-    def test_decode_later_raises_what_the_transport_would_have(self):
-        for body in ('{"QueryResponse":{"Customer":[', '{"QueryResponse":{},"Fault":{"Error":[]}}'):
-            t, _, _, _ = make_transport([response(200, body)])
-            answer = t.send(self.query())  # opens as a page: left for later
-            self.assertIsNone(answer.data)
-            with self.assertRaises(errors.QboSyncError) as caught:
-                transport.decode_later(answer, "query")
-            self.assertIn("query", caught.exception.message)
 
 
 class ExecuteTest(unittest.TestCase):

@@ -650,19 +650,13 @@ def part_orgs(
             pair.append(run_orgs(dsn, sim, realms, workers, sizes) | {"round": round_number + 1})
         one_worker, four = pair
         runs += pair
-        ratios.append(
-            {
-                "round": round_number + 1,
-                "full_ratio": one_worker["full"]["wall_seconds"] / four["full"]["wall_seconds"],
-                "incremental_ratio": one_worker["incremental"]["wall_seconds"]
-                / four["incremental"]["wall_seconds"],
-                # what the CPUs allowed at most: 1 worker's wall over the 4-worker run's CPU bound
-                "full_cpu_bound_ratio": one_worker["full"]["wall_seconds"]
-                / four["full"]["cpu_bound_seconds"],
-                "incremental_cpu_bound_ratio": one_worker["incremental"]["wall_seconds"]
-                / four["incremental"]["cpu_bound_seconds"],
-            }
-        )
+        round_ratios: dict[str, Any] = {"round": round_number + 1}
+        for cycle in ("full", "incremental"):
+            wall = one_worker[cycle]["wall_seconds"]
+            round_ratios[f"{cycle}_ratio"] = wall / four[cycle]["wall_seconds"]
+            # what the CPUs allowed at most: 1 worker's wall over the 4-worker run's CPU bound
+            round_ratios[f"{cycle}_cpu_bound_ratio"] = wall / four[cycle]["cpu_bound_seconds"]
+        ratios.append(round_ratios)
     return {
         "organization_company": sizes,
         "runs": runs,

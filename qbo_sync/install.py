@@ -48,6 +48,8 @@ PIN_SEARCH_PATH = "SET LOCAL search_path = pg_catalog, pg_temp"
 
 #: How long, in seconds, a statement of the installation waits for a lock before it gives up.
 DEFAULT_LOCK_TIMEOUT = 10.0
+#: how many times an installation that lost a deadlock to a running worker is started
+DEADLOCK_ATTEMPTS = 3
 
 #: Extensions created, qualified, before migration 001 runs its unqualified CREATE EXTENSION
 #: (which, under the pinned search path, would put a relocatable extension in pg_catalog), when
@@ -201,7 +203,8 @@ def install(
     """
     if lock_timeout < 0:
         raise ValueError(f"lock_timeout must be 0 (no limit) or more seconds, not {lock_timeout}")
-    for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+    attempt = 1
+    while True:
         try:
             return _install_once(
                 dsn, sql_dir, python_dir, version, migration_limit, migrations_only, lock_timeout
@@ -210,16 +213,11 @@ def install(
             # An upgrade takes its locks in the files' order, a running worker in its own: the
             # server breaks such a cycle by failing one side, and when that is the installation
             # nothing was changed and the worker has gone on, so it starts again.
-            if not isinstance(exc.__cause__, psycopg.errors.DeadlockDetected):
+            lost_deadlock = isinstance(exc.__cause__, psycopg.errors.DeadlockDetected)
+            if not lost_deadlock or attempt == DEADLOCK_ATTEMPTS:
                 raise
-            if attempt == DEADLOCK_ATTEMPTS:
-                raise
-            time.sleep(0.2 * attempt)
-    raise AssertionError("unreachable")
-
-
-#: how many times an installation that lost a deadlock to a running worker is started
-DEADLOCK_ATTEMPTS = 3
+        time.sleep(0.2 * attempt)
+        attempt += 1
 
 
 def _install_once(

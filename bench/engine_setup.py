@@ -359,7 +359,7 @@ class WaitSampler:
     QBO call. A backend running Python (waiting on HTTP included) has no wait event: it is
     counted as "running"."""
 
-    def __init__(self, dsn: str, pids: list[int], interval: float = 0.02) -> None:
+    def __init__(self, dsn: str, pids: list[int], interval: float = 0.1) -> None:
         self.dsn, self.pids, self.interval = dsn, pids, interval
         self.counts: dict[str, int] = {}
         self.samples = 0

@@ -115,7 +115,11 @@ class Demo:
 
     def simulator(self) -> None:
         self.step("The QBO simulator (a seeded company, Automated Sales Tax on)")
-        env = dict(os.environ)
+        # the verifier token goes in the environment: an argument would show in the process
+        # list, and one that starts with "-" would be read as an option
+        env = dict(
+            os.environ, QBO_WEBHOOK_VERIFIER_TOKEN=self.secrets["QBO_WEBHOOK_VERIFIER_TOKEN"]
+        )
         self.fresh_company = self.start(
             "simulator",
             [
@@ -135,8 +139,6 @@ class Demo:
                 str(SEED["payments"]),
                 "--webhook-url",
                 f"{self.listener_url}/webhooks/qbo",
-                "--verifier-token",
-                self.secrets["QBO_WEBHOOK_VERIFIER_TOKEN"],
             ],
             f"{self.sim_url}/_sim/health",
             env,

@@ -11,6 +11,7 @@ import asyncio
 import errno
 import itertools
 import logging
+import os
 import secrets
 import sys
 from collections.abc import Awaitable, Callable
@@ -105,7 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
         dest="webhook_urls",
         help="POST webhooks here (repeatable)",
     )
-    p.add_argument("--verifier-token", default=None, help="webhook verifier token")
+    p.add_argument(
+        "--verifier-token",
+        default=None,
+        help="webhook verifier token (default: $QBO_WEBHOOK_VERIFIER_TOKEN, which keeps it out"
+        " of the process list)",
+    )
     p.add_argument("--webhook-format", choices=["legacy", "cloudevents"], default=None)
     p.add_argument("--latency-ms", type=float, default=None, help="added latency per call")
     p.add_argument("--seed", type=int, default=None, help="seed of the default realm's data")
@@ -125,7 +131,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         "host": args.host,
         "port": args.port,
         "webhook_urls": args.webhook_urls,
-        "verifier_token": args.verifier_token,
+        "verifier_token": args.verifier_token or os.environ.get("QBO_WEBHOOK_VERIFIER_TOKEN"),
         "webhook_format": args.webhook_format,
         "latency_ms": args.latency_ms,
         "seed": args.seed,

@@ -1,4 +1,4 @@
-"""The worker's run step: one claimed job, from taking its organization to recording its outcome.
+"""The worker's run step: one claimed job, from its start to recording its outcome.
 
 `qbo_sync.worker_run_job(state)` (a procedure the worker loop CALLs) runs `run()`. The step may
 commit as it goes, which a job that calls QBO needs (qbo_sync_db.txn says why), so nothing in it
@@ -6,8 +6,8 @@ may escape as an error: the loop around it has no exception block (a procedure t
 cannot be inside one). Every failure is caught here, the job's uncommitted work rolled back, and
 the outcome recorded by qbo_sync.worker_finish:
 
-1. qbo_sync.worker_start takes the job's organization (or gives the job back when another job
-   holds it), committed;
+1. qbo_sync.worker_start checks the job still holds the organization its claim took (or gives
+   the job back when another run took it meanwhile), committed;
 2. the handler runs: the entity's Python handler (qbo_sync.entity.handler, a function of the
    stored package called with a `JobContext`), or the SQL function qbo_sync.sync_<entity>(job)
    in the current transaction;

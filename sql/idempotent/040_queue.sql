@@ -127,10 +127,12 @@ AS $$
                           AND l.lease_id IS NOT NULL AND l.held_until > now())
 $$;
 
+DROP FUNCTION IF EXISTS qbo_sync.claim(integer, text, numeric);
 CREATE OR REPLACE FUNCTION qbo_sync.claim(
     max_jobs integer DEFAULT 1,
     worker text DEFAULT NULL,
-    lease_seconds numeric DEFAULT NULL
+    lease_seconds numeric DEFAULT NULL,
+    passed_over uuid[] DEFAULT '{}'  -- organizations whose jobs are not wanted now
 )
 RETURNS SETOF public.qbo_sync_queue
 LANGUAGE sql
@@ -145,6 +147,7 @@ AS $$
            AND j.run_at <= now() - make_interval(
                    secs => qbo_sync.setting_numeric('queue.aging_seconds')::double precision)
            AND qbo_sync.job_may_run(j.payload, j.organization_id)
+           AND j.organization_id <> ALL (passed_over)
          ORDER BY j.run_at, j.created_at
          LIMIT max_jobs
            FOR UPDATE SKIP LOCKED
@@ -154,6 +157,7 @@ AS $$
          WHERE j.status = 'pending'
            AND j.run_at <= now()
            AND qbo_sync.job_may_run(j.payload, j.organization_id)
+           AND j.organization_id <> ALL (passed_over)
            AND NOT EXISTS (SELECT FROM aged AS a WHERE a.id = j.id)
          ORDER BY j.priority DESC, j.run_at, j.created_at
          LIMIT greatest(max_jobs - (SELECT count(*) FROM aged), 0)
@@ -249,7 +253,8 @@ AS $$
     SELECT e.locked_until FROM extended AS e
 $$;
 
--- Give a claimed job back without counting the attempt (its organization was busy).
+-- Give a claimed job back without counting the attempt (its organization was busy), due again
+-- after `delay_seconds`, or in its place in the queue when that is NULL.
 CREATE OR REPLACE FUNCTION qbo_sync.release(
     job_id uuid, job_lease uuid, delay_seconds numeric DEFAULT 0, reason text DEFAULT NULL
 )
@@ -260,7 +265,8 @@ AS $$
     WITH released AS (
         UPDATE public.qbo_sync_queue AS q
            SET status = 'pending', attempts = greatest(q.attempts - 1, 0),
-               run_at = now() + make_interval(secs => delay_seconds::double precision),
+               run_at = CASE WHEN delay_seconds IS NULL THEN q.run_at
+                             ELSE now() + make_interval(secs => delay_seconds::double precision) END,
                last_error = coalesce(reason, q.last_error),
                lease_id = NULL, locked_by = NULL, locked_until = NULL, updated_at = now()
          WHERE q.id = job_id AND q.lease_id = job_lease AND q.status = 'processing'

@@ -136,6 +136,54 @@ LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT (state ->> 'stop')::boolean $$;
 
+-- A claimed job takes its organization: one job per organization at a time. The hold is a lease
+-- (the job's own, kept by qbo_sync.extend_lease), not a row lock, since the job commits while it
+-- runs; the row is locked only by this short transaction, with SKIP LOCKED, so a busy
+-- organization is never waited for. False when another run holds it (another job, or an earlier
+-- run of this one that was requeued or reclaimed and may still be working, until its lease
+-- ends) or is taking it at this moment.
+CREATE OR REPLACE FUNCTION qbo_sync.take_organization(job public.qbo_sync_queue)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    holder record;
+BEGIN
+    -- (inserting a row that exists would wait for a run that is updating it)
+    IF NOT EXISTS (SELECT FROM qbo_sync.organization_lock AS l WHERE l.organization_id = job.organization_id) THEN
+        INSERT INTO qbo_sync.organization_lock (organization_id) VALUES (job.organization_id)
+        ON CONFLICT DO NOTHING;
+    END IF;
+    SELECT l.lease_id, l.held_until INTO holder
+      FROM qbo_sync.organization_lock AS l
+     WHERE l.organization_id = job.organization_id
+       FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND OR (holder.lease_id IS DISTINCT FROM job.lease_id
+                     AND holder.held_until > clock_timestamp()) THEN
+        RETURN false;
+    END IF;
+    UPDATE qbo_sync.organization_lock AS l
+       SET job_id = job.id, lease_id = job.lease_id,
+           held_until = greatest(job.locked_until, clock_timestamp() + make_interval(
+                            secs => qbo_sync.setting_numeric('queue.lease_seconds')::double precision))
+     WHERE l.organization_id = job.organization_id;
+    RETURN true;
+END
+$$;
+
+-- The job's run gives its organization back (its hold ends; a hold that is no longer the job's
+-- is left alone).
+CREATE OR REPLACE FUNCTION qbo_sync.free_organization(job public.qbo_sync_queue)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    UPDATE qbo_sync.organization_lock AS l
+       SET job_id = NULL, lease_id = NULL, held_until = NULL
+     WHERE l.organization_id = job.organization_id AND l.lease_id = job.lease_id
+$$;
+
 -- Step 1, its own transaction: give back expired leases, turn new webhooks into work, claim one
 -- job. With nothing to do, pause (or stop, with stop_when_idle). Webhook processing cannot keep
 -- jobs from being claimed: its failure is reported as a warning and the claim goes on.
@@ -148,6 +196,7 @@ AS $$
 DECLARE
     deadline timestamptz := (state ->> 'deadline')::timestamptz;
     job public.qbo_sync_queue;
+    passed_over uuid[] := '{}';
 BEGIN
     IF clock_timestamp() >= deadline
        OR (state ->> 'done')::integer >= (state ->> 'max_jobs')::integer THEN
@@ -162,13 +211,20 @@ BEGIN
         RAISE WARNING 'qbo-sync: webhook processing failed, jobs are claimed anyway: % (SQLSTATE %)',
                       SQLERRM, SQLSTATE;
     END;
-    SELECT * INTO job FROM qbo_sync.claim(1, 'qbo_sync_worker pid ' || pg_backend_pid());
-    IF job.id IS NOT NULL THEN
-        -- the row the job's run will lock; inserted here, in a transaction that ends at once
-        INSERT INTO qbo_sync.organization_lock (organization_id) VALUES (job.organization_id)
-        ON CONFLICT DO NOTHING;
-        RETURN state || jsonb_build_object('job', to_jsonb(job), 'failed_steps', 0);
-    END IF;
+    -- The claim skips organizations another job holds; two claims at the same moment may still
+    -- pick jobs of one organization, and the organization goes to whichever takes it first here,
+    -- in the claim's own transaction. The other gives its job back in its place (it runs when
+    -- the organization is free, still in order) and claims another organization's job.
+    FOR attempt IN 1 .. 3 LOOP
+        SELECT * INTO job
+          FROM qbo_sync.claim(1, 'qbo_sync_worker pid ' || pg_backend_pid(), NULL, passed_over);
+        EXIT WHEN job.id IS NULL;
+        IF qbo_sync.take_organization(job) THEN
+            RETURN state || jsonb_build_object('job', to_jsonb(job), 'failed_steps', 0);
+        END IF;
+        PERFORM qbo_sync.release(job.id, job.lease_id, NULL);
+        passed_over := passed_over || job.organization_id;
+    END LOOP;
     IF (state ->> 'stop_when_idle')::boolean THEN
         RETURN state || '{"stop": true, "job": null}';
     END IF;
@@ -219,6 +275,7 @@ BEGIN
         PERFORM qbo_sync.release(job.id, job.lease_id, qbo_sync.setting_numeric('token.refresh_retry_seconds'),
                                  'waiting for the token endpoint: ' || connection.last_refresh_error
                                  || ' (moments ago; not tried again yet)');
+        PERFORM qbo_sync.free_organization(job);
         RETURN state || '{"job": null}';
     END IF;
     IF connection.is_active AND connection.due THEN
@@ -228,6 +285,7 @@ BEGIN
             -- another session is refreshing this connection (the token job, a slow endpoint)
             PERFORM qbo_sync.release(job.id, job.lease_id, qbo_sync.setting_numeric('queue.busy_retry_seconds'),
                                      'waiting: another session is refreshing the token');
+            PERFORM qbo_sync.free_organization(job);
             RETURN state || '{"job": null}';
         END;
         SELECT c.is_active, c.inactive_reason,
@@ -241,6 +299,7 @@ BEGIN
            AND qbo_sync.error_is_retryable(coalesce(refreshed ->> 'sqlstate', 'XX000')) THEN
             PERFORM qbo_sync.release(job.id, job.lease_id, qbo_sync.setting_numeric('token.refresh_retry_seconds'),
                                      'waiting for the token endpoint: ' || (refreshed ->> 'error'));
+            PERFORM qbo_sync.free_organization(job);
             RETURN state || '{"job": null}';
         END IF;
     END IF;
@@ -250,6 +309,7 @@ BEGIN
         IF qbo_sync.fail(job.id, job.lease_id, message, false, 'QB410') IS NOT NULL THEN
             PERFORM qbo_sync.record_history(job, 'failed', NULL, message || '; not retryable, job is now failed');
         END IF;
+        PERFORM qbo_sync.free_organization(job);
         RETURN state || '{"job": null}';
     END IF;
     RETURN state;
@@ -275,10 +335,9 @@ BEGIN
 END
 $$;
 
--- Take the job's organization: one job per organization at a time. The hold is a lease (the
--- job's own), not a row lock, since the job commits while it runs; the row is locked only for
--- this short transaction, with SKIP LOCKED, so a busy organization is never waited for. The
--- job is given back (not counted as an attempt) when another job holds the organization.
+-- The run starts: the job still holds the organization its claim took (another run could only
+-- have taken it had the job's lease run out meanwhile: the job is then given back), and the
+-- handler is chosen.
 CREATE OR REPLACE FUNCTION qbo_sync.worker_start(state jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -287,27 +346,19 @@ SET lock_timeout = '5s'
 AS $$
 DECLARE
     job public.qbo_sync_queue;
-    holder record;
 BEGIN
     IF state -> 'job' IS NULL OR jsonb_typeof(state -> 'job') = 'null' THEN
         RETURN state;
     END IF;
     job := qbo_sync.worker_job(state);
-    SELECT l.job_id, l.lease_id, l.held_until INTO holder
-      FROM qbo_sync.organization_lock AS l
-     WHERE l.organization_id = job.organization_id
-       FOR UPDATE SKIP LOCKED;
-    -- held by another run (of another job, or an earlier run of this one that was requeued or
-    -- reclaimed and may still be working) until its lease ends: the organization is busy
-    IF NOT FOUND OR (holder.lease_id IS DISTINCT FROM job.lease_id AND holder.held_until > clock_timestamp()) THEN
+    -- (waits, briefly, for a claim that is looking at the row: it will leave it alone)
+    UPDATE qbo_sync.organization_lock AS l
+       SET held_until = greatest(l.held_until, job.locked_until)
+     WHERE l.organization_id = job.organization_id AND l.lease_id = job.lease_id;
+    IF NOT FOUND THEN
         PERFORM qbo_sync.release(job.id, job.lease_id, qbo_sync.setting_numeric('queue.busy_retry_seconds'));
         RETURN state || '{"job": null}';
     END IF;
-    UPDATE qbo_sync.organization_lock AS l
-       SET job_id = job.id, lease_id = job.lease_id,
-           held_until = greatest(job.locked_until, clock_timestamp() + make_interval(
-                            secs => qbo_sync.setting_numeric('queue.lease_seconds')::double precision))
-     WHERE l.organization_id = job.organization_id;
     -- A SQL handler the owner installed (qbo_sync.sync_<entity>) runs instead of the built-in one
     RETURN state || jsonb_build_object(
         'handler', CASE WHEN qbo_sync.sql_handler(job.sync_endpoint) IS NULL
@@ -397,9 +448,7 @@ BEGIN
                             WHERE h2.queue_job_id = job.id ORDER BY h2.completed_at DESC LIMIT 1);
         END IF;
     END IF;
-    UPDATE qbo_sync.organization_lock AS l
-       SET job_id = NULL, lease_id = NULL, held_until = NULL
-     WHERE l.organization_id = job.organization_id AND l.lease_id = job.lease_id;
+    PERFORM qbo_sync.free_organization(job);
     RETURN jsonb_set(state - 'handler', '{done}', to_jsonb((state ->> 'done')::integer + 1))
            || '{"job": null, "failed_steps": 0}';
 END
@@ -443,9 +492,7 @@ BEGIN
             PERFORM qbo_sync.release(job.id, job.lease_id, qbo_sync.setting_numeric('queue.busy_retry_seconds'),
                                      format('the worker could not run the job: %s (SQLSTATE %s)',
                                             left(error_message, 3800), error_state));
-            UPDATE qbo_sync.organization_lock AS l
-               SET job_id = NULL, lease_id = NULL, held_until = NULL
-             WHERE l.organization_id = job.organization_id AND l.lease_id = job.lease_id;
+            PERFORM qbo_sync.free_organization(job);
         EXCEPTION WHEN OTHERS THEN
             NULL;  -- the job keeps its lease and comes back when it ends
         END;

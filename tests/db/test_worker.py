@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 
+from tests.conftest import make_org
+
 #: the advisory key a blocking handler waits on, so a test can hold a job mid-run
 HOLD_KEY = 4242
 
@@ -308,6 +310,65 @@ def test_one_organization_is_worked_by_one_backend_at_a_time(conn, connect, org,
     conn.execute("UPDATE qbo_sync_queue SET run_at = now()")
     run_worker(conn)
     assert conn.execute("SELECT status FROM qbo_sync_queue").fetchone()[0] == "completed"
+
+
+def test_two_claims_at_once_give_an_organization_to_one_and_the_next_one_to_the_other(
+    conn, connect, org
+):
+    """Both claims see the organization free (neither has committed): the first to take it keeps
+    its job; the second gives its own back in its place, attempt not counted, and claims
+    another organization's job instead of idling."""
+    other = make_org(conn, "Other")
+    first, second = (
+        conn.execute("SELECT trigger_qbo_sync(%s, %s, 'pull')", (org, entity)).fetchone()[0]
+        for entity in ("customers", "items")
+    )
+    elsewhere = conn.execute(
+        "SELECT trigger_qbo_sync(%s, 'customers', 'pull')", (other,)
+    ).fetchone()[0]
+    second_run_at = job_row(conn, second)["run_at"]
+    conn.execute("INSERT INTO qbo_sync.organization_lock VALUES (%s)", (org,))
+    claim = "SELECT qbo_sync.worker_claim(qbo_sync.worker_begin(10, 5, true)) -> 'job' ->> 'id'"
+    winner = connect(autocommit=False)
+    assert winner.execute(claim).fetchone()[0] == str(first)  # not committed yet
+    assert conn.execute(claim).fetchone()[0] == str(elsewhere)
+    row = job_row(conn, second)
+    assert (row["status"], row["attempts"], row["run_at"]) == ("pending", 0, second_run_at)
+    winner.commit()
+    held = conn.execute(
+        "SELECT job_id FROM qbo_sync.organization_lock WHERE organization_id = %s", (org,)
+    ).fetchone()[0]
+    assert held == first
+    # while the winner's job holds the organization, its next job is not claimed
+    assert conn.execute(claim).fetchone()[0] is None
+    assert job_row(conn, second)["status"] == "pending"
+
+
+def test_a_job_given_back_before_it_runs_gives_its_organization_back(conn, handlers):
+    """A job whose connection is not active fails in the prepare step, after its claim took the
+    organization: the organization is free again for its next job at once."""
+    handlers("customers", CUSTOMERS)
+    org = make_org(conn, "Disconnected")
+    failed = conn.execute("SELECT trigger_qbo_sync(%s, 'customers', 'pull')", (org,)).fetchone()[0]
+    conn.execute(
+        "UPDATE qbo_connection SET is_active = false, inactive_reason = 'invalid_grant'"
+        " WHERE organization_id = %s",
+        (org,),
+    )
+    run_worker(conn, max_seconds=2, max_jobs=1)
+    assert job_row(conn, failed)["status"] == "failed"
+    lease = conn.execute(
+        "SELECT lease_id FROM qbo_sync.organization_lock WHERE organization_id = %s", (org,)
+    ).fetchone()[0]
+    assert lease is None
+    conn.execute(
+        "UPDATE qbo_connection SET is_active = true, inactive_reason = NULL"
+        " WHERE organization_id = %s",
+        (org,),
+    )
+    done = conn.execute("SELECT trigger_qbo_sync(%s, 'customers', 'pull')", (org,)).fetchone()[0]
+    run_worker(conn, max_seconds=2, max_jobs=1)
+    assert job_row(conn, done)["status"] == "completed"
 
 
 def test_worker_reclaims_expired_leases(conn, org, handlers):

@@ -20,7 +20,7 @@ SELECT functions_are('qbo_sync', ARRAY[
     'disconnect', 'create_connected_organization', 'token_warning', 'refresh_token_due',
     'record_token_warnings',
     'run_job', 'sql_handler', 'error_is_retryable', 'record_history', 'lost_lease_reason',
-    'worker_begin', 'worker_should_stop', 'worker_claim', 'worker_prepare', 'worker_job', 'worker_start', 'worker_run_job', 'worker_finish', 'worker_abandon', 'worker',
+    'worker_begin', 'worker_should_stop', 'take_organization', 'free_organization', 'worker_claim', 'worker_prepare', 'worker_job', 'worker_start', 'worker_run_job', 'worker_finish', 'worker_abandon', 'worker',
     'worker_step_failed', 'complete_covered_pulls', 'publish_progress', 'process_webhook_rows',
     'try_timestamptz', 'webhook_events', 'webhook_format', 'webhook_event_rows', 'process_webhooks',
     'cleanup_webhook_logs', 'cleanup_webhook_processed', 'cleanup_sync_jobs', 'cleanup_sync_history',
@@ -53,7 +53,7 @@ SELECT has_function('qbo_sync', f, args::name[], 'qbo_sync.' || f || '(' || arra
     ('track_local_deletion', ARRAY[]::text[]),
     ('begin_applying_remote', ARRAY[]::text[]),
     ('enqueue', ARRAY['uuid', 'text', 'text', 'qbo_sync_priority', 'text[]', 'text', 'jsonb', 'boolean']),
-    ('claim', ARRAY['integer', 'text', 'numeric']),
+    ('claim', ARRAY['integer', 'text', 'numeric', 'uuid[]']),
     ('complete', ARRAY['uuid', 'uuid', 'jsonb']),
     ('backoff_seconds', ARRAY['integer']),
     ('fail', ARRAY['uuid', 'uuid', 'text', 'boolean', 'text']),
@@ -124,7 +124,7 @@ SELECT function_returns('public', 'qbo_sync_orchestrator', ARRAY['uuid', 'text',
 SELECT function_returns('public', 'qbo_sync_' || e, ARRAY['uuid', 'text', 'text']::name[], 'uuid',
                         'qbo_sync_' || e || ' returns the job id')
   FROM unnest(ARRAY['customers', 'items', 'invoices', 'payments']) AS e;              -- 4
-SELECT function_returns('qbo_sync', 'claim', ARRAY['integer', 'text', 'numeric']::name[], 'setof qbo_sync_queue',
+SELECT function_returns('qbo_sync', 'claim', ARRAY['integer', 'text', 'numeric', 'uuid[]']::name[], 'setof qbo_sync_queue',
                         'claim returns queue rows');
 SELECT function_returns('qbo_sync', 'enqueue',
                         ARRAY['uuid', 'text', 'text', 'qbo_sync_priority', 'text[]', 'text', 'jsonb', 'boolean']::name[],

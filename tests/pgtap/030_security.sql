@@ -81,7 +81,7 @@ SELECT function_privs_are(s, f, args::name[], 'public', ARRAY[]::text[],
                ('qbo_sync', 'decrypt_token', ARRAY['bytea']),
                ('qbo_sync', 'python_setup', ARRAY[]::text[]),
                ('qbo_sync', 'enqueue', ARRAY['uuid', 'text', 'text', 'qbo_sync_priority', 'text[]', 'text', 'jsonb', 'boolean']),
-               ('qbo_sync', 'claim', ARRAY['integer', 'text', 'numeric']),
+               ('qbo_sync', 'claim', ARRAY['integer', 'text', 'numeric', 'uuid[]']),
                ('public', 'trigger_qbo_sync', ARRAY['uuid', 'text', 'text', 'text']),
                ('qbo_sync', 'process_webhooks', ARRAY['integer']),
                ('public', 'qbo_sync_worker', ARRAY['numeric', 'integer', 'boolean'])

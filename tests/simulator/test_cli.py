@@ -85,3 +85,14 @@ def test_python_m_simulator_serves(tmp_path: Path) -> None:
         proc.terminate()
         out, _ = proc.communicate(timeout=10)
     assert b"sim-client-secret" not in out and b"eyJ" not in out  # no secrets in the log
+
+
+def test_the_verifier_token_can_come_from_the_environment(monkeypatch) -> None:
+    """So that it stays out of the process list (and a token that starts with "-" is not read
+    as an option); the flag, when given, wins."""
+    monkeypatch.setenv("QBO_WEBHOOK_VERIFIER_TOKEN", "-starts-with-a-dash")
+    assert config_from_args(build_parser().parse_args([])).verifier_token == "-starts-with-a-dash"
+    flagged = build_parser().parse_args(["--verifier-token", "from-the-flag"])
+    assert config_from_args(flagged).verifier_token == "from-the-flag"
+    monkeypatch.delenv("QBO_WEBHOOK_VERIFIER_TOKEN")
+    assert config_from_args(build_parser().parse_args([])).verifier_token == "sim-verifier-token"

@@ -254,7 +254,8 @@ AS $$
 $$;
 
 -- Give a claimed job back without counting the attempt (its organization was busy), due again
--- after `delay_seconds`, or in its place in the queue when that is NULL.
+-- after `delay_seconds`, or in its place in the queue when that is NULL. The organization its
+-- lease held is free again.
 CREATE OR REPLACE FUNCTION qbo_sync.release(
     job_id uuid, job_lease uuid, delay_seconds numeric DEFAULT 0, reason text DEFAULT NULL
 )
@@ -270,7 +271,12 @@ AS $$
                last_error = coalesce(reason, q.last_error),
                lease_id = NULL, locked_by = NULL, locked_until = NULL, updated_at = now()
          WHERE q.id = job_id AND q.lease_id = job_lease AND q.status = 'processing'
-        RETURNING 1
+        RETURNING q.organization_id
+    ), organization AS (
+        UPDATE qbo_sync.organization_lock AS l
+           SET job_id = NULL, lease_id = NULL, held_until = NULL
+          FROM released AS r
+         WHERE l.organization_id = r.organization_id AND l.lease_id = release.job_lease
     )
     SELECT EXISTS (SELECT FROM released)
 $$;

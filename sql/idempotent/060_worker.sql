@@ -275,7 +275,6 @@ BEGIN
         PERFORM qbo_sync.release(job.id, job.lease_id, qbo_sync.setting_numeric('token.refresh_retry_seconds'),
                                  'waiting for the token endpoint: ' || connection.last_refresh_error
                                  || ' (moments ago; not tried again yet)');
-        PERFORM qbo_sync.free_organization(job);
         RETURN state || '{"job": null}';
     END IF;
     IF connection.is_active AND connection.due THEN
@@ -285,7 +284,6 @@ BEGIN
             -- another session is refreshing this connection (the token job, a slow endpoint)
             PERFORM qbo_sync.release(job.id, job.lease_id, qbo_sync.setting_numeric('queue.busy_retry_seconds'),
                                      'waiting: another session is refreshing the token');
-            PERFORM qbo_sync.free_organization(job);
             RETURN state || '{"job": null}';
         END;
         SELECT c.is_active, c.inactive_reason,
@@ -299,7 +297,6 @@ BEGIN
            AND qbo_sync.error_is_retryable(coalesce(refreshed ->> 'sqlstate', 'XX000')) THEN
             PERFORM qbo_sync.release(job.id, job.lease_id, qbo_sync.setting_numeric('token.refresh_retry_seconds'),
                                      'waiting for the token endpoint: ' || (refreshed ->> 'error'));
-            PERFORM qbo_sync.free_organization(job);
             RETURN state || '{"job": null}';
         END IF;
     END IF;
@@ -492,7 +489,6 @@ BEGIN
             PERFORM qbo_sync.release(job.id, job.lease_id, qbo_sync.setting_numeric('queue.busy_retry_seconds'),
                                      format('the worker could not run the job: %s (SQLSTATE %s)',
                                             left(error_message, 3800), error_state));
-            PERFORM qbo_sync.free_organization(job);
         EXCEPTION WHEN OTHERS THEN
             NULL;  -- the job keeps its lease and comes back when it ends
         END;

@@ -23,12 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import psycopg.conninfo
 import requests
 
 from qbo_sync.install import install
 from qbo_sync.pgserver import Cluster, free_port, give_to_server_user, write_secrets_file
 
 DATABASE = "engine_bench"
+# qbo-sync as installed and nothing else: each of part 4's runs starts from a copy of it
+TEMPLATE_DATABASE = "engine_bench_template"
 CLIENT_ID = "bench-engine-client"
 CLIENT_SECRET = "bench-engine-secret"
 DO_TAG = "$bench_engine$"
@@ -201,7 +204,8 @@ def counter_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, in
 def bench_database(base_dir: Path) -> Iterator[str]:
     """A throw-away cluster whose secrets name this benchmark's app, tracking the time spent in
     PL/pgSQL and SQL functions (track_functions = all: pg_stat_user_functions, no extension);
-    qbo-sync installed in a database that is not pg_cron's (no scheduled job runs there)."""
+    qbo-sync installed in a database that is not pg_cron's (no scheduled job runs there), and a
+    copy of that database as installed (TEMPLATE_DATABASE, see fresh_database)."""
     cluster_dir = base_dir / "pg"
     cluster_dir.mkdir()
     give_to_server_user(cluster_dir, 0o755)
@@ -218,9 +222,28 @@ def bench_database(base_dir: Path) -> Iterator[str]:
             conn.execute(f"CREATE DATABASE {DATABASE}")
         dsn = cluster.dsn(DATABASE)
         install(dsn)
+        with psycopg.connect(cluster.dsn("postgres"), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {TEMPLATE_DATABASE} TEMPLATE {DATABASE}")
         yield dsn
     finally:
         cluster.destroy()
+
+
+@contextmanager
+def fresh_database(dsn: str, name: str) -> Iterator[str]:
+    """A new database `name`, a copy of qbo-sync as installed (TEMPLATE_DATABASE), in the
+    cluster of `dsn`, checkpointed before it is used and dropped after: runs compared with
+    each other each start from the same state, not one from what the runs before it left (a
+    database that grows costs each later run more CPU per pulled row)."""
+    admin = psycopg.conninfo.make_conninfo(dsn, dbname="postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DATABASE}")
+        conn.execute("CHECKPOINT")
+    try:
+        yield psycopg.conninfo.make_conninfo(dsn, dbname=name)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def connect_organization(
@@ -295,13 +318,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def machine_cpu() -> tuple[float, float]:
-    """CPU seconds the whole machine has been busy and idle since boot (/proc/stat, all cores
-    together: idle and iowait count as idle)."""
+def machine_cpu() -> tuple[float, float, float]:
+    """CPU seconds the whole machine has been busy and idle since boot, and the part of busy
+    that was stolen (/proc/stat, all cores together: idle and iowait count as idle; steal is
+    time the hypervisor gave this virtual machine's CPUs to others)."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     idle = values[3] + values[4]
     tick = os.sysconf("SC_CLK_TCK")
-    return (sum(values[:8]) - idle) / tick, idle / tick
+    return (sum(values[:8]) - idle) / tick, idle / tick, values[7] / tick
 
 
 def memory_kb(pid: int) -> dict[str, int]:

@@ -599,3 +599,28 @@ def test_an_outcome_another_session_holds_back_is_unconfirmed_and_the_work_kept(
     assert row["status"] == "processing"  # the cancel was rolled back; the lease brings it back
     conn.execute("UPDATE qbo_sync_queue SET locked_until = now() - interval '1 second'")
     assert conn.execute("SELECT qbo_sync.reclaim_expired()").fetchone()[0] == 1
+
+
+def test_a_failed_jobs_history_row_is_found_through_an_index(conn, org):
+    """worker_finish writes a failed job's intuit_tid on the job's latest history row: with a
+    long history that lookup goes through qbo_sync_history_queue_job_idx, not a read of every
+    row the history keeps, once a failure."""
+    conn.execute(
+        """INSERT INTO qbo_sync_history (organization_id, queue_job_id, sync_type, status,
+                                         completed_at)
+           SELECT %s, gen_random_uuid(), 'pull', 'completed', now() - make_interval(secs => g)
+             FROM generate_series(1, 20000) AS g""",
+        (org,),
+    )
+    conn.execute("ANALYZE qbo_sync_history")
+    job_id = conn.execute("SELECT queue_job_id FROM qbo_sync_history LIMIT 1").fetchone()[0]
+    plan = "\n".join(
+        r[0]
+        for r in conn.execute(
+            """EXPLAIN SELECT h2.id FROM public.qbo_sync_history AS h2
+                WHERE h2.queue_job_id = %s ORDER BY h2.completed_at DESC LIMIT 1""",
+            (job_id,),
+        )
+    )
+    assert "qbo_sync_history_queue_job_idx" in plan, plan
+    assert "Seq Scan" not in plan, plan

@@ -3,7 +3,7 @@
 SET search_path = tap, public, qbo_sync;
 
 BEGIN;
-SELECT plan(182);
+SELECT plan(183);
 
 -- Schemas and extensions
 SELECT has_schema('qbo_sync');
@@ -153,6 +153,9 @@ SELECT is(pg_get_expr(i.indpred, i.indrelid), $$(status = 'processing'::text)$$,
           'lease index is partial on processing jobs')
   FROM pg_index AS i WHERE i.indexrelid = 'public.qbo_sync_queue_lease_idx'::regclass;
 SELECT has_index('public', 'qbo_webhook_log', 'qbo_webhook_log_received_idx', ARRAY['id']::name[], 'index qbo_webhook_log_received_idx exists on its columns');
+-- A job's history rows by the job (the failure path writes intuit_tid on the latest one).
+SELECT has_index('public', 'qbo_sync_history', 'qbo_sync_history_queue_job_idx',
+                 ARRAY['queue_job_id', 'completed_at']::name[], 'index qbo_sync_history_queue_job_idx exists on its columns');
 
 -- Connection: tokens only in encrypted bytea columns
 SELECT col_type_is('public', 'qbo_connection', 'qbo_access_token_encrypted', 'bytea', 'qbo_connection.qbo_access_token_encrypted col_type_is bytea');

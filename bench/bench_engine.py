@@ -678,7 +678,7 @@ def part_orgs(
         for cycle in ("full", "incremental"):
             wall = one_worker[cycle]["wall_seconds"]
             round_ratios[f"{cycle}_ratio"] = wall / many[cycle]["wall_seconds"]
-            # what the CPUs allowed at most: 1 worker's wall over the 4-worker run's CPU bound
+            # what the CPUs allowed at most: 1 worker's wall over the N-worker run's CPU bound
             round_ratios[f"{cycle}_cpu_bound_ratio"] = wall / many[cycle]["cpu_bound_seconds"]
         ratios.append(round_ratios)
     return {

@@ -672,8 +672,7 @@ def part_orgs(
                     "order_in_round": number + 1,
                 }
         one_worker, many = by_workers[1], by_workers[workers]
-        pair = [one_worker, many]
-        runs += pair
+        runs += [one_worker, many]
         round_ratios: dict[str, Any] = {"round": round_number + 1}
         for cycle in ("full", "incremental"):
             wall = one_worker[cycle]["wall_seconds"]
